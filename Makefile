@@ -1,0 +1,49 @@
+# northstar: `make run` serves the gateway, `make test` proves it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+DATA   ?= ./data
+
+.PHONY: run install test lint typecheck contracts unit real-client bench soak clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/northstar serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check northstar actors tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+contracts: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+unit: $(STAMP)
+	$(PY) -m pytest -q
+
+real-client: $(STAMP)
+	bash tests/real_client/repro_real_client.sh
+
+test: lint typecheck contracts unit real-client
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+soak: $(STAMP)
+	$(PY) -m tests.soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
