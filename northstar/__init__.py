@@ -1,0 +1,3 @@
+"""northstar: a governed MCP gateway and tool workbench."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Shared foundations: errors, identity and the wire envelope."""

@@ -1,0 +1,198 @@
+"""The northstar error hierarchy.
+
+Every error the application raises on purpose is a :class:`NorthstarError`. Each class
+carries a stable machine ``code`` (part of the public contract), the HTTP status it maps
+to, and structured ``details``. Mapping to the wire (REST envelope, JSON-RPC error, MCP
+``isError`` result) happens in exactly one place: :mod:`northstar.common.error_envelope`.
+
+    NorthstarError                      500 internal_error
+    ├── BadRequest                      400 bad_request
+    │   ├── InvalidHeader               400 invalid_header        (details: header)
+    │   ├── InvalidJson                 400 invalid_json
+    │   └── ValidationFailed            400 validation_error      (details: errors[])
+    ├── Unauthorized                    401 unauthorized
+    ├── Forbidden                       403 forbidden
+    │   ├── FirearmRequired             403 firearm_required      (details: scope, firearm)
+    │   ├── AdminRequired               403 admin_required
+    │   └── PolicyDenied                403 policy_denied         (details: gate, reason)
+    ├── NotFound                        404 not_found
+    │   └── UnknownTool                 404 unknown_tool          (details: name)
+    ├── MethodNotAllowed                405 method_not_allowed
+    ├── RequestTimeout                  408 request_timeout
+    ├── Conflict                        409 conflict              (details: current_version)
+    │   └── NameCollision               409 name_collision
+    ├── PayloadTooLarge                 413 payload_too_large     (details: limit)
+    ├── UnsupportedMediaType            415 unsupported_media_type
+    ├── Unprocessable                   422 unprocessable         (details: errors[])
+    │   └── InvalidDefinition           422 invalid_definition
+    ├── RateLimited                     429 rate_limited          (details: retry_after)
+    ├── ToolFailed                      502 tool_error            (the tool itself failed)
+    ├── ServiceUnavailable              503 service_unavailable   (details: retry_after)
+    │   ├── StoreUnavailable            503 store_unavailable
+    │   └── AuditUnavailable            503 audit_unavailable
+    └── ToolTimeout                     504 tool_timeout          (details: timeout_s)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class NorthstarError(Exception):
+    """Base of every deliberate northstar error."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or self.default_message
+        self.details: dict[str, Any] = {k: v for k, v in details.items() if v is not None}
+        super().__init__(self.message)
+
+    @property
+    def retry_after(self) -> int | None:
+        value = self.details.get("retry_after")
+        return int(value) if value is not None else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class BadRequest(NorthstarError):
+    code = "bad_request"
+    http_status = 400
+    default_message = "bad request"
+
+
+class InvalidHeader(BadRequest):
+    code = "invalid_header"
+    default_message = "invalid header"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+    default_message = "request body is not valid JSON"
+
+
+class ValidationFailed(BadRequest):
+    code = "validation_error"
+    default_message = "request validation failed"
+
+
+class Unauthorized(NorthstarError):
+    code = "unauthorized"
+    http_status = 401
+    default_message = "missing or invalid credentials"
+
+
+class Forbidden(NorthstarError):
+    code = "forbidden"
+    http_status = 403
+    default_message = "forbidden"
+
+
+class FirearmRequired(Forbidden):
+    code = "firearm_required"
+    default_message = "this scope requires a firearm the caller has not been granted"
+
+
+class AdminRequired(Forbidden):
+    code = "admin_required"
+    default_message = "this action requires the admin permission"
+
+
+class PolicyDenied(Forbidden):
+    code = "policy_denied"
+    default_message = "denied by policy"
+
+
+class NotFound(NorthstarError):
+    code = "not_found"
+    http_status = 404
+    default_message = "not found"
+
+
+class UnknownTool(NotFound):
+    code = "unknown_tool"
+    default_message = "unknown tool"
+
+
+class MethodNotAllowed(NorthstarError):
+    code = "method_not_allowed"
+    http_status = 405
+    default_message = "method not allowed"
+
+
+class RequestTimeout(NorthstarError):
+    code = "request_timeout"
+    http_status = 408
+    default_message = "request took too long to arrive"
+
+
+class Conflict(NorthstarError):
+    code = "conflict"
+    http_status = 409
+    default_message = "version conflict"
+
+
+class NameCollision(Conflict):
+    code = "name_collision"
+    default_message = "name collides with an existing tool"
+
+
+class PayloadTooLarge(NorthstarError):
+    code = "payload_too_large"
+    http_status = 413
+    default_message = "request body too large"
+
+
+class UnsupportedMediaType(NorthstarError):
+    code = "unsupported_media_type"
+    http_status = 415
+    default_message = "unsupported media type"
+
+
+class Unprocessable(NorthstarError):
+    code = "unprocessable"
+    http_status = 422
+    default_message = "unprocessable entity"
+
+
+class InvalidDefinition(Unprocessable):
+    code = "invalid_definition"
+    default_message = "invalid tool definition"
+
+
+class RateLimited(NorthstarError):
+    code = "rate_limited"
+    http_status = 429
+    default_message = "rate limit exceeded"
+
+
+class ToolFailed(NorthstarError):
+    code = "tool_error"
+    http_status = 502
+    default_message = "the tool failed"
+
+
+class ServiceUnavailable(NorthstarError):
+    code = "service_unavailable"
+    http_status = 503
+    default_message = "service unavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "store_unavailable"
+    default_message = "the store is unavailable"
+
+
+class AuditUnavailable(ServiceUnavailable):
+    code = "audit_unavailable"
+    default_message = "the audit log is unavailable; the call was refused"
+
+
+class ToolTimeout(NorthstarError):
+    code = "tool_timeout"
+    http_status = 504
+    default_message = "the tool call timed out"
