@@ -1,0 +1,104 @@
+"""The multi-scope tool model.
+
+A :class:`ToolDefinition` has one or more :class:`Scope` objects; a scope groups the
+:class:`Operation` objects it permits. An operation has pydantic input and output models
+(its JSON Schemas are derived from them in :mod:`northstar.mcp_gateway.schema_gen`),
+annotations and an async handler ``handler(tctx, inputs) -> output``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from northstar.common.identity import RequestContext
+from northstar.mcp_gateway import naming
+
+
+@dataclass(frozen=True, slots=True)
+class Annotations:
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    open_world: bool = False
+
+    def to_mcp(self, title: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "readOnlyHint": self.read_only,
+            "destructiveHint": self.destructive,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": self.open_world,
+        }
+        if title:
+            out["title"] = title
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a handler sees: who calls, and the services its tool was built with."""
+
+    request: RequestContext
+    services: Any = None
+    package: dict[str, Any] | None = None
+
+
+Handler = Callable[[ToolContext, Any], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str
+    description: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    handler: Handler
+    annotations: Annotations = Annotations()
+    title: str | None = None
+    # For published (workbench) operations: the JSON Schema shown on the wire when it is
+    # narrower than the input model's, plus presets merged into every call.
+    input_schema_override: dict[str, Any] | None = None
+    presets: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    name: str
+    description: str
+    operations: tuple[Operation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    tool_id: str
+    title: str
+    description: str
+    version: str
+    scopes: tuple[Scope, ...]
+    builtin: bool = True
+    package_hash: str | None = None
+
+    def __post_init__(self) -> None:
+        naming.check_part("tool id", self.tool_id)
+        seen: set[str] = set()
+        for scope, op in self.operations():
+            naming.to_wire(f"{self.tool_id}.{op.name}")
+            if op.name in seen:
+                raise ValueError(f"operation {op.name!r} appears twice in tool {self.tool_id!r}")
+            seen.add(op.name)
+            if not scope.name:
+                raise ValueError("scope names must not be empty")
+
+    def operations(self) -> Iterator[tuple[Scope, Operation]]:
+        for scope in self.scopes:
+            for op in scope.operations:
+                yield scope, op
+
+    def find(self, op_name: str) -> tuple[Scope, Operation] | None:
+        for scope, op in self.operations():
+            if op.name == op_name:
+                return scope, op
+        return None

@@ -1,0 +1,189 @@
+"""ToolActor: Invoke round trips, errors as results, crashes, and restart under supervision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from pydantic import BaseModel
+
+import actors
+from northstar.common.errors import NotFound, ToolFailed, UnknownTool, ValidationFailed
+from northstar.mcp_gateway.tools.actor import Invoke, InvokeResult, ToolActor, tool_child, tool_factory
+from northstar.mcp_gateway.tools.echo import ECHO, PingInput, PingOutput
+from northstar.mcp_gateway.tools.model import Operation, Scope, ToolContext, ToolDefinition
+from tests.mcp_gateway.tools.tools_testkit import tool_ctx
+
+TIMEOUT = 5.0
+
+
+class Empty(BaseModel):
+    pass
+
+
+class Count(BaseModel):
+    n: int
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def make_test_tool() -> tuple[ToolDefinition, dict[str, Any]]:
+    """A tool whose operations misbehave on purpose; ``state`` lets tests observe and steer them."""
+    state: dict[str, Any] = {"calls": 0, "waiting": 0, "release": trio.Event()}
+
+    async def ok(tctx: ToolContext, inputs: Empty) -> Count:
+        state["calls"] += 1
+        return Count(n=state["calls"])
+
+    async def missing(tctx: ToolContext, inputs: Empty) -> Count:
+        raise NotFound("no such thing", thing="x")
+
+    async def boom(tctx: ToolContext, inputs: Empty) -> Count:
+        raise Boom("a bug")
+
+    async def as_dict(tctx: ToolContext, inputs: Empty) -> Any:
+        return {"n": 7}
+
+    async def bad_output(tctx: ToolContext, inputs: Empty) -> Any:
+        return {"n": "not a number"}
+
+    async def wait(tctx: ToolContext, inputs: Empty) -> Count:
+        state["waiting"] += 1
+        await state["release"].wait()
+        return Count(n=state["waiting"])
+
+    ops = tuple(
+        Operation(name, name, Empty, Count, handler)
+        for name, handler in [("ok", ok), ("missing", missing), ("boom", boom), ("as_dict", as_dict),
+                              ("bad_output", bad_output), ("wait", wait)]
+    )
+    return ToolDefinition("testtool", "Test", "misbehaves", "0.0.1", (Scope("test", "t", ops),)), state
+
+
+def invoke(operation: str, arguments: BaseModel | None = None) -> Invoke:
+    return Invoke(tctx=tool_ctx(), operation=operation, arguments=arguments or Empty())
+
+
+async def test_echo_round_trip_through_spawn() -> None:
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actors.spawn, tool_factory(ECHO))
+        assert ref.name == "tool:echo"
+        result = await ref.call(invoke("ping", PingInput(message="hi", data={"a": 1})), timeout=TIMEOUT)
+        assert isinstance(result, InvokeResult) and result.ok
+        out = result.unwrap()
+        assert isinstance(out, PingOutput)
+        assert (out.message, out.data) == ("hi", {"a": 1})
+        nursery.cancel_scope.cancel()
+
+
+async def test_refusals_are_results() -> None:
+    tool, _ = make_test_tool()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actors.spawn, tool_factory(tool))
+        unknown = await ref.call(invoke("nope"), timeout=TIMEOUT)
+        assert isinstance(unknown.error, UnknownTool) and unknown.output is None
+        wrong_model = await ref.call(invoke("ok", PingInput()), timeout=TIMEOUT)
+        assert isinstance(wrong_model.error, ValidationFailed)
+        with pytest.raises(ValidationFailed):
+            wrong_model.unwrap()
+        nursery.cancel_scope.cancel()
+
+
+async def test_handler_error_is_a_result_and_the_actor_keeps_running() -> None:
+    tool, _ = make_test_tool()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actors.spawn, tool_factory(tool))
+        result = await ref.call(invoke("missing"), timeout=TIMEOUT)
+        assert isinstance(result.error, NotFound)
+        assert result.error.details == {"thing": "x"}
+        assert ref.running
+        again = await ref.call(invoke("ok"), timeout=TIMEOUT)
+        assert again.unwrap() == Count(n=1)
+        assert ref.stats().crashes == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_output_is_checked_against_the_output_model() -> None:
+    tool, _ = make_test_tool()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actors.spawn, tool_factory(tool))
+        coerced = await ref.call(invoke("as_dict"), timeout=TIMEOUT)
+        assert coerced.unwrap() == Count(n=7)
+        bad = await ref.call(invoke("bad_output"), timeout=TIMEOUT)
+        assert isinstance(bad.error, ToolFailed)
+        assert bad.error.details["errors"][0]["loc"] == ("n",)
+        nursery.cancel_scope.cancel()
+
+
+async def test_unexpected_exception_crashes_the_actor() -> None:
+    tool, _ = make_test_tool()
+    crashes: list[BaseException] = []
+
+    async def run_unsupervised(*, task_status: trio.TaskStatus[Any]) -> None:
+        try:
+            await actors.spawn(tool_factory(tool), task_status=task_status)
+        except Boom as exc:  # spawn re-raises the original exception
+            crashes.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(run_unsupervised)
+        with pytest.raises(actors.ActorCrashed) as info:
+            await ref.call(invoke("boom"), timeout=TIMEOUT)
+        assert info.value.cause_type == "Boom"
+        assert "a bug" not in str(info.value)
+        with pytest.raises(actors.ActorStopped):
+            await ref.call(invoke("ok"), timeout=TIMEOUT)
+    assert [type(e) for e in crashes] == [Boom]
+
+
+async def test_supervised_actor_is_restarted_after_a_crash() -> None:
+    tool, _ = make_test_tool()
+    sup = actors.Supervisor("tools", [tool_child(tool, max_concurrency=4)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        ref = sup.get("tool:testtool")
+        assert isinstance(ref, actors.ActorRef)
+        assert (await ref.call(invoke("ok"), timeout=TIMEOUT)).unwrap() == Count(n=1)
+        with pytest.raises(actors.ActorCrashed):
+            await ref.call(invoke("boom"), timeout=TIMEOUT)
+        # The same reference keeps working: the supervisor started a fresh instance.
+        assert (await ref.call(invoke("ok"), timeout=TIMEOUT)).unwrap() == Count(n=2)
+        assert ref.stats().restarts == 1
+        await sup.stop()
+
+
+async def test_handlers_run_concurrently_up_to_max_concurrency() -> None:
+    tool, state = make_test_tool()
+    results: list[InvokeResult] = []
+
+    async def call_wait(ref: actors.ActorRef[Invoke, InvokeResult]) -> None:
+        results.append(await ref.call(invoke("wait"), timeout=TIMEOUT))
+
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actors.spawn, tool_factory(tool, max_concurrency=2))
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as callers:
+                for _ in range(3):
+                    callers.start_soon(call_wait, ref)
+                await trio.testing.wait_all_tasks_blocked()
+                assert state["waiting"] == 2  # the third waits for a free slot
+                assert ref.stats().in_flight == 2
+                state["release"].set()
+        assert len(results) == 3 and all(r.ok for r in results)
+        nursery.cancel_scope.cancel()
+
+
+def test_tool_actor_is_named_after_its_tool() -> None:
+    actor = ToolActor(ECHO, max_concurrency=3)
+    assert (actor.name, actor.max_concurrency, actor.definition) == ("tool:echo", 3, ECHO)
+    assert tool_child(ECHO).id == "tool:echo"
+
+
+async def test_unknown_message_type_is_a_bug() -> None:
+    actor = ToolActor(ECHO)
+    with pytest.raises(TypeError):
+        await actor.handle("not an Invoke")  # type: ignore[arg-type]
