@@ -1,0 +1,1 @@
+"""The MCP gateway: tool model, catalogue, transports and the REST front end."""

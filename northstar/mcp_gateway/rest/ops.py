@@ -1,0 +1,39 @@
+"""Health and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response
+
+from northstar import __version__
+from northstar.mcp_gateway.rest.common import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/health")
+async def health() -> tuple[dict[str, Any], int]:
+    svc = services()
+    store_ok = True
+    try:
+        await svc.store.check()
+    except Exception:
+        store_ok = False
+    audit_ok = bool(svc.audit.healthy)
+    status = "ok" if store_ok and audit_ok else "degraded"
+    body = {
+        "status": status,
+        "version": __version__,
+        "store": "ok" if store_ok else "unavailable",
+        "audit": "ok" if audit_ok else "unavailable",
+        "tools": len(svc.gateway.catalog.tools()),
+    }
+    return body, 200 if status == "ok" else 503
+
+
+@bp.get("/metrics")
+async def metrics() -> Response:
+    svc = services()
+    text = svc.metrics.prometheus() if getattr(svc, "metrics", None) else ""
+    return Response(text, content_type="text/plain; version=0.0.4")

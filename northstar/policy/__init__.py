@@ -1,0 +1,1 @@
+"""Policy: the gate chain, firearms, credentials and the audit trail."""

@@ -1,0 +1,156 @@
+"""Credentials: API keys, and who may trust identity headers.
+
+Two modes (``NORTHSTAR_AUTH_MODE``):
+
+* ``headers`` (the default ``auto`` mode picks it when the gateway listens on loopback): the
+  identity headers are trusted as sent. A local-development convenience, never for a
+  gateway reachable from other machines. Users listed in ``admin_users`` are admins.
+* ``api_key`` (``auto`` picks it on any other bind): identity comes only from
+  ``Authorization: Bearer <key>``. Keys are created with ``northstar keys create``,
+  shown once and stored as a SHA-256 digest (the keys are 256-bit random, so a plain
+  digest is enough). Missing or bad keys get 401; identity headers that contradict the
+  key are refused (403 ``identity_mismatch``). A key is never passed on to a tool.
+
+Key format: ``nsk_<key_id>_<secret>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from northstar.common import errors as E
+from northstar.common.identity import (
+    MODE_HEADER,
+    REQUEST_ID_HEADER,
+    TENANT_HEADER,
+    USER_HEADER,
+    Mode,
+    RequestContext,
+    RequestContextBuilder,
+    Transport,
+    new_request_id,
+    validate_value,
+)
+from northstar.policy.firearms import GLOBAL_TENANT, iso_now
+from northstar.storage import kinds
+
+KEY_PATTERN = re.compile(r"^nsk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+
+
+class IdentityMismatch(E.Forbidden):
+    code = "identity_mismatch"
+    default_message = "identity headers contradict the credential"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str
+    tenant: str
+    user: str
+    admin: bool
+    created_at: str
+    digest: str
+    label: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "tenant": self.tenant, "user": self.user, "admin": self.admin,
+                "created_at": self.created_at, "label": self.label}
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyService:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._cache: dict[str, ApiKey | None] = {}
+
+    async def create(self, tenant: str, user: str, *, admin: bool = False, label: str | None = None,
+                     actor: str | None = None) -> tuple[str, ApiKey]:
+        validate_value(TENANT_HEADER, tenant)
+        validate_value(USER_HEADER, user)
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        key = ApiKey(key_id, tenant, user, admin, iso_now(), digest(secret), label)
+        data = _asdict(key)
+        await self.store.save(GLOBAL_TENANT, kinds.API_KEYS, key_id, data, expected_version=0, actor=actor)
+        self._cache[key_id] = key
+        return f"nsk_{key_id}_{secret}", key
+
+    async def revoke(self, key_id: str, *, actor: str | None = None) -> None:
+        rec = await self.store.get(GLOBAL_TENANT, kinds.API_KEYS, key_id)
+        if rec is None or rec.data is None:
+            raise E.NotFound("no such key", key_id=key_id)
+        await self.store.save(GLOBAL_TENANT, kinds.API_KEYS, key_id, None, actor=actor)
+        self._cache[key_id] = None
+
+    async def list(self) -> list[dict[str, Any]]:
+        recs = await self.store.list(GLOBAL_TENANT, kinds.API_KEYS, limit=1000)
+        return [ApiKey(**r.data).public() for r in recs if r.data]
+
+    async def verify(self, token: str) -> ApiKey:
+        m = KEY_PATTERN.fullmatch(token)
+        if m is None:
+            raise E.Unauthorized("malformed API key")
+        key_id, secret = m.groups()
+        key = self._cache.get(key_id, ...)
+        if key is ...:
+            rec = await self.store.get(GLOBAL_TENANT, kinds.API_KEYS, key_id)
+            key = ApiKey(**rec.data) if rec is not None and rec.data else None
+            self._cache[key_id] = key
+        if key is None or not hmac.compare_digest(key.digest, digest(secret)):
+            raise E.Unauthorized("invalid or revoked API key")
+        return key
+
+
+def _asdict(key: ApiKey) -> dict[str, Any]:
+    return {f: getattr(key, f) for f in key.__slots__}
+
+
+class Authenticator:
+    """Turns a request's headers into a RequestContext, per the configured mode."""
+
+    def __init__(self, keys: KeyService, *, trust_headers: bool, admin_users: Iterable[str] = ("admin",)) -> None:
+        self.keys = keys
+        self.trust_headers = trust_headers
+        self.admin_users = frozenset(admin_users)
+        self.builder = RequestContextBuilder()
+
+    async def authenticate(self, headers: Iterable[tuple[str, str]], transport: Transport) -> RequestContext:
+        pairs = list(headers)
+        ident = self.builder.identity_headers(pairs)
+        token = bearer_token(pairs)
+        request_id = ident.get(REQUEST_ID_HEADER) or new_request_id()
+        if token is None:
+            if not self.trust_headers:
+                raise E.Unauthorized("an API key is required: Authorization: Bearer <key>")
+            ctx = self.builder.from_headers(pairs, transport=transport).replace(request_id=request_id)
+            return ctx.replace(is_admin=ctx.user in self.admin_users, authenticated_by="headers")
+        key = await self.keys.verify(token)
+        for header, value in ((TENANT_HEADER, key.tenant), (USER_HEADER, key.user)):
+            if header in ident and ident[header] != value:
+                raise IdentityMismatch(f"{header} does not match the API key", header=header)
+        return RequestContext(
+            request_id=request_id, tenant=key.tenant, user=key.user,
+            mode=Mode(ident.get(MODE_HEADER, Mode.SAAS.value)), transport=transport,
+            is_admin=key.admin, authenticated_by="api_key",
+        )
+
+
+def bearer_token(headers: Iterable[tuple[str, str]]) -> str | None:
+    values = [v for k, v in headers if k.lower() == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise E.InvalidHeader("authorization was sent more than once", header="authorization")
+    scheme, _, token = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise E.Unauthorized("use Authorization: Bearer <key>")
+    return token.strip()
