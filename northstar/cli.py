@@ -1,0 +1,162 @@
+"""The ``northstar`` command line.
+
+    northstar serve [--host H] [--port P] [--data-dir D] [--store-url URL]
+    northstar stdio [--tenant T] [--user U] [--mode M] [--data-dir D] [--store-url URL]
+    northstar firearms bind SCOPE FIREARM | unbind SCOPE | grant TENANT USER FIREARM
+                       [--expires-at TS] [--reason R] | revoke TENANT USER FIREARM | list
+    northstar keys create --tenant T --user U [--admin] | list | revoke KEY_ID
+    northstar audit tail [-n N] | verify
+    northstar drafts ... / sandbox run ... / publish ...  (see ``northstar <cmd> --help``)
+
+Administrative commands work on the store directly (no running gateway needed); a
+running gateway picks the change up within its policy refresh interval (1 s).
+Exit codes: 0 success, 1 operation failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from northstar.config import Settings
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="directory for the embedded store and blobs (default ./data)")
+    p.add_argument("--store-url", help="sqlite:///path.db or postgresql://... (default: SQLite in data dir)")
+    p.add_argument("--log-level", default=None)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="northstar", description="A governed MCP gateway and tool workbench")
+    sub = ap.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve MCP (Streamable HTTP, SSE) and the REST API over HTTP")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    _common(serve)
+    serve.set_defaults(handler=cmd_serve)
+    stdio = sub.add_parser("stdio", help="serve MCP over stdio (for Claude Desktop and other local clients)")
+    stdio.add_argument("--tenant")
+    stdio.add_argument("--user")
+    stdio.add_argument("--mode")
+    _common(stdio)
+    stdio.set_defaults(handler=cmd_stdio)
+    from northstar import cli_admin
+
+    cli_admin.add_parsers(sub, _common)
+    return ap
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "data_dir", "store_url", "log_level"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = settings_from(args)
+    from northstar import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    try:
+        return handler(settings, args)
+    except KeyboardInterrupt:
+        return 0
+
+
+# -- serve ----------------------------------------------------------------------------------
+async def watch_signals(shutdown: trio.Event, cancel: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if shutdown.is_set():
+                cancel.cancel()  # a second signal: stop waiting for graceful shutdown
+                return
+            shutdown.set()
+
+
+async def serve_main(settings: Settings) -> None:
+    import logging
+
+    import actors
+    from northstar.mcp_gateway.server import HttpFace, serve_http
+    from northstar.runtime import Runtime
+
+    log = logging.getLogger("northstar")
+    rt = Runtime(settings)
+    stopped = trio.Event()
+
+    async def start_http(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        face = HttpFace(rt.services)
+        rt.services.extras["http"] = face
+        bind = f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"
+        try:
+            await serve_http(face, bind, rt.shutdown, task_status=task_status)
+        finally:
+            stopped.set()
+
+    front = actors.ChildSpec("http", start_http, restart=actors.Restart.TRANSIENT,
+                             shutdown_timeout=settings.shutdown_grace_s)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, rt.shutdown, nursery.cancel_scope)
+        async with rt.running(front):
+            assert rt.root is not None
+            bound = rt.root.get("http")
+            urls = [b if "://" in b else f"http://{b}" for b in bound]  # type: ignore[attr-defined]
+            log.info("listening", extra={"urls": urls, "store": settings.resolved_store_url()})
+            await rt.shutdown.wait()
+            log.info("shutting down")
+            with trio.move_on_after(settings.shutdown_grace_s + 1):
+                await stopped.wait()
+        nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    trio.run(serve_main, settings)
+    return 0
+
+
+# -- stdio ----------------------------------------------------------------------------------
+async def stdio_main(settings: Settings, args: argparse.Namespace) -> None:
+    import actors
+    from northstar.mcp_gateway.mcp_server import McpFace
+    from northstar.runtime import Runtime, stdio_identity
+
+    rt = Runtime(settings)
+    identity = stdio_identity(settings, args.tenant, args.user, args.mode)
+
+    async def start_stdio(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        from mcp.server.stdio import stdio_server
+
+        face = McpFace(rt.services.gateway, stdio_context=identity, registry=rt.services.sessions)
+        try:
+            async with stdio_server() as (read, write):
+                task_status.started(face)
+                await face.server.run(read, write, face.init_options())
+        finally:
+            rt.shutdown.set()
+
+    front = actors.ChildSpec("stdio", start_stdio, restart=actors.Restart.TEMPORARY)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, rt.shutdown, nursery.cancel_scope)
+        async with rt.running(front):
+            await rt.shutdown.wait()
+        nursery.cancel_scope.cancel()
+
+
+def cmd_stdio(settings: Settings, args: argparse.Namespace) -> int:
+    trio.run(stdio_main, settings, args)
+    return 0
+
+
+

@@ -1,0 +1,170 @@
+"""Administrative CLI commands: firearms, API keys and the audit log.
+
+They open the store directly, so they work whether or not a gateway is running; every
+policy change is written to the audit log like its REST twin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from northstar.config import Settings
+
+
+def emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def fail(message: str, code: int = 1) -> int:
+    sys.stderr.write(f"northstar: {message}\n")
+    return code
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Any]:
+    from northstar.runtime import _event_loop_for
+    from northstar.storage import open_store
+
+    url = settings.resolved_store_url()
+    async with _event_loop_for(url), open_store(url) as storage:
+        yield storage
+
+
+def operator() -> str:
+    try:
+        return f"cli/{getpass.getuser()}"
+    except Exception:
+        return "cli/unknown"
+
+
+async def audit_policy(storage: Any, action: str, **fields: Any) -> int:
+    record = {"event": "policy", "action": action, "principal": operator(), "transport": "cli", **fields}
+    return int((await storage.audit.append(record)).seq)
+
+
+async def _firearms(settings: Settings, args: argparse.Namespace) -> Any:
+    from northstar.policy.firearms import FirearmsService
+
+    async with opened(settings) as storage:
+        svc = FirearmsService(storage.store)
+        await svc.load()
+        who = operator()
+        match args.action:
+            case "bind":
+                out: Any = await svc.bind(args.scope, args.firearm, actor=who)
+                out["audit_seq"] = await audit_policy(storage, "bind", scope=args.scope, firearm=args.firearm)
+            case "unbind":
+                await svc.unbind(args.scope, actor=who)
+                out = {"scope": args.scope, "firearm": None,
+                       "audit_seq": await audit_policy(storage, "unbind", scope=args.scope)}
+            case "grant":
+                g = await svc.grant(args.tenant, args.user, args.firearm, granted_by=who,
+                                    reason=args.reason, expires_at=args.expires_at)
+                out = {**g.to_dict(), "audit_seq": await audit_policy(
+                    storage, "grant", grant_tenant=args.tenant, grant_user=args.user, firearm=args.firearm)}
+            case "revoke":
+                await svc.revoke(args.tenant, args.user, args.firearm, actor=who)
+                out = {"revoked": True, "audit_seq": await audit_policy(
+                    storage, "revoke", grant_tenant=args.tenant, grant_user=args.user, firearm=args.firearm)}
+            case _:
+                out = {"bindings": svc.list_bindings(), "grants": svc.list_grants()}
+        return out
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> Any:
+    from northstar.policy.auth import KeyService
+
+    async with opened(settings) as storage:
+        keys = KeyService(storage.store)
+        match args.action:
+            case "create":
+                secret, key = await keys.create(args.tenant, args.user, admin=args.admin, label=args.label,
+                                                actor=operator())
+                await audit_policy(storage, "key_create", key_id=key.key_id, key_tenant=args.tenant,
+                                   key_user=args.user, admin=args.admin)
+                return {"key": secret, **key.public(), "note": "shown once: store it now"}
+            case "revoke":
+                await keys.revoke(args.key_id, actor=operator())
+                await audit_policy(storage, "key_revoke", key_id=args.key_id)
+                return {"key_id": args.key_id, "revoked": True}
+            case _:
+                return {"keys": await keys.list()}
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> Any:
+    async with opened(settings) as storage:
+        if args.action == "verify":
+            r = await storage.audit.verify()
+            return {"ok": r.ok, "count": r.count, "first_bad_seq": r.first_bad_seq, "reason": r.reason}
+        entries = await storage.audit.query(tenant=None, limit=100_000)
+        tail = entries[-args.n:] if args.n else entries
+        return {"entries": [{"seq": e.seq, "ts": e.ts, **e.record} for e in tail]}
+
+
+def run_async(fn: Callable[[Settings, argparse.Namespace], Any]) -> Callable[[Settings, argparse.Namespace], int]:
+    def handler(settings: Settings, args: argparse.Namespace) -> int:
+        from northstar.common.errors import NorthstarError
+
+        try:
+            result = trio.run(fn, settings, args)
+        except NorthstarError as err:
+            return fail(f"{err.code}: {err.message} {err.details or ''}".strip())
+        emit(result)
+        if isinstance(result, dict) and result.get("ok") is False:
+            return 1
+        return 0
+
+    return handler
+
+
+def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    fa = sub.add_parser("firearms", help="firearm bindings and grants")
+    fa.set_defaults(handler=run_async(_firearms))
+    fsub = fa.add_subparsers(dest="action", required=True)
+    p = fsub.add_parser("bind")
+    p.add_argument("scope")
+    p.add_argument("firearm")
+    p = fsub.add_parser("unbind")
+    p.add_argument("scope")
+    for name in ("grant", "revoke"):
+        p = fsub.add_parser(name)
+        p.add_argument("tenant")
+        p.add_argument("user")
+        p.add_argument("firearm")
+        if name == "grant":
+            p.add_argument("--expires-at")
+            p.add_argument("--reason")
+    fsub.add_parser("list")
+    for p in fsub.choices.values():
+        common(p)
+
+    ks = sub.add_parser("keys", help="API keys")
+    ks.set_defaults(handler=run_async(_keys))
+    ksub = ks.add_subparsers(dest="action", required=True)
+    p = ksub.add_parser("create")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--admin", action="store_true")
+    p.add_argument("--label")
+    p = ksub.add_parser("revoke")
+    p.add_argument("key_id")
+    ksub.add_parser("list")
+    for p in ksub.choices.values():
+        common(p)
+
+    au = sub.add_parser("audit", help="the audit log")
+    au.set_defaults(handler=run_async(_audit))
+    asub = au.add_subparsers(dest="action", required=True)
+    p = asub.add_parser("tail")
+    p.add_argument("-n", type=int, default=20)
+    asub.add_parser("verify")
+    for p in asub.choices.values():
+        common(p)

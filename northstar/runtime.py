@@ -1,0 +1,192 @@
+"""The composition root: the supervision tree of a northstar gateway process.
+
+Reading :meth:`Runtime.children` shows the whole system::
+
+    open_store (SQLite / PostgreSQL; its audit flusher is the single group-commit writer)
+    └── Supervisor "northstar" (one_for_one)
+        ├── store            StoreActor: the versioned store, by messages
+        ├── policy.firearms  FirearmsService refresher (bindings and grants snapshot)
+        ├── tools            Supervisor: one ToolActor per tool (echo, media_v2, published)
+        ├── gate_chain       GateChain actor: every call from every door
+        ├── workbench        draft store and publisher actors (see northstar.workbench)
+        ├── mcp.sessions     list_changed notifier for connected MCP sessions
+        └── http | stdio     Hypercorn serving the front door, or the stdio transport
+
+Children start in this order and stop in reverse, so the front door closes first and
+the store last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import trio
+
+import actors
+from northstar.common.identity import RequestContext
+from northstar.config import Settings
+from northstar.kpi.service import KpiService
+from northstar.mcp_gateway.catalog import Catalog
+from northstar.mcp_gateway.gateway import Gateway
+from northstar.mcp_gateway.mcp_server import SessionRegistry
+from northstar.mcp_gateway.tools.actor import ToolActor
+from northstar.mcp_gateway.tools.blobs import BlobStore
+from northstar.mcp_gateway.tools.builtin import DEFAULT_FIREARM_BINDINGS, builtin_tools
+from northstar.mcp_gateway.tools.media_v2 import MediaServices
+from northstar.policy.auth import Authenticator, KeyService
+from northstar.policy.firearms import FirearmsService
+from northstar.policy.gate_chain import GateChain, GateChainConfig
+from northstar.storage import open_store
+from northstar.storage.actor import StoreActor, StoreClient
+from northstar.workbench.drafts.service import DraftService
+
+log = logging.getLogger("northstar.runtime")
+
+
+@dataclass
+class Services:
+    """Handles to the running system, given to the front ends when they are built."""
+
+    settings: Settings
+    storage: Any = None
+    store: Any = None
+    audit: Any = None
+    catalog: Catalog = field(default_factory=Catalog)
+    firearms: Any = None
+    keys: Any = None
+    authenticator: Any = None
+    gateway: Any = None
+    drafts: Any = None
+    kpi: Any = None
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)
+    media: Any = None
+    metrics: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services = Services(settings=settings)
+        self.shutdown = trio.Event()
+        self.root: actors.Supervisor | None = None
+        self.tools_sup: actors.Supervisor | None = None
+
+    # -- children -------------------------------------------------------------------------
+    def children(self, front: actors.ChildSpec | None) -> list[actors.ChildSpec]:
+        specs = [
+            actors.actor_child("store", self.make_store_actor, capacity=4096),
+            actors.ChildSpec("policy.firearms", self.start_firearms),
+            actors.ChildSpec("tools", self.start_tools),
+            actors.actor_child("gate_chain", self.make_gate_chain, capacity=8192),
+            actors.ChildSpec("services", self.start_services, restart=actors.Restart.TEMPORARY),
+            actors.ChildSpec("mcp.sessions", self.services.sessions.run),
+        ]
+        return [*specs, front] if front is not None else specs
+
+    def make_store_actor(self) -> StoreActor:
+        return StoreActor(self.services.storage.store)
+
+    async def start_firearms(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        svc = self.services
+        assert self.root is not None
+        svc.store = StoreClient(cast(Any, self.root.get("store")))
+        firearms = FirearmsService(svc.store)
+        svc.firearms = firearms
+        firearms.listeners.append(svc.sessions.signal)
+        await firearms.load()
+        await firearms.ensure_default_bindings(DEFAULT_FIREARM_BINDINGS)
+        task_status.started(firearms)
+        while True:
+            await trio.sleep(firearms.refresh_interval_s)
+            await firearms.refresh_once()
+
+    async def start_tools(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        svc = self.services
+        data_dir = self.settings.data_dir
+        svc.media = MediaServices(svc.store, BlobStore(data_dir / "blobs"), self.settings.media_max_bytes)
+        tools = builtin_tools()
+        specs = [
+            actors.actor_child(f"tool:{t.tool_id}", _tool_factory(t), capacity=1024) for t in tools
+        ]
+        self.tools_sup = actors.Supervisor("tools", specs, max_restarts=10, period=10.0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.tools_sup.run)
+            for tool in tools:
+                services = svc.media if tool.tool_id == "media_v2" else None
+                svc.catalog.add(tool, self.tools_sup.get(f"tool:{tool.tool_id}"), services)
+            svc.catalog.listeners.append(svc.sessions.signal)
+            task_status.started(self.tools_sup)
+
+    def make_gate_chain(self) -> GateChain:
+        s, svc = self.settings, self.services
+        config = GateChainConfig(
+            tool_timeout_s=s.tool_timeout_s,
+            tool_timeout_max_s=s.tool_timeout_max_s,
+            max_in_flight=s.max_concurrent_calls_per_principal,
+            rate_per_s=s.rate_limit_per_principal_per_s,
+            burst=s.rate_limit_burst,
+        )
+        return GateChain(svc.catalog, svc.firearms, svc.audit, config)
+
+    async def start_services(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        svc, s = self.services, self.settings
+        assert self.root is not None
+        svc.keys = KeyService(svc.store)
+        svc.authenticator = Authenticator(svc.keys, trust_headers=s.trust_identity_headers,
+                                          admin_users=s.admin_users)
+        svc.gateway = Gateway(
+            catalog=svc.catalog,
+            firearms=svc.firearms,
+            gate_chain=self.root.get("gate_chain"),
+            audit=svc.audit,
+            unauthorized_tools=s.unauthorized_tools,
+            tool_timeout_max_s=s.tool_timeout_max_s,
+        )
+        svc.drafts = DraftService(svc.store)
+        svc.kpi = KpiService(svc.store)
+        task_status.started(svc)
+
+    # -- running --------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self, front: actors.ChildSpec | None = None) -> AsyncIterator[Services]:
+        """Open the store, start the tree; on exit stop it in reverse order."""
+        url = self.settings.resolved_store_url()
+        async with _event_loop_for(url), open_store(url) as storage:
+            self.services.storage = storage
+            self.services.audit = storage.audit
+            self.root = actors.Supervisor("northstar", self.children(front), max_restarts=5, period=30.0)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.root.run)
+                try:
+                    yield self.services
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.settings.shutdown_grace_s + 5):
+                        await self.root.stop()
+                    nursery.cancel_scope.cancel()
+
+
+def _tool_factory(tool: Any) -> Any:
+    return lambda: ToolActor(tool)
+
+
+@contextlib.asynccontextmanager
+async def _event_loop_for(url: str) -> AsyncIterator[None]:
+    """PostgreSQL runs asyncpg through trio-asyncio: open its loop around everything."""
+    if url.startswith(("postgres://", "postgresql://")):
+        import trio_asyncio
+
+        async with trio_asyncio.open_loop():
+            yield
+    else:
+        yield
+
+
+def stdio_identity(settings: Settings, tenant: str | None, user: str | None, mode: str | None) -> RequestContext:
+    from northstar.common.identity import RequestContextBuilder
+
+    return RequestContextBuilder().from_stdio(tenant=tenant, user=user, mode=mode)

@@ -1,0 +1,63 @@
+"""Real MCP clients (the official SDK's) for every door of a running gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.harness import gateway_env
+
+TRANSPORTS = ("stdio", "sse", "streamable-2025", "streamable-2026")
+
+
+def identity(tenant: str, user: str) -> dict[str, str]:
+    return {"X-Tenant-Id": tenant, "X-User-Id": user}
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(
+    kind: str, url: str, data_dir: Path, tenant: str, user: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """An initialised SDK client over ``kind`` with the given identity."""
+    hdrs = {**identity(tenant, user), **(headers or {})}
+    if kind == "stdio":
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "northstar", "stdio", "--tenant", tenant, "--user", user],
+            env=gateway_env(data_dir),
+        )
+        async with Client(params, mode="legacy", cache=None) as client:
+            yield client
+    elif kind == "sse":
+        async with Client(sse_client(f"{url}/sse", headers=hdrs), mode="legacy", cache=None) as client:
+            yield client
+    else:
+        mode = "legacy" if kind == "streamable-2025" else "auto"
+        async with httpx2.AsyncClient(headers=hdrs, timeout=30) as http, Client(
+            streamable_http_client(f"{url}/mcp", http_client=http), mode=mode, cache=None
+        ) as client:
+            yield client
+
+
+def grant(url: str, tenant: str, user: str, firearm: str) -> None:
+    resp = httpx2.post(f"{url}/v1/firearms/grants", headers={"X-User-Id": "admin"},
+                       json={"tenant": tenant, "user": user, "firearm": firearm, "reason": "test"})
+    assert resp.status_code == 201, resp.text
+
+
+def revoke(url: str, tenant: str, user: str, firearm: str) -> None:
+    resp = httpx2.delete(f"{url}/v1/firearms/grants/{tenant}/{user}/{firearm}", headers={"X-User-Id": "admin"})
+    assert resp.status_code == 200, resp.text
+
+
+def audit(url: str, **filters: str) -> list[dict]:
+    resp = httpx2.get(f"{url}/v1/audit", params={**filters, "limit": "1000"}, headers={"X-User-Id": "admin"})
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["entries"])
