@@ -1,0 +1,185 @@
+"""Actors and the loop that runs one actor instance over a mailbox.
+
+:class:`Actor` is the base class users subclass.  :func:`spawn` runs a single
+instance (no restarts) in the caller's nursery; supervised children reuse the
+same instance loop, :func:`_run_instance`, over a mailbox their slot owns.
+
+Each message is handled inside its own ``trio.CancelScope`` stored in the
+envelope, so a caller can cancel its own request.  With ``max_concurrency == 1``
+messages are handled inline by the instance task; with ``N > 1`` one
+long-lived nursery runs up to ``N`` handler tasks, bounded by a semaphore.
+
+An exception escaping ``handle`` crashes the instance: every in-flight request
+gets :class:`ActorCrashed`, queued messages stay in the mailbox, and the
+original exception (never an exception group) propagates out of the instance.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, Generic
+
+import trio
+
+from ._errors import ActorCrashed, ActorError, ActorStopped
+from ._mailbox import ActorRef, MsgT, ReplyT, _Envelope, _Mailbox
+
+
+class Actor(abc.ABC, Generic[MsgT, ReplyT]):
+    """Base class for actors: subclass it and implement :meth:`handle`.
+
+    ``name`` comes from the constructor, else a class attribute, else the class
+    name.  ``max_concurrency`` > 1 lets up to that many messages be handled at
+    the same time, each in its own task and cancel scope.
+    """
+
+    name: str = ""
+    max_concurrency: int = 1
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+        elif not self.name:
+            self.name = type(self).__name__
+
+    async def on_start(self) -> None:
+        """Runs before the actor is reported ready; an exception fails the start."""
+
+    @abc.abstractmethod
+    async def handle(self, msg: MsgT) -> ReplyT:
+        """Handle one message; the return value is the reply (ignored for casts)."""
+
+    async def on_stop(self) -> None:
+        """Bounded cleanup after an orderly stop, once queued messages are served."""
+
+
+class _Run:
+    """One incarnation of an actor over a mailbox; remembers the first crash."""
+
+    __slots__ = ("actor", "box", "crash")
+
+    def __init__(self, actor: Actor[Any, Any], box: _Mailbox) -> None:
+        self.actor = actor
+        self.box = box
+        self.crash: Exception | None = None
+
+    def failure(self) -> ActorError:
+        """The error owed to a request this incarnation could not finish."""
+        if self.crash is not None:
+            return ActorCrashed(self.box.name, type(self.crash).__name__)
+        return ActorStopped(self.box.name)
+
+
+async def _process(run: _Run, envelope: _Envelope[Any, Any]) -> None:
+    if envelope.abandoned:
+        return
+    box = run.box
+    box.in_flight += 1
+    try:
+        with trio.CancelScope() as envelope.scope:
+            reply = await run.actor.handle(envelope.msg)
+            envelope.succeed(reply)
+            box.processed += 1
+    except Exception as exc:
+        if run.crash is None:
+            run.crash = exc
+        raise
+    finally:
+        box.in_flight -= 1
+        if envelope.pending:
+            envelope.fail(run.failure())
+
+
+async def _serve_serial(run: _Run) -> None:
+    receive = run.box.receive
+    while True:
+        try:
+            envelope = await receive.receive()
+        except trio.EndOfChannel:
+            return
+        await _process(run, envelope)
+
+
+async def _process_in_slot(
+    run: _Run, envelope: _Envelope[Any, Any], slots: trio.Semaphore, crash_scope: trio.CancelScope
+) -> None:
+    try:
+        await _process(run, envelope)
+    except Exception:
+        # Recorded in run.crash and re-raised by _serve_concurrent, outside the
+        # nursery, so the crash never turns into an exception group.
+        crash_scope.cancel()
+    finally:
+        slots.release()
+
+
+async def _serve_concurrent(run: _Run) -> None:
+    receive = run.box.receive
+    slots = trio.Semaphore(run.actor.max_concurrency)
+    async with trio.open_nursery() as nursery:
+        while True:
+            await slots.acquire()
+            try:
+                envelope = await receive.receive()
+            except trio.EndOfChannel:
+                break
+            nursery.start_soon(_process_in_slot, run, envelope, slots, nursery.cancel_scope)
+    if run.crash is not None:
+        raise run.crash
+
+
+def _check_concurrency(actor: Actor[Any, Any]) -> None:
+    limit = actor.max_concurrency
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"actor {actor.name!r}: max_concurrency must be an int >= 1, got {limit!r}")
+
+
+async def _run_instance(
+    actor: Actor[MsgT, ReplyT],
+    box: _Mailbox,
+    ref: ActorRef[MsgT, ReplyT],
+    task_status: trio.TaskStatus[ActorRef[MsgT, ReplyT]],
+) -> None:
+    """Run one instance until its mailbox is closed and drained, or it crashes."""
+    run = _Run(actor, box)
+    box.starts += 1
+    try:
+        _check_concurrency(actor)
+        await actor.on_start()
+        box.serving = True
+        task_status.started(ref)
+        if actor.max_concurrency == 1:
+            await _serve_serial(run)
+        else:
+            await _serve_concurrent(run)
+        box.serving = False
+        await actor.on_stop()
+    except Exception:
+        box.crashes += 1
+        raise
+    finally:
+        box.serving = False
+
+
+async def spawn(
+    actor_factory: Callable[[], Actor[MsgT, ReplyT]],
+    capacity: int = 64,
+    *,
+    task_status: trio.TaskStatus[ActorRef[MsgT, ReplyT]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one actor instance, without restarts, in the caller's nursery.
+
+    Use as ``ref = await nursery.start(spawn, factory, capacity)``; ``capacity``
+    may be positional because ``Nursery.start`` takes no keyword arguments.  The
+    reference is reported once ``on_start`` has finished.  Stop the actor by
+    cancelling the enclosing scope (for an orderly stop with ``on_stop``,
+    supervise it with ``actor_child``).  A crash re-raises the original
+    exception; callers still queued or arriving later get ActorStopped.
+    """
+    actor = actor_factory()
+    box = _Mailbox(actor.name, capacity)
+    try:
+        await _run_instance(actor, box, ActorRef[MsgT, ReplyT](box), task_status)
+    finally:
+        box.release()
