@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
 
+    # The diagnostics tool (sleep, crash) for fault drills; never on in production.
+    enable_diagnostics: bool = False
+    # Answer well-formed tools/call requests without the SDK's generic dispatch (see fastpath.py).
+    fast_path: bool = True
     # tools/list: "mark" annotates operations the caller may not call, "hide" drops them.
     unauthorized_tools: Literal["mark", "hide", "show"] = "mark"
 

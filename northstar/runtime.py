@@ -27,6 +27,7 @@ from typing import Any, cast
 import trio
 
 import actors
+from northstar import tools as tools_api
 from northstar.common.identity import RequestContext
 from northstar.config import Settings
 from northstar.kpi.service import KpiService
@@ -110,6 +111,10 @@ class Runtime:
         data_dir = self.settings.data_dir
         svc.media = MediaServices(svc.store, BlobStore(data_dir / "blobs"), self.settings.media_max_bytes)
         tools = builtin_tools()
+        if self.settings.enable_diagnostics:
+            from northstar.mcp_gateway.tools.diagnostics import DIAGNOSTICS
+
+            tools.append(DIAGNOSTICS)
         specs = [
             actors.actor_child(f"tool:{t.tool_id}", _tool_factory(t), capacity=1024) for t in tools
         ]
@@ -149,6 +154,7 @@ class Runtime:
         )
         svc.drafts = DraftService(svc.store)
         svc.kpi = KpiService(svc.store)
+        tools_api.install(svc.gateway)
         task_status.started(svc)
 
     # -- running --------------------------------------------------------------------------
@@ -165,13 +171,19 @@ class Runtime:
                 try:
                     yield self.services
                 finally:
+                    tools_api.uninstall()
                     with trio.CancelScope(shield=True), trio.move_on_after(self.settings.shutdown_grace_s + 5):
                         await self.root.stop()
                     nursery.cancel_scope.cancel()
 
 
+# Tools whose handlers never wait serve one message at a time: no task per call.
+SERIAL_TOOLS = frozenset({"echo"})
+
+
 def _tool_factory(tool: Any) -> Any:
-    return lambda: ToolActor(tool)
+    concurrency = 1 if tool.tool_id in SERIAL_TOOLS else 64
+    return lambda: ToolActor(tool, max_concurrency=concurrency)
 
 
 @contextlib.asynccontextmanager

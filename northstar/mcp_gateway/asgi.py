@@ -38,6 +38,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 MCP_PATHS = ("/mcp", "/mcp/")
+STATELESS_PATH = "/mcp/stateless"
+BODY_KEY = "northstar.body"
 SSE_PATH = "/sse"
 MESSAGES_PREFIX = "/messages"
 
@@ -147,6 +149,7 @@ class FrontDoor:
         *,
         rest_app: ASGIApp,
         streamable: ASGIApp,
+        stateless: ASGIApp,
         sse_connect: ASGIApp,
         sse_post: ASGIApp,
         authenticator: Any,
@@ -156,6 +159,8 @@ class FrontDoor:
     ) -> None:
         self.rest_app = rest_app
         self.streamable = streamable
+        self.stateless = stateless
+        self.fastpath: Any = None
         self.sse_connect = sse_connect
         self.sse_post = sse_post
         self.authenticator = authenticator
@@ -166,6 +171,8 @@ class FrontDoor:
     def route(self, path: str) -> tuple[ASGIApp, Transport | None]:
         if path in MCP_PATHS:
             return self.streamable, Transport.STREAMABLE_HTTP
+        if path == STATELESS_PATH:
+            return self.stateless, Transport.STREAMABLE_HTTP
         if path == SSE_PATH:
             return self.sse_connect, Transport.SSE
         if path == MESSAGES_PREFIX or path.startswith(MESSAGES_PREFIX + "/"):
@@ -188,6 +195,9 @@ class FrontDoor:
         except E.NorthstarError as err:
             await send_error(send, err, request_id, jsonrpc=is_mcp, status=self.status_for(err))
             return
+        if transport is Transport.STREAMABLE_HTTP and self.fastpath is not None and BODY_KEY in scope:
+            if await self.fastpath.try_handle(scope, scope.pop(BODY_KEY), receive, send):
+                return
         await app(scope, receive, send)
 
     @staticmethod
@@ -220,6 +230,7 @@ class FrontDoor:
             raise E.PayloadTooLarge(limit=self.max_body_bytes) from None
         except trio.TooSlowError:
             raise E.RequestTimeout(timeout_s=self.read_timeout_s) from None
+        scope[BODY_KEY] = body
         return replay(body, receive)
 
     async def authenticate(self, scope: Scope, transport: Transport) -> None:

@@ -24,6 +24,7 @@ from northstar.common import errors as E
 from northstar.common.error_envelope import register_error_handlers
 from northstar.common.identity import REQUEST_ID_HEADER, Transport
 from northstar.mcp_gateway.asgi import FrontDoor, HostOriginPolicy, send_error
+from northstar.mcp_gateway.fastpath import FastPath
 from northstar.mcp_gateway.mcp_server import McpFace
 
 log = logging.getLogger("northstar.server")
@@ -87,11 +88,19 @@ class HttpFace:
             max_request_body_size=settings.max_body_bytes,
             max_sessions=settings.max_sessions,
         )
+        self.stateless_manager = StreamableHTTPSessionManager(
+            self.mcp.server,
+            json_response=True,
+            stateless=True,
+            security_settings=security,
+            max_request_body_size=settings.max_body_bytes,
+        )
         self.sse = SseServerTransport("/messages/", security_settings=security)
         self.rest = build_rest_app(services)
         self.app = FrontDoor(
             rest_app=self.rest,
             streamable=self.manager.handle_request,
+            stateless=self.stateless_manager.handle_request,
             sse_connect=self.sse_connect,
             sse_post=self.sse.handle_post_message,
             authenticator=services.authenticator,
@@ -99,6 +108,8 @@ class HttpFace:
             max_body_bytes=settings.max_body_bytes,
             read_timeout_s=settings.read_timeout_s,
         )
+        if settings.fast_path:
+            self.app.fastpath = FastPath(services.gateway, self.manager)
 
     async def sse_connect(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["method"] != "GET":
@@ -134,5 +145,5 @@ async def serve_http(
 ) -> None:
     """Run Hypercorn until ``shutdown`` is set; reports the bound addresses when listening."""
     config = hypercorn_config(face.services.settings, bind)
-    async with face.manager.run():
+    async with face.manager.run(), face.stateless_manager.run():
         await serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]

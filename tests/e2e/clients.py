@@ -23,7 +23,8 @@ def identity(tenant: str, user: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def mcp_client(
-    kind: str, url: str, data_dir: Path, tenant: str, user: str, headers: dict[str, str] | None = None
+    kind: str, url: str, data_dir: Path, tenant: str, user: str, headers: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Client]:
     """An initialised SDK client over ``kind`` with the given identity."""
     hdrs = {**identity(tenant, user), **(headers or {})}
@@ -31,7 +32,7 @@ async def mcp_client(
         params = StdioServerParameters(
             command=sys.executable,
             args=["-m", "northstar", "stdio", "--tenant", tenant, "--user", user],
-            env=gateway_env(data_dir),
+            env=gateway_env(data_dir, env),
         )
         async with Client(params, mode="legacy", cache=None) as client:
             yield client
