@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     from northstar import cli_admin
 
     cli_admin.add_parsers(sub, _common)
+    from northstar import cli_workbench
+
+    cli_workbench.add_parsers(sub, _common)
     return ap
 
 

@@ -44,6 +44,7 @@ from northstar.policy.gate_chain import GateChain, GateChainConfig
 from northstar.storage import open_store
 from northstar.storage.actor import StoreActor, StoreClient
 from northstar.workbench.drafts.service import DraftService
+from northstar.workbench.wiring import wire, workbench_children
 
 log = logging.getLogger("northstar.runtime")
 
@@ -66,6 +67,8 @@ class Services:
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
     media: Any = None
     metrics: Any = None
+    publisher: Any = None
+    sandbox: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +88,7 @@ class Runtime:
             actors.ChildSpec("tools", self.start_tools),
             actors.actor_child("gate_chain", self.make_gate_chain, capacity=8192),
             actors.ChildSpec("services", self.start_services, restart=actors.Restart.TEMPORARY),
+            *workbench_children(self),
             actors.ChildSpec("mcp.sessions", self.services.sessions.run),
         ]
         return [*specs, front] if front is not None else specs
@@ -155,6 +159,7 @@ class Runtime:
         svc.drafts = DraftService(svc.store)
         svc.kpi = KpiService(svc.store)
         tools_api.install(svc.gateway)
+        wire(svc)
         task_status.started(svc)
 
     # -- running --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import trio
 from mcp.server import Server
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from northstar import __version__
 from northstar.common import errors as E
@@ -71,14 +72,19 @@ def protocol_error(err: E.NorthstarError, request_id: str) -> MCPError:
 
 
 class SessionRegistry:
-    """Handshake-era sessions that should hear ``notifications/tools/list_changed``."""
+    """Live handshake-era connections that should hear ``notifications/tools/list_changed``.
+
+    It holds the SDK's per-connection ``Connection`` objects (the ``ServerSession`` a
+    handler sees is a per-request wrapper), weakly: a connection that ends drops out.
+    """
 
     def __init__(self) -> None:
         self.sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.changed = trio.Event()
+        self.sent = 0
 
-    def remember(self, session: Any) -> None:
-        self.sessions.add(session)
+    def remember(self, connection: Any) -> None:
+        self.sessions.add(connection)
 
     def signal(self) -> None:
         self.changed.set()
@@ -92,12 +98,11 @@ class SessionRegistry:
                 for session in list(self.sessions):
                     nursery.start_soon(self._notify, session)
 
-    async def _notify(self, session: Any) -> None:
+    async def _notify(self, connection: Any) -> None:
+        # Connection.notify is best effort and never raises: a closed stream drops it.
         with trio.move_on_after(NOTIFY_TIMEOUT_S):
-            try:
-                await session.send_tool_list_changed()
-            except Exception:  # a session that went away just misses the notification
-                self.sessions.discard(session)
+            await connection.notify("notifications/tools/list_changed", None)
+            self.sent += 1
 
 
 class McpFace:
@@ -136,9 +141,9 @@ class McpFace:
 
     async def remember_session(self, ctx: Any, call_next: Callable[[Any], Any]) -> Any:
         if ctx.request_id is not None and ctx.method in ("initialize", "tools/list"):
-            session = getattr(ctx, "session", None)
-            if session is not None and not str(ctx.protocol_version).startswith("2026"):
-                self.registry.remember(session)
+            connection = getattr(getattr(ctx, "session", None), "_connection", None)
+            if connection is not None and str(ctx.protocol_version) not in MODERN_PROTOCOL_VERSIONS:
+                self.registry.remember(connection)
         return await call_next(ctx)
 
     def input_schema_for(self, name: str) -> dict[str, Any] | None:

@@ -13,17 +13,21 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
+from hypercorn.events import Closed, RawData
+from hypercorn.trio import run as hypercorn_trio_run
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from sse_starlette import EventSourceResponse
 
 from northstar.common import errors as E
 from northstar.common.error_envelope import register_error_handlers
 from northstar.common.identity import REQUEST_ID_HEADER, Transport
-from northstar.mcp_gateway.asgi import FrontDoor, HostOriginPolicy, send_error
+from northstar.mcp_gateway.asgi import CapacityLimits, FrontDoor, HostOriginPolicy, send_error
 from northstar.mcp_gateway.fastpath import FastPath
 from northstar.mcp_gateway.mcp_server import McpFace
 
@@ -32,7 +36,7 @@ PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 
 
 def build_rest_app(services: Any) -> QuartTrio:
-    from northstar.mcp_gateway.rest import drafts, ops, policy, tools
+    from northstar.mcp_gateway.rest import drafts, ops, policy, tools, workbench
 
     app = QuartTrio("northstar")
     app.config.update(
@@ -42,7 +46,7 @@ def build_rest_app(services: Any) -> QuartTrio:
         RESPONSE_TIMEOUT=services.settings.tool_timeout_max_s + 30,
         JSON_SORT_KEYS=False,
     )
-    for bp in (ops.bp, tools.bp, drafts.bp, policy.bp):
+    for bp in (ops.bp, tools.bp, drafts.bp, policy.bp, workbench.bp):
         app.register_blueprint(bp)
     register_error_handlers(app)
 
@@ -107,7 +111,15 @@ class HttpFace:
             policy=self.policy,
             max_body_bytes=settings.max_body_bytes,
             read_timeout_s=settings.read_timeout_s,
+            capacity=CapacityLimits(
+                max_sse_streams=settings.max_sse_streams,
+                max_sse_streams_per_principal=settings.max_sse_streams_per_principal,
+                max_sessions_per_principal=settings.max_sessions_per_principal,
+                live_sessions=lambda: self.manager._server_instances,
+            ),
         )
+        # The SDK's SSE responses (legacy /sse, GET /mcp and POST /mcp streams) ping at this interval.
+        EventSourceResponse.DEFAULT_PING_INTERVAL = int(max(1, settings.sse_keepalive_s))
         if settings.fast_path:
             self.app.fastpath = FastPath(services.gateway, self.manager)
 
@@ -129,11 +141,70 @@ def hypercorn_config(settings: Any, bind: str) -> HyperConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_grace_s
-    config.keep_alive_timeout = 75
-    config.read_timeout = int(settings.read_timeout_s)
+    # No read timeout on the connection: Hypercorn applies it to the whole connection, so it
+    # would cut every SSE stream whose client stays silent (they all do) after read_timeout_s.
+    # A client that sends no complete request head is closed by the idle timer instead (it
+    # runs from accept until the head is in), and slow bodies get 408 from the front door.
+    config.read_timeout = None
+    config.keep_alive_timeout = settings.read_timeout_s
     config.h11_max_incomplete_size = 64 * 1024
     config.include_server_header = False
+    config.northstar_write_stall_s = settings.sse_send_timeout_s  # type: ignore[attr-defined]  # GuardedTCPServer
     return config
+
+
+async def send_with_stall_limit(stream: Any, data: bytes, stall_s: float) -> None:
+    """Write ``data``; raise ``trio.TooSlowError`` when no byte could be written for ``stall_s``.
+
+    A slow client that keeps reading is fine; one that stopped reading (its window is shut)
+    is not, whatever the response (an SSE stream, a large body).
+    """
+    sock = getattr(stream, "socket", None)
+    if sock is None:  # not a plain socket stream (e.g. TLS): bound the whole write instead
+        with trio.fail_after(stall_s):
+            await stream.send_all(data)
+        return
+    with memoryview(data) as view:
+        sent = 0
+        while sent < len(view):
+            with trio.fail_after(stall_s):
+                sent += await sock.send(view[sent:])
+
+
+class GuardedTCPServer(TCPServer):
+    """Hypercorn's per-connection server with two fixes the gateway depends on.
+
+    * Writes: Hypercorn shields every socket write from cancellation, so a client that
+      stops reading (a never-reading SSE client) parks the response task for ever: no
+      send timeout can fire, the connection and its session are never released, and
+      graceful shutdown hangs. Here a write that makes no progress for
+      ``sse_send_timeout_s`` closes the connection; the application then sees a disconnect.
+    * Closing: ``_close`` runs ``send_eof`` before ``aclose``; when the caller is being
+      cancelled (Quart-Trio cancels its request task right after the response) the first
+      raises ``Cancelled`` and the socket is never closed, so a ``Connection: close``
+      response kept its descriptor until the client gave up. It is shielded here.
+    """
+
+    async def protocol_send(self, event: Any) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        stall_s = float(getattr(self.config, "northstar_write_stall_s", 10.0))
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True):
+                    await send_with_stall_limit(self.stream, event.data, stall_s)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.protocol.handle(Closed())
+            except trio.TooSlowError:
+                log.info("closing a connection whose client stopped reading", extra={"stall_s": stall_s})
+                with trio.CancelScope(shield=True):
+                    await self.stream.aclose()
+                await self.protocol.handle(Closed())
+
+    async def _close(self) -> None:
+        with trio.CancelScope(shield=True):
+            await super()._close()
 
 
 async def serve_http(
@@ -145,5 +216,6 @@ async def serve_http(
 ) -> None:
     """Run Hypercorn until ``shutdown`` is set; reports the bound addresses when listening."""
     config = hypercorn_config(face.services.settings, bind)
+    hypercorn_trio_run.TCPServer = GuardedTCPServer  # type: ignore[attr-defined]  # one per connection
     async with face.manager.run(), face.stateless_manager.run():
         await serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]

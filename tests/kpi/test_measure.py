@@ -1,0 +1,148 @@
+"""Measured KPIs: bounded samples, windows, verdicts, and the Prometheus exposition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+
+import actors
+from northstar.common import errors as E
+from northstar.common.identity import RequestContext
+from northstar.kpi import KpiBinding
+from northstar.kpi.measure import Metrics, quantile
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Result:
+    ok: bool
+    latency_ms: float | None = 1.0
+    error: Any = None
+    target: dict[str, Any] = field(default_factory=lambda: {"tool": "notes", "operation": "add_note"})
+
+
+CTX = RequestContext(request_id="r", tenant="acme", user="u")
+
+
+def binding(metric: str, target: float, window: str = "5m", **kw: Any) -> KpiBinding:
+    return KpiBinding(tool_name="notes", kpi_id=metric.replace("_ms", "").replace("_", "-"), metric=metric,  # type: ignore[arg-type]
+                      target=target, window=window, owner="ops", **kw)
+
+
+def test_quantiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (quantile(values, 0.5), quantile(values, 0.95), quantile(values, 0.99)) == (50.0, 95.0, 99.0)
+    assert quantile([7.0], 0.99) == 7.0
+
+
+def test_status_evaluates_each_metric_over_its_window() -> None:
+    clock = Clock()
+    m = Metrics(clock=clock)
+    for latency in range(1, 101):
+        m.record(CTX, Result(ok=True, latency_ms=float(latency)))
+    for _ in range(25):
+        m.record(CTX, Result(ok=False, latency_ms=5.0, error=E.ToolFailed()))
+    out = {k["metric"]: k for k in m.status("notes", [
+        binding("latency_p50_ms", 100), binding("latency_p95_ms", 50), binding("latency_p99_ms", 500),
+        binding("error_rate", 0.1), binding("calls", 10),
+    ])}
+    assert out["latency_p95_ms"]["status"] == "breach" and out["latency_p95_ms"]["value"] > 50
+    assert out["latency_p50_ms"]["status"] == "ok"
+    assert out["error_rate"]["value"] == pytest.approx(25 / 125) and out["error_rate"]["status"] == "breach"
+    assert out["calls"] == {"kpi_id": "calls", "metric": "calls", "target": 10.0, "comparison": "gte",
+                            "window": "5m", "value": 125.0, "status": "ok", "samples": 125}
+
+
+def test_old_samples_leave_the_window_and_no_data_is_reported() -> None:
+    clock = Clock()
+    m = Metrics(clock=clock)
+    m.record(CTX, Result(ok=True, latency_ms=900.0))
+    clock.now += 301
+    [p95] = m.status("notes", [binding("latency_p95_ms", 500)])
+    assert (p95["status"], p95["value"], p95["samples"]) == ("no_data", None, 0)
+    [calls] = m.status("notes", [binding("calls", 1)])
+    assert (calls["status"], calls["value"]) == ("breach", 0.0)
+    [hourly] = m.status("notes", [binding("latency_p95_ms", 500, window="1h")])
+    assert hourly["status"] == "breach"
+
+
+def test_memory_is_bounded_per_tool_and_in_age() -> None:
+    clock = Clock()
+    m = Metrics(clock=clock, max_samples=100, max_age_s=60)
+    for _ in range(1000):
+        m.record(CTX, Result(ok=True))
+    assert len(m.window("notes", 3600)) == 100
+    clock.now += 61
+    m.record(CTX, Result(ok=True))
+    assert len(m.window("notes", 3600)) == 1
+
+
+def test_denials_count_but_are_not_samples_and_sandbox_runs_are_ignored() -> None:
+    m = Metrics(clock=Clock())
+    m.record(CTX, Result(ok=False, latency_ms=None, error=E.FirearmRequired()))
+    m.record(CTX.replace(sandbox=True), Result(ok=True))
+    m.record(CTX, Result(ok=False, latency_ms=None, target={"tool": None, "operation": None}))
+    assert m.window("notes", 60) == []
+    assert 'northstar_tool_calls_total{tool="notes",operation="add_note",outcome="denied"} 1' in m.prometheus()
+    assert 'outcome="ok"' not in m.prometheus()
+
+
+def test_an_operation_name_selects_one_operation() -> None:
+    m = Metrics(clock=Clock())
+    m.record(CTX, Result(ok=True))
+    m.record(CTX, Result(ok=True, target={"tool": "notes", "operation": "list_notes"}))
+    assert len(m.window("notes", 60)) == 2
+    assert len(m.window("notes.list_notes", 60)) == 1
+
+
+async def test_prometheus_exposition() -> None:
+    m = Metrics(clock=Clock())
+    m.record(CTX, Result(ok=True, latency_ms=3.0))
+    m.record(CTX, Result(ok=False, latency_ms=30.0, error=E.ToolTimeout()))
+    m.status("notes", [binding("latency_p95_ms", 500)])
+
+    class Audit:
+        pending = 2
+
+    m.audit = Audit()
+
+    class Noop(actors.Actor[Any, Any]):
+        async def handle(self, msg: Any) -> Any:
+            return msg
+
+    sup = actors.Supervisor("root", [actors.actor_child("gate_chain", Noop, capacity=8)])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        m.supervisors = [sup]
+        text = m.prometheus()
+        await sup.stop()
+    assert text.endswith("\n")
+    for line in (
+        "# TYPE northstar_tool_calls_total counter",
+        'northstar_tool_calls_total{tool="notes",operation="add_note",outcome="ok"} 1',
+        'northstar_tool_calls_total{tool="notes",operation="add_note",outcome="timeout"} 1',
+        "# TYPE northstar_tool_call_latency_ms summary",
+        'northstar_tool_call_latency_ms{tool="notes",operation="add_note",quantile="0.5"} 3.000',
+        'northstar_tool_call_latency_ms_count{tool="notes",operation="add_note"} 2',
+        'northstar_kpi_value{tool="notes",kpi_id="latency-p95",metric="latency_p95_ms"} 30.0',
+        'northstar_kpi_target{tool="notes",kpi_id="latency-p95",metric="latency_p95_ms"} 500.0',
+        "northstar_audit_pending 2",
+        'northstar_mailbox_capacity{supervisor="root",actor="gate_chain"} 8',
+    ):
+        assert line in text.splitlines(), line
+
+
+def test_label_values_are_escaped() -> None:
+    m = Metrics(clock=Clock())
+    m.record(CTX, Result(ok=True, target={"tool": 'we"ird\\', "operation": "op\n"}))
+    assert 'tool="we\\"ird\\\\",operation="op\\n"' in m.prometheus()

@@ -1,0 +1,97 @@
+"""Shared helpers for the workbench tests: specs, contexts, a catalogue and a real runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import actors
+from northstar.common.identity import RequestContext, new_request_id
+from northstar.config import Settings
+from northstar.mcp_gateway.catalog import Catalog
+from northstar.mcp_gateway.tools.builtin import builtin_tools
+from northstar.runtime import Runtime
+from northstar.workbench.wiring import EXTRAS_KEY, wire, workbench_children
+
+NOTES_SPEC: dict[str, Any] = {
+    "schema_version": 1,
+    "tool_id": "notes",
+    "title": "Notes",
+    "description": "Plain-text notes kept as media assets.",
+    "scopes": [
+        {
+            "name": "notes.write",
+            "description": "Write notes.",
+            "firearm": "firearm.notes.write",
+            "operations": [
+                {
+                    "name": "add_note",
+                    "title": "Add note",
+                    "description": "Add a plain-text note.",
+                    "wraps": "media_v2.create_asset",
+                    "input": {
+                        "presets": {"mime_type": "text/plain"},
+                        "restrict": {"name": {"maxLength": 80}},
+                        "hide": ["content_base64"],
+                    },
+                }
+            ],
+        },
+        {
+            "name": "notes.read",
+            "description": "Read notes.",
+            "operations": [
+                {
+                    "name": "list_notes",
+                    "description": "List notes, at most ten at a time.",
+                    "wraps": "media_v2.list_assets",
+                    "input": {"restrict": {"limit": {"maximum": 10}}},
+                }
+            ],
+        },
+    ],
+    "kpis": [{"kpi_id": "p95", "metric": "latency_p95_ms", "target": 500, "window": "5m", "owner": "ops"}],
+}
+
+
+def notes_spec(**changes: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(NOTES_SPEC)
+    spec.update(changes)
+    return spec
+
+
+def context(tenant: str = "acme", user: str = "alice", *, admin: bool = False) -> RequestContext:
+    return RequestContext(request_id=new_request_id(), tenant=tenant, user=user, is_admin=admin)
+
+
+def builtin_catalog() -> Catalog:
+    catalog = Catalog()
+    for tool in builtin_tools():
+        catalog.add(tool, None)
+    return catalog
+
+
+class WorkbenchRuntime(Runtime):
+    """The runtime with the workbench children (unless the composition root has them already)."""
+
+    def children(self, front: actors.ChildSpec | None) -> list[actors.ChildSpec]:
+        specs = super().children(front)
+        if any(s.id.startswith("workbench.") for s in specs):
+            return specs
+        at = [s.id for s in specs].index("services") + 1
+        return [*specs[:at], *workbench_children(self), *specs[at:]]
+
+
+@contextlib.asynccontextmanager
+async def running(data_dir: Path) -> AsyncIterator[Any]:
+    runtime = WorkbenchRuntime(Settings(data_dir=data_dir, log_level="WARNING"))
+    async with runtime.running() as services:
+        wire(services)
+        yield services
+
+
+def workbench(services: Any) -> Any:
+    return services.extras[EXTRAS_KEY]
