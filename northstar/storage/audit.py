@@ -1,0 +1,210 @@
+"""The audit log front: group commit over a backend's batch writer, shared by both backends.
+
+Appenders check and encode their record in their own task, queue it on a bounded channel and
+wait. One flusher task (:meth:`GroupCommitAuditLog.run`) takes everything queued (up to
+``max_batch``), has the backend chain and insert it in ONE transaction, and only after the
+commit returns wakes each appender with its :class:`AuditEntry`. Nothing is acknowledged before
+it is durable.
+
+Failure is loud and closed: a queue full for ``queue_timeout`` seconds, a flusher that is not
+running, or a failed flush gives the appender :class:`AuditUnavailable`; ``healthy`` turns False
+after a failed flush and True again after the next successful one, so the policy layer can refuse
+calls meanwhile. An appender cancelled (or timed out) after queuing may still see its record
+committed: ``AuditUnavailable`` means "not known to be committed", never "certainly absent".
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from northstar.common.errors import AuditUnavailable
+
+from .audit_chain import AuditRow, PreparedRecord, prepare_record
+from .core import check_limit, normalize_ts
+from .records import AuditEntry, VerifyReport
+
+log = logging.getLogger("northstar.storage.audit")
+
+#: ``query`` returns at most this many entries per call; page on with ``after_seq``.
+MAX_QUERY_LIMIT = 100_000
+
+
+class AuditIO(Protocol):
+    """What a backend provides: one-transaction batch writes and reads of the stored chain."""
+
+    async def write_batch(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow]: ...
+
+    async def query(self, filters: dict[str, Any], after_seq: int | None,
+                    limit: int) -> builtins.list[AuditEntry]: ...
+
+    async def get(self, seq: int) -> AuditEntry | None: ...
+
+    async def verify(self, tenant: str | None) -> VerifyReport: ...
+
+
+@dataclass(slots=True)
+class AuditStats:
+    appended: int = 0        # records committed
+    flushes: int = 0         # batches committed (one transaction each)
+    failed_flushes: int = 0
+    largest_batch: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    item: PreparedRecord
+    done: trio.Event = field(default_factory=trio.Event)
+    entry: AuditEntry | None = None
+    error: AuditUnavailable | None = None
+
+    def settle(self, entry: AuditEntry | None, error: AuditUnavailable | None = None) -> None:
+        if not self.done.is_set():
+            self.entry, self.error = entry, error
+            self.done.set()
+
+
+class GroupCommitAuditLog:
+    """An :class:`~northstar.storage.base.AuditLog` batching concurrent appends into commits."""
+
+    def __init__(self, io: AuditIO, *, max_pending: int = 1024, max_batch: int = 256,
+                 queue_timeout: float = 5.0, commit_timeout: float = 30.0) -> None:
+        if max_pending < 1 or max_batch < 1:
+            raise ValueError("max_pending and max_batch must be >= 1")
+        self._io = io
+        self._max_batch = max_batch
+        self._queue_timeout = queue_timeout
+        self._commit_timeout = commit_timeout
+        self._send, self._receive = trio.open_memory_channel[_Pending](max_pending)
+        self._inflight: builtins.list[_Pending] = []
+        self._healthy = True
+        self._running = False
+        self._closed = False
+        self.stats = AuditStats()
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed flush (or a stopped flusher) until a flush succeeds."""
+        return self._healthy and self._running
+
+    @property
+    def pending(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    # -- appending -----------------------------------------------------------------------------
+
+    async def append(self, record: dict[str, Any]) -> AuditEntry:
+        """Return the committed entry, or raise ``AuditUnavailable`` (never ack before commit)."""
+        pending = _Pending(prepare_record(record))
+        if self._closed or not self._running:
+            raise AuditUnavailable("the audit flusher is not running", retry_after=1)
+        await self._enqueue(pending)
+        with trio.move_on_after(self._commit_timeout):
+            await pending.done.wait()
+        if not pending.done.is_set():
+            raise AuditUnavailable("the audit commit did not finish in time", retry_after=1)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.entry is not None
+        return pending.entry
+
+    async def _enqueue(self, pending: _Pending) -> None:
+        with trio.move_on_after(self._queue_timeout) as scope:
+            try:
+                await self._send.send(pending)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise AuditUnavailable("the audit log is closed", retry_after=1) from None
+        if scope.cancelled_caught:
+            raise AuditUnavailable("the audit queue is full", retry_after=1)
+
+    # -- the flusher ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The flusher: start it with ``nursery.start``; it returns after :meth:`aclose` drained."""
+        if self._running or self._closed:
+            raise RuntimeError("the audit flusher runs once")
+        self._running = True
+        try:
+            task_status.started()
+            while (batch := await self._next_batch()) is not None:
+                await self._flush(batch)
+        finally:
+            self._running = False
+            self._closed = True
+            self._fail_leftovers()
+            self._receive.close()
+
+    async def _next_batch(self) -> builtins.list[_Pending] | None:
+        try:
+            batch = [await self._receive.receive()]
+        except trio.EndOfChannel:
+            return None
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        return batch
+
+    async def _flush(self, batch: builtins.list[_Pending]) -> None:
+        self._inflight = batch  # settled by _fail_leftovers if we are cancelled mid-write
+        try:
+            rows = await self._io.write_batch([p.item for p in batch])
+        except Exception as exc:
+            self._inflight = []
+            self._healthy = False
+            self.stats.failed_flushes += 1
+            log.error("audit flush of %d records failed: %s", len(batch), exc, exc_info=exc)
+            for p in batch:
+                p.settle(None, AuditUnavailable("the audit log could not commit", retry_after=1))
+            return
+        self._inflight = []
+        self._healthy = True
+        self.stats.flushes += 1
+        self.stats.appended += len(rows)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        for p, row in zip(batch, rows, strict=True):
+            p.settle(row.to_entry())
+
+    def _fail_leftovers(self) -> None:
+        """On cancellation: whatever was queued or in flight gets a definite (unknown) answer."""
+        error = AuditUnavailable("the audit flusher stopped; the record may not be committed", retry_after=1)
+        for p in self._inflight:
+            p.settle(None, error)
+        while True:
+            try:
+                self._receive.receive_nowait().settle(None, error)
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+
+    def shutdown(self) -> None:
+        """Refuse new appends; the flusher commits what is queued, then :meth:`run` returns."""
+        self._closed = True
+        self._send.close()
+
+    async def aclose(self) -> None:
+        self.shutdown()
+        await trio.lowlevel.checkpoint()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def query(self, *, tenant: str | None, tool: str | None = None, user: str | None = None,
+                    decision: str | None = None, since: str | None = None, until: str | None = None,
+                    after_seq: int | None = None, limit: int = 100) -> builtins.list[AuditEntry]:
+        """Entries in ``seq`` order; ``tenant=None`` means every tenant; ``since`` <= ts < ``until``."""
+        filters = {
+            "tenant": tenant, "tool": tool, "user_id": user, "decision": decision,
+            "ts_from": normalize_ts(since) if since else None,
+            "ts_to": normalize_ts(until) if until else None,
+        }
+        return await self._io.query(filters, after_seq, check_limit(limit, MAX_QUERY_LIMIT))
+
+    async def get(self, seq: int) -> AuditEntry | None:
+        return await self._io.get(seq)
+
+    async def verify(self, tenant: str | None = None) -> VerifyReport:
+        return await self._io.verify(tenant)

@@ -1,0 +1,27 @@
+"""The resource kinds stored in the versioned store: one constant per kind, one place to look."""
+
+from __future__ import annotations
+
+from typing import Final
+
+WORKBENCH_DRAFTS: Final = "workbench_drafts"
+KPI_BINDINGS: Final = "kpi_bindings"
+FIREARM_BINDINGS: Final = "firearm_bindings"
+FIREARM_GRANTS: Final = "firearm_grants"
+COMPONENT_REGISTRY: Final = "component_registry"
+ACTIVATION_OVERLAYS: Final = "activation_overlays"
+MEDIA_ASSETS: Final = "media_assets"
+API_KEYS: Final = "api_keys"
+
+ALL_KINDS: Final[frozenset[str]] = frozenset(
+    {
+        WORKBENCH_DRAFTS,
+        KPI_BINDINGS,
+        FIREARM_BINDINGS,
+        FIREARM_GRANTS,
+        COMPONENT_REGISTRY,
+        ACTIVATION_OVERLAYS,
+        MEDIA_ASSETS,
+        API_KEYS,
+    }
+)

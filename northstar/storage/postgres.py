@@ -1,0 +1,192 @@
+"""PostgreSQL backend: asyncpg (asyncio-only) driven from trio through trio-asyncio.
+
+Every call crosses with ``trio_asyncio.aio_as_trio``, so the caller MUST run inside
+``async with trio_asyncio.open_loop():`` opened around everything that uses the store (at the
+root of the application, or in a test fixture); :func:`open_postgres` raises a clear
+``RuntimeError`` when no such loop is open.
+
+Writes (saves and audit batches) are shielded from trio cancellation and bounded by the
+command timeout instead, like the SQLite worker threads: a cancelled caller waits for the
+commit or rollback, so the outcome is decided and observable with a read. Failures to reach
+or use the server (refused or lost connections, timeouts, server shutdown, full disk, too many
+connections, read-only replica) become ``StoreUnavailable(retry_after=1)``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from northstar.common.errors import StoreUnavailable
+
+from . import pg_ops as ops
+from .audit_chain import AuditRow, PreparedRecord
+from .core import MAX_CHANGES_LIMIT, MAX_LIST_LIMIT, check_expected, check_key, check_limit, encode_data
+from .pg_schema import migrate
+from .records import AuditEntry, ChangeEvent, Record, VerifyReport
+
+T = TypeVar("T")
+
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # e.g. a pooled connection the server terminated
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+
+
+def require_loop() -> None:
+    if trio_asyncio.current_loop.get() is None:
+        raise RuntimeError(
+            "the PostgreSQL store runs asyncpg through trio-asyncio: open the store inside "
+            "`async with trio_asyncio.open_loop():`"
+        )
+
+
+class PostgresDatabase:
+    """An asyncpg pool plus the trio <-> asyncio crossing and the error mapping."""
+
+    def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
+                 connect_timeout: float = 10.0, command_timeout: float = 30.0,
+                 acquire_timeout: float = 10.0, save_attempts: int = 5) -> None:
+        self.dsn, self.schema = dsn, schema
+        self._pool_opts: dict[str, Any] = {
+            "min_size": min_size, "max_size": max_size, "timeout": connect_timeout,
+            "command_timeout": command_timeout,
+            "server_settings": {
+                "application_name": f"northstar/{schema}" if schema else "northstar",
+                **({"search_path": schema} if schema else {}),
+            },
+        }
+        self._acquire_timeout = acquire_timeout
+        self._write_timeout = acquire_timeout + 2 * command_timeout
+        self.save_attempts = save_attempts
+        self._pool: Any = None
+        self._closed = False
+
+    async def open(self) -> None:
+        """Create the pool, the schema when ``?schema=`` asked for one, and migrate."""
+        require_loop()
+        await self._mapped(self._open_aio)
+
+    async def _open_aio(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, **self._pool_opts)
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                if self.schema:
+                    await self._create_schema(conn)
+                await migrate(conn)
+        except BaseException:
+            self._pool.terminate()
+            raise
+
+    async def _create_schema(self, conn: Any) -> None:
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        except asyncpg.UniqueViolationError:
+            pass  # a concurrent creator won the race: the schema exists
+
+    async def _mapped(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        try:
+            result: T = await trio_asyncio.aio_as_trio(fn)(*args)
+            return result
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}", retry_after=1) from exc
+
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Run ``fn(pool, *args)`` on the asyncio loop."""
+        if self._closed or self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is closed", retry_after=1)
+        return await self._mapped(fn, self._pool, *args)
+
+    async def write(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """As :meth:`call`, shielded from the caller's cancellation, bounded by its own deadline."""
+        deadline = trio.current_time() + self._write_timeout
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            result = await self.call(fn, *args)
+        if scope.cancelled_caught:
+            raise StoreUnavailable("postgres: a write did not finish in time; its outcome is unknown",
+                                   retry_after=1)
+        return result
+
+    async def close(self, timeout: float = 10.0) -> None:
+        if self._closed or self._pool is None:
+            self._closed = True
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(timeout) as scope:
+            await trio_asyncio.aio_as_trio(self._pool.close)()
+        if scope.cancelled_caught:
+            self._pool.terminate()
+
+
+class PostgresStore:
+    """:class:`~northstar.storage.base.VersionedStore` on PostgreSQL."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def save(self, tenant: str, kind: str, resource_id: str, data: dict[str, Any] | None, *,
+                   expected_version: int | None = None, actor: str | None = None) -> Record:
+        check_key(tenant, kind, resource_id)
+        check_expected(expected_version)
+        text = encode_data(data)
+        return await self.db.write(
+            ops.save, tenant, kind, resource_id, text, expected_version, actor, self.db.save_attempts
+        )
+
+    async def get(self, tenant: str, kind: str, resource_id: str,
+                  version: int | None = None) -> Record | None:
+        check_key(tenant, kind, resource_id)
+        return await self.db.call(ops.get, tenant, kind, resource_id, version)
+
+    async def list(self, tenant: str, kind: str, *, prefix: str | None = None, after: str | None = None,
+                   limit: int = 100, include_deleted: bool = False) -> builtins.list[Record]:
+        check_key(tenant, kind)
+        limit = check_limit(limit, MAX_LIST_LIMIT)
+        return await self.db.call(ops.list_latest, tenant, kind, prefix, after, limit, include_deleted)
+
+    async def history(self, tenant: str, kind: str, resource_id: str) -> builtins.list[Record]:
+        check_key(tenant, kind, resource_id)
+        return await self.db.call(ops.history, tenant, kind, resource_id)
+
+    async def changes_since(self, change_id: int, kinds: Sequence[str] | None = None,
+                            limit: int = 1000) -> builtins.list[ChangeEvent]:
+        limit = check_limit(limit, MAX_CHANGES_LIMIT)
+        kinds = None if kinds is None else builtins.list(kinds)
+        return await self.db.call(ops.changes_since, int(change_id), kinds, limit)
+
+    async def check(self) -> None:
+        await self.db.call(ops.check)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class PostgresAuditIO:
+    """The audit backend for :class:`~northstar.storage.audit.GroupCommitAuditLog` on PostgreSQL."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def write_batch(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow]:
+        return await self.db.write(ops.audit_write, batch)
+
+    async def query(self, filters: dict[str, Any], after_seq: int | None,
+                    limit: int) -> builtins.list[AuditEntry]:
+        return await self.db.call(ops.audit_query, filters, after_seq, limit)
+
+    async def get(self, seq: int) -> AuditEntry | None:
+        return await self.db.call(ops.audit_get, int(seq))
+
+    async def verify(self, tenant: str | None) -> VerifyReport:
+        return await self.db.call(ops.audit_verify, tenant)

@@ -1,0 +1,182 @@
+"""SQLite backend (the default): the async shell over :mod:`.sqlite_ops`.
+
+Durability and isolation
+    WAL journal, ``synchronous=FULL`` by default (a commit is fsynced before it is acknowledged;
+    ``NORMAL`` would be faster but a power loss may drop the last commits, though never corrupt
+    the file), ``BEGIN IMMEDIATE`` for every write, ``busy_timeout`` (default 5000 ms) for other
+    processes' locks, foreign keys on. Readers use their own connections and WAL snapshots, so
+    they never see half a write.
+
+Threads
+    ONE writer connection, used from worker threads via ``trio.to_thread.run_sync`` behind a
+    ``trio.CapacityLimiter(1)``, plus a small pool of ``query_only`` reader connections. Threads
+    are never abandoned on cancellation (``abandon_on_cancel`` stays False): a cancelled caller
+    waits for its statement to finish, so each write is committed whole or rolled back, its
+    outcome observable afterwards with a read, and the connection is clean for the next caller.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from northstar.common.errors import StoreUnavailable
+
+from . import sqlite_ops as ops
+from .audit_chain import AuditRow, PreparedRecord
+from .core import MAX_CHANGES_LIMIT, MAX_LIST_LIMIT, check_expected, check_key, check_limit, encode_data
+from .records import AuditEntry, ChangeEvent, Record, VerifyReport
+from .sqlite_schema import migrate
+
+T = TypeVar("T")
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SqliteDatabase:
+    """The connections of one SQLite file: one writer, ``readers`` readers."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, readers: int = 4,
+                 synchronous: str = "FULL") -> None:
+        if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+            raise ValueError("SQLite needs a file path (in-memory databases cannot share WAL readers)")
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
+        if readers < 1 or busy_timeout_ms < 0:
+            raise ValueError("readers must be >= 1 and busy_timeout_ms >= 0")
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._synchronous = synchronous.upper()
+        self._n_readers = readers
+        self._writer: Any = None
+        self._readers: builtins.list[Any] = []
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._closed = False
+
+    async def open(self) -> None:
+        """Create the file if needed, switch to WAL, migrate, open the readers."""
+        await trio.to_thread.run_sync(ops.mapped, self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc}", retry_after=1) from exc
+        path, busy, sync = str(self.path), self._busy_timeout_ms, self._synchronous
+        self._writer = ops.connect(path, busy_timeout_ms=busy, synchronous=sync, readonly=False)
+        try:
+            migrate(self._writer)
+            for _ in range(self._n_readers):
+                self._readers.append(ops.connect(path, busy_timeout_ms=busy, synchronous=sync, readonly=True))
+        except BaseException:
+            self._close_sync()
+            raise
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(writer, *args)`` in a thread, one at a time; never abandoned on cancel."""
+        self._check_open()
+        return await trio.to_thread.run_sync(ops.mapped, fn, self._writer, *args, limiter=self._write_limiter)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(reader, *args)`` in a thread on a free reader connection."""
+        self._check_open()
+        async with self._read_limiter:
+            conn = self._readers.pop()
+            try:
+                return await trio.to_thread.run_sync(ops.mapped, fn, conn, *args)
+            finally:
+                self._readers.append(conn)
+
+    def _check_open(self) -> None:
+        if self._closed or self._writer is None:
+            raise StoreUnavailable("the SQLite store is closed", retry_after=1)
+
+    async def close(self) -> None:
+        """Wait for in-flight statements (they are never abandoned), then close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        tokens = [object() for _ in range(self._n_readers)]
+        for token in tokens:
+            await self._read_limiter.acquire_on_behalf_of(token)
+        async with self._write_limiter:
+            await trio.to_thread.run_sync(self._close_sync)
+        for token in tokens:
+            self._read_limiter.release_on_behalf_of(token)
+
+    def _close_sync(self) -> None:
+        for conn in [*self._readers, self._writer]:
+            if conn is not None:
+                conn.close()
+        self._readers.clear()
+        self._writer = None
+
+
+class SqliteStore:
+    """:class:`~northstar.storage.base.VersionedStore` on SQLite."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def save(self, tenant: str, kind: str, resource_id: str, data: dict[str, Any] | None, *,
+                   expected_version: int | None = None, actor: str | None = None) -> Record:
+        check_key(tenant, kind, resource_id)
+        check_expected(expected_version)
+        text = encode_data(data)
+        return await self.db.write(ops.save, tenant, kind, resource_id, text, expected_version, actor)
+
+    async def get(self, tenant: str, kind: str, resource_id: str,
+                  version: int | None = None) -> Record | None:
+        check_key(tenant, kind, resource_id)
+        return await self.db.read(ops.get, tenant, kind, resource_id, version)
+
+    async def list(self, tenant: str, kind: str, *, prefix: str | None = None, after: str | None = None,
+                   limit: int = 100, include_deleted: bool = False) -> builtins.list[Record]:
+        check_key(tenant, kind)
+        limit = check_limit(limit, MAX_LIST_LIMIT)
+        return await self.db.read(ops.list_latest, tenant, kind, prefix, after, limit, include_deleted)
+
+    async def history(self, tenant: str, kind: str, resource_id: str) -> builtins.list[Record]:
+        check_key(tenant, kind, resource_id)
+        return await self.db.read(ops.history, tenant, kind, resource_id)
+
+    async def changes_since(self, change_id: int, kinds: Sequence[str] | None = None,
+                            limit: int = 1000) -> builtins.list[ChangeEvent]:
+        limit = check_limit(limit, MAX_CHANGES_LIMIT)
+        kinds = None if kinds is None else builtins.list(kinds)
+        return await self.db.read(ops.changes_since, int(change_id), kinds, limit)
+
+    async def check(self) -> None:
+        await self.db.read(ops.check)
+
+    async def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` when the file is sound."""
+        return await self.db.read(ops.integrity_check)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class SqliteAuditIO:
+    """The audit backend for :class:`~northstar.storage.audit.GroupCommitAuditLog` on SQLite."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def write_batch(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow]:
+        return await self.db.write(ops.audit_write, batch)
+
+    async def query(self, filters: dict[str, Any], after_seq: int | None,
+                    limit: int) -> builtins.list[AuditEntry]:
+        return await self.db.read(ops.audit_query, filters, after_seq, limit)
+
+    async def get(self, seq: int) -> AuditEntry | None:
+        return await self.db.read(ops.audit_get, int(seq))
+
+    async def verify(self, tenant: str | None) -> VerifyReport:
+        return await self.db.read(ops.audit_verify, tenant)
