@@ -7,6 +7,7 @@ policy change is written to the audit log like its REST twin.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import getpass
 import json
@@ -30,12 +31,17 @@ def fail(message: str, code: int = 1) -> int:
 
 @contextlib.asynccontextmanager
 async def opened(settings: Settings) -> AsyncIterator[Any]:
-    from northstar.runtime import _event_loop_for
+    # Not northstar.runtime's helper: importing the runtime pulls in the whole MCP and web
+    # stack, which would cost every admin command about two seconds of start-up.
     from northstar.storage import open_store
 
     url = settings.resolved_store_url()
-    async with _event_loop_for(url), open_store(url) as storage:
-        yield storage
+    async with contextlib.AsyncExitStack() as stack:
+        if url.startswith(("postgres://", "postgresql://")):
+            import trio_asyncio
+
+            await stack.enter_async_context(trio_asyncio.open_loop())
+        yield await stack.enter_async_context(open_store(url))
 
 
 def operator() -> str:
@@ -69,7 +75,8 @@ async def _firearms(settings: Settings, args: argparse.Namespace) -> Any:
                 g = await svc.grant(args.tenant, args.user, args.firearm, granted_by=who,
                                     reason=args.reason, expires_at=args.expires_at)
                 out = {**g.to_dict(), "audit_seq": await audit_policy(
-                    storage, "grant", grant_tenant=args.tenant, grant_user=args.user, firearm=args.firearm)}
+                    storage, "grant", grant_tenant=args.tenant, grant_user=args.user, firearm=args.firearm,
+                    reason=args.reason, expires_at=args.expires_at)}
             case "revoke":
                 await svc.revoke(args.tenant, args.user, args.firearm, actor=who)
                 out = {"revoked": True, "audit_seq": await audit_policy(
@@ -104,8 +111,12 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> Any:
         if args.action == "verify":
             r = await storage.audit.verify()
             return {"ok": r.ok, "count": r.count, "first_bad_seq": r.first_bad_seq, "reason": r.reason}
-        entries = await storage.audit.query(tenant=None, limit=100_000)
-        tail = entries[-args.n:] if args.n else entries
+        # Page through the whole log (a query returns at most 100 000 entries) keeping the last n.
+        tail: collections.deque[Any] = collections.deque(maxlen=args.n if args.n > 0 else None)
+        after: int | None = None
+        while batch := await storage.audit.query(tenant=None, after_seq=after, limit=100_000):
+            tail.extend(batch)
+            after = batch[-1].seq
         return {"entries": [{"seq": e.seq, "ts": e.ts, **e.record} for e in tail]}
 
 
@@ -117,12 +128,31 @@ def run_async(fn: Callable[[Settings, argparse.Namespace], Any]) -> Callable[[Se
             result = trio.run(fn, settings, args)
         except NorthstarError as err:
             return fail(f"{err.code}: {err.message} {err.details or ''}".strip())
+        except BaseExceptionGroup as group:
+            # Errors raised inside the store's context (its nursery) arrive wrapped in a group.
+            only = _only_error(group)
+            if only is None:
+                raise
+            return fail(f"{only.code}: {only.message} {only.details or ''}".strip())
         emit(result)
         if isinstance(result, dict) and result.get("ok") is False:
             return 1
         return 0
 
     return handler
+
+
+def _only_error(group: BaseExceptionGroup[Any]) -> Any:
+    """The first NorthstarError of a group holding nothing else, or None."""
+    from northstar.common.errors import NorthstarError
+
+    matched, rest = group.split(NorthstarError)
+    if matched is None or rest is not None:
+        return None
+    leaf: BaseException = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -35,9 +35,9 @@ def decision_record(
     code: str,
     reason: str,
     target: dict[str, Any],
-    trace: list[dict[str, Any]],
+    trace: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    return {
+    record = {
         **base,
         **target,
         "event": "decision",
@@ -45,8 +45,10 @@ def decision_record(
         "gate": gate,
         "code": code,
         "reason": reason,
-        "trace": trace,
     }
+    if trace is not None:
+        record["trace"] = trace
+    return record
 
 
 def outcome_fields(outcome: str, latency_ms: float, error_code: str | None) -> dict[str, Any]:

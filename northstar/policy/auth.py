@@ -22,7 +22,10 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any
+
+import trio
 
 from northstar.common import errors as E
 from northstar.common.identity import (
@@ -68,9 +71,30 @@ def digest(secret: str) -> str:
 
 
 class KeyService:
-    def __init__(self, store: Any) -> None:
+    """API keys in the versioned store, with a small time-bounded cache of lookups.
+
+    Keys created or revoked through this service take effect at once; a key revoked by
+    another process (``northstar keys revoke`` next to a running gateway, another replica)
+    stops working within ``cache_ttl_s``. The cache is bounded, so a flood of made-up key
+    ids cannot grow it without limit.
+    """
+
+    def __init__(self, store: Any, *, cache_ttl_s: float = 1.0, max_cached: int = 10_000) -> None:
         self.store = store
-        self._cache: dict[str, ApiKey | None] = {}
+        self.cache_ttl_s = cache_ttl_s
+        self.max_cached = max_cached
+        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+
+    def _remember(self, key_id: str, key: ApiKey | None) -> None:
+        if len(self._cache) >= self.max_cached:
+            self._cache.clear()
+        self._cache[key_id] = (key, trio.current_time() + self.cache_ttl_s)
+
+    def _cached(self, key_id: str) -> ApiKey | EllipsisType | None:
+        hit = self._cache.get(key_id)
+        if hit is None or trio.current_time() >= hit[1]:
+            return ...
+        return hit[0]
 
     async def create(self, tenant: str, user: str, *, admin: bool = False, label: str | None = None,
                      actor: str | None = None) -> tuple[str, ApiKey]:
@@ -81,7 +105,7 @@ class KeyService:
         key = ApiKey(key_id, tenant, user, admin, iso_now(), digest(secret), label)
         data = _asdict(key)
         await self.store.save(GLOBAL_TENANT, kinds.API_KEYS, key_id, data, expected_version=0, actor=actor)
-        self._cache[key_id] = key
+        self._remember(key_id, key)
         return f"nsk_{key_id}_{secret}", key
 
     async def revoke(self, key_id: str, *, actor: str | None = None) -> None:
@@ -89,7 +113,7 @@ class KeyService:
         if rec is None or rec.data is None:
             raise E.NotFound("no such key", key_id=key_id)
         await self.store.save(GLOBAL_TENANT, kinds.API_KEYS, key_id, None, actor=actor)
-        self._cache[key_id] = None
+        self._remember(key_id, None)
 
     async def list(self) -> list[dict[str, Any]]:
         recs = await self.store.list(GLOBAL_TENANT, kinds.API_KEYS, limit=1000)
@@ -100,11 +124,11 @@ class KeyService:
         if m is None:
             raise E.Unauthorized("malformed API key")
         key_id, secret = m.groups()
-        key = self._cache.get(key_id, ...)
+        key = self._cached(key_id)
         if key is ...:
             rec = await self.store.get(GLOBAL_TENANT, kinds.API_KEYS, key_id)
             key = ApiKey(**rec.data) if rec is not None and rec.data else None
-            self._cache[key_id] = key
+            self._remember(key_id, key)
         if key is None or not hmac.compare_digest(key.digest, digest(secret)):
             raise E.Unauthorized("invalid or revoked API key")
         return key

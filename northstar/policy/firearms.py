@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from northstar.common import errors as E
-from northstar.common.identity import RequestContext
+from northstar.common.identity import TENANT_HEADER, USER_HEADER, RequestContext, validate_value
 from northstar.storage import kinds
 
 log = logging.getLogger("northstar.policy.firearms")
@@ -176,14 +176,18 @@ class FirearmsService:
 
     # -- snapshot -------------------------------------------------------------------------
     async def load(self) -> None:
-        cursor = await self.policy_store.last_change_id()
-        bindings, grants = await self.policy_store.load_all()
-        self._bindings = bindings
-        self._grants = {}
-        for g in grants:
-            self._grants.setdefault((g.tenant, g.user), {})[g.firearm] = g
-        self._cursor = cursor
-        self._fresh_at = trio.current_time()
+        # Under the lock, like every write made through this service: a snapshot read while a
+        # revoke commits must not be installed after it (that would resurrect the grant until
+        # the next refresh).
+        async with self._lock:
+            cursor = await self.policy_store.last_change_id()
+            bindings, grants = await self.policy_store.load_all()
+            self._bindings = bindings
+            self._grants = {}
+            for g in grants:
+                self._grants.setdefault((g.tenant, g.user), {})[g.firearm] = g
+            self._cursor = cursor
+            self._fresh_at = trio.current_time()
         self._notify()
 
     async def refresh_once(self) -> None:
@@ -265,6 +269,8 @@ class FirearmsService:
         reason: str | None = None,
         expires_at: str | None = None,
     ) -> Grant:
+        validate_value(TENANT_HEADER, tenant)
+        validate_value(USER_HEADER, user)
         check_firearm_name(firearm)
         if parse_time(expires_at) is not None and parse_time(expires_at) <= self.clock():  # type: ignore[operator]
             raise E.ValidationFailed("expires_at is in the past", field="expires_at")

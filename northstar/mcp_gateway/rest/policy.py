@@ -115,6 +115,9 @@ async def audit_query() -> dict[str, Any]:
 
 @bp.get("/v1/audit/verify")
 async def audit_verify() -> dict[str, Any]:
+    # Admins only: it walks the whole chain (every tenant's records), so it is both costly
+    # and a count of everyone's activity.
+    require_admin()
     report = await services().audit.verify()
     return {"ok": report.ok, "count": report.count, "first_bad_seq": report.first_bad_seq, "reason": report.reason}
 
