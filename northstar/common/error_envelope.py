@@ -14,6 +14,7 @@ unexpected exceptions (500, no internals leaked, logged with the request id).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -95,9 +96,25 @@ def jsonrpc_error(err: E.NorthstarError, request_id: str) -> dict[str, Any]:
     return {"code": jsonrpc_code(err), "message": err.message, "data": envelope(err, request_id)["error"]}
 
 
+ERROR_META_KEY = "northstar/error"
+
+
 def tool_error_payload(err: E.NorthstarError, request_id: str) -> dict[str, Any]:
-    """The structured content of an MCP ``isError`` result: the envelope's fields."""
+    """The envelope carried by an MCP ``isError`` result."""
     return envelope(err, request_id)
+
+
+def tool_error_result(err: E.NorthstarError, request_id: str) -> dict[str, Any]:
+    """An MCP ``isError`` result (wire form) for ``err``.
+
+    The envelope rides as JSON text (what the model reads, so it can tell the user which
+    firearm is missing) and under ``_meta["northstar/error"]`` (for programs). It is not
+    ``structuredContent``: that must conform to the tool's ``outputSchema``, and clients
+    built on the TypeScript SDK reject a result whose structured content does not.
+    """
+    payload = envelope(err, request_id)
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return {"content": [{"type": "text", "text": text}], "isError": True, "_meta": {ERROR_META_KEY: payload["error"]}}
 
 
 def _request_id_of_current_request() -> str:

@@ -33,7 +33,7 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundModernRoute, class
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from northstar.common import errors as E
-from northstar.common.error_envelope import INVALID_PARAMS, envelope, tool_error_payload
+from northstar.common.error_envelope import INVALID_PARAMS, envelope, tool_error_result
 from northstar.common.identity import RequestContext
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -92,12 +92,7 @@ def call_result(output: dict[str, Any], modern: bool) -> dict[str, Any]:
 
 
 def error_result(err: E.NorthstarError, request_id: str, modern: bool) -> dict[str, Any]:
-    payload = tool_error_payload(err, request_id)
-    result: dict[str, Any] = {
-        "content": [{"type": "text", "text": json.dumps(payload, separators=(",", ":"))}],
-        "structuredContent": payload,
-        "isError": True,
-    }
+    result = tool_error_result(err, request_id)
     if modern:
         result["resultType"] = "complete"
     return result

@@ -16,6 +16,7 @@ gateway calls with a :class:`RequestContext`, and gateway results into MCP resul
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import weakref
@@ -31,7 +32,14 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from northstar import __version__
 from northstar.common import errors as E
-from northstar.common.error_envelope import INTERNAL_ERROR, INVALID_PARAMS, envelope, tool_error_payload
+from northstar.common.error_envelope import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    envelope,
+    tool_error_result,
+)
 from northstar.common.identity import RequestContext, Transport, new_request_id
 from northstar.mcp_gateway.gateway import Gateway
 
@@ -59,11 +67,7 @@ def ok_result(output: dict[str, Any]) -> types.CallToolResult:
 
 
 def error_result(err: E.NorthstarError, request_id: str) -> types.CallToolResult:
-    payload = tool_error_payload(err, request_id)
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    return types.CallToolResult(
-        content=[types.TextContent(text=text)], structured_content=payload, is_error=True
-    )
+    return types.CallToolResult.model_validate(tool_error_result(err, request_id))
 
 
 def protocol_error(err: E.NorthstarError, request_id: str) -> MCPError:
@@ -227,3 +231,102 @@ class McpFace:
 def transport_of(scope: dict[str, Any]) -> Transport:
     path = scope.get("path", "")
     return Transport.STREAMABLE_HTTP if path.startswith("/mcp") else Transport.SSE
+
+
+# -- stdio: bounded, checked lines; an answer for every line that is not a JSON-RPC message --
+REJECTED_LINE = "\x00\n"  # stands in for a refused line; never valid JSON
+
+
+class CheckedLines:
+    """A text stdin for ``stdio_server(stdin=anyio.wrap_file(...))``.
+
+    Each line gets the checks an HTTP body gets at the front door (strict JSON, one JSON-RPC
+    message, nesting) and a size cap: a line over ``limit`` bytes is read and dropped in
+    chunks, so memory stays bounded. A refused line is replaced by :data:`REJECTED_LINE` and
+    its error queued for :class:`AnswerMalformedLines`, which answers it in order.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, raw: Any, limit: int, *, max_json_depth: int = 64, max_json_items: int = 100_000) -> None:
+        self.raw = raw
+        self.limit = limit
+        self.max_json_depth = max_json_depth
+        self.max_json_items = max_json_items
+        self.errors: collections.deque[tuple[Any, types.ErrorData]] = collections.deque()
+
+    def readline(self) -> str:
+        from northstar.mcp_gateway.asgi import InvalidRequest, check_mcp_body
+
+        line: bytes = self.raw.readline(self.limit + 1)
+        if len(line) > self.limit and not line.endswith(b"\n"):
+            while True:
+                rest: bytes = self.raw.readline(self.CHUNK)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            return self.refuse(None, INVALID_REQUEST, f"message larger than {self.limit} bytes")
+        if not line:
+            return ""  # end of input
+        try:
+            check_mcp_body(line, self.max_json_depth, self.max_json_items)
+        except InvalidRequest as err:
+            return self.refuse(err.rpc_id, INVALID_REQUEST, err.message)
+        except E.InvalidJson as err:
+            return self.refuse(None, PARSE_ERROR, err.message)
+        return line.decode("utf-8")
+
+    def refuse(self, rpc_id: Any, code: int, message: str) -> str:
+        self.errors.append((rpc_id, types.ErrorData(code=code, message=message)))
+        return REJECTED_LINE
+
+
+class AnswerMalformedLines:
+    """The read stream given to the server over stdio.
+
+    The SDK's stdio transport turns a line that is not a JSON-RPC message into an exception
+    on the read stream, which the server drops without a word. Here each becomes the answer
+    the HTTP doors give (``-32700`` not JSON, ``-32600`` not one valid message or too large),
+    written through the transport's own stdout writer, so stdout carries only JSON-RPC.
+    """
+
+    def __init__(self, read: Any, write: Any, lines: CheckedLines | None = None) -> None:
+        self._read = read
+        self._write = write
+        self._lines = lines
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._read, "last_context", None)
+
+    async def receive(self) -> Any:
+        from mcp.shared.message import SessionMessage
+
+        while True:
+            item = await self._read.receive()
+            if not isinstance(item, Exception):
+                return item
+            if self._lines is not None and self._lines.errors:
+                rpc_id, data = self._lines.errors.popleft()
+            else:
+                rpc_id, data = None, types.ErrorData(code=INVALID_REQUEST, message="not a valid JSON-RPC message")
+            await self._write.send(SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=rpc_id, error=data)))
+
+    def __aiter__(self) -> AnswerMalformedLines:
+        return self
+
+    async def __anext__(self) -> Any:
+        import anyio
+
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._read.aclose()
+
+    async def __aenter__(self) -> AnswerMalformedLines:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

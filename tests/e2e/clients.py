@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 from mcp import Client, StdioServerParameters
@@ -45,6 +47,15 @@ async def mcp_client(
             streamable_http_client(f"{url}/mcp", http_client=http), mode=mode, cache=None
         ) as client:
             yield client
+
+
+def error_of(result: Any) -> dict[str, Any]:
+    """The canonical envelope fields of an MCP isError result (``_meta`` and the text agree)."""
+    assert result.is_error, result
+    fields = dict((result.meta or {})["northstar/error"])
+    assert json.loads(result.content[0].text)["error"] == fields
+    assert result.structured_content is None
+    return fields
 
 
 def grant(url: str, tenant: str, user: str, firearm: str) -> None:

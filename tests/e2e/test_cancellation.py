@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.e2e.clients import TRANSPORTS, audit, mcp_client
+from tests.e2e.clients import TRANSPORTS, audit, error_of, mcp_client
 from tests.harness import GatewayProcess
 
 DIAG = {"NORTHSTAR_ENABLE_DIAGNOSTICS": "true"}
@@ -57,7 +57,7 @@ async def test_crashing_tool_gives_a_clean_error_and_is_restarted(diag_gateway: 
     async with mcp_client("streamable-2025", diag_gateway.url, diag_gateway.data_dir, "t-crash", "u") as client:
         crashed = await client.call_tool("diagnostics__crash", {"message": "on purpose"})
         assert crashed.is_error
-        assert crashed.structured_content["error"]["code"] == "tool_error"
+        assert error_of(crashed)["code"] == "tool_error"
         assert "on purpose" not in str(crashed.structured_content)
         slept = await client.call_tool("diagnostics__sleep", {"seconds": 0})
         assert not slept.is_error and slept.structured_content == {"slept": 0.0}

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.e2e.clients import TRANSPORTS, audit, grant, mcp_client
+from tests.e2e.clients import TRANSPORTS, audit, error_of, grant, mcp_client
 from tests.harness import GatewayProcess, northstar_cli
 
 WIRE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -58,7 +58,7 @@ async def test_schema_violation_is_an_error_result_and_nothing_runs(gateway: Gat
     async with mcp_client(kind, gateway.url, gateway.data_dir, tenant, user) as client:
         bad = await client.call_tool("media_v2__create_asset", {"name": "x", "mime_type": 42})
         assert bad.is_error
-        assert bad.structured_content["error"]["code"] == "validation_error"
+        assert error_of(bad)["code"] == "validation_error"
         listed = await client.call_tool("media_v2__list_assets", {})
         assert listed.structured_content["assets"] == []
 
@@ -78,7 +78,7 @@ async def test_firearm_flow(gateway: GatewayProcess, kind: str) -> None:
     async with mcp_client(kind, gateway.url, gateway.data_dir, tenant, user) as client:
         denied = await client.call_tool("media_v2__create_asset", args)
         assert denied.is_error
-        err = denied.structured_content["error"]
+        err = error_of(denied)
         assert err["code"] == "firearm_required"
         assert err["details"] == {"scope": "media.write", "firearm": "firearm.media.write"}
         read = await client.call_tool("media_v2__list_assets", {})

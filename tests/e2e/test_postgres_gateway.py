@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.e2e.clients import grant, mcp_client
+from tests.e2e.clients import error_of, grant, mcp_client
 from tests.harness import GatewayProcess
 from tests.pg import base_url, fresh_schema, pg_unavailable_reason, schema_url
 
@@ -37,7 +37,7 @@ async def test_mcp_and_firearms_on_postgres(pg_gateway: GatewayProcess) -> None:
     async with mcp_client("streamable-2025", pg_gateway.url, pg_gateway.data_dir, "pg-t", "pg-u") as client:
         assert (await client.call_tool("echo__ping", {"message": "pg"})).structured_content["message"] == "pg"
         denied = await client.call_tool("media_v2__create_asset", args)
-        assert denied.structured_content["error"]["code"] == "firearm_required"
+        assert error_of(denied)["code"] == "firearm_required"
         grant(pg_gateway.url, "pg-t", "pg-u", "firearm.media.write")
         created = await client.call_tool("media_v2__create_asset", args)
         assert not created.is_error

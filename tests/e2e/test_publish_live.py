@@ -12,7 +12,7 @@ import trio
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.e2e.clients import audit, grant
+from tests.e2e.clients import audit, error_of, grant
 from tests.harness import GatewayProcess
 
 ADMIN = {"X-User-Id": "admin"}
@@ -71,7 +71,7 @@ async def test_publish_is_live_for_connected_clients(gateway: GatewayProcess) ->
 
         args = {"name": "hello", "content_text": "first note"}
         denied = await client.call_tool(f"{tool_id}__add_note", args)
-        assert denied.structured_content["error"]["code"] == "firearm_required"
+        assert error_of(denied)["code"] == "firearm_required"
         grant(gateway.url, tenant, user, f"firearm.{tool_id}.write")
         added = await client.call_tool(f"{tool_id}__add_note", args)
         assert not added.is_error, added.structured_content
