@@ -24,6 +24,8 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check northstar actors tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -37,10 +39,11 @@ unit: $(STAMP)
 real-client: $(STAMP)
 	bash tests/real_client/repro_real_client.sh
 
-test: lint typecheck contracts unit real-client
+test: lint unit real-client
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 soak: $(STAMP)
 	$(PY) -m tests.soak

@@ -20,7 +20,8 @@ BODY = json.dumps(
             "structuredContent": {"pong": True, "message": "hi", "data": None, "received_at": "fixed"},
             "isError": False,
         },
-    }
+    },
+    separators=(",", ":"),
 ).encode()
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 
@@ -51,7 +52,7 @@ def main() -> None:
     config.accesslog = None
     if args.read_timeout:
         config.read_timeout = args.read_timeout
-    trio.run(serve, app, config)
+    trio.run(serve, app, config)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The northstar benchmark suite: ``python -m bench`` (``make bench``); see docs/performance.md."""

@@ -1,0 +1,162 @@
+"""Rendering results: markdown tables (printed, and written into docs/performance.md), JSON files.
+
+``docs/performance.md`` keeps hand-written prose; only the text between
+:data:`BEGIN` and :data:`END` is regenerated from ``bench/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import targets
+from bench.flows import KINDS
+from bench.protocol import FLOWS
+
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def num(value: Any, spec: str = ".0f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def ratio_cell(entry: dict[str, Any]) -> str:
+    per_round = " / ".join(num(x, ".2f") for x in entry["per_round"])
+    return f"**{num(entry['median'], '.2f', 'x')}** ({per_round})"
+
+
+def section_note(section: dict[str, Any] | None) -> str:
+    if not section:
+        return ""
+    carried = ", carried over from an earlier run" if section.get("carried_over") else ""
+    opts = section.get("options")
+    how = f", {opts['rounds']} rounds of {opts['duration_s']:g} s cells" if opts else ""
+    return f"_measured {section.get('measured_at', '?')} on `{section.get('commit', '?')}`{how}{carried}_\n\n"
+
+
+def flows_md(flows: dict[str, Any]) -> str:
+    summary = flows["summary"]
+    rows = []
+    for flow in FLOWS:
+        for kind in KINDS:
+            m = summary[flow]["medians"][kind]
+            valid = sum(1 for c in flows["cells"] if c["flow"] == flow and c["server"] == kind and c["valid"])
+            total = sum(1 for c in flows["cells"] if c["flow"] == flow and c["server"] == kind)
+            rows.append([flow, kind, num(m.get("c32_rps")), num(m.get("c32_p99_ms"), ".2f"),
+                         num(m.get("c1_rps")), num(m.get("c1_p50_ms"), ".2f"), num(m.get("c1_p99_ms"), ".2f"),
+                         f"{valid}/{total}"])
+    out = table(["flow", "server", "c=32 req/s", "c=32 p99 ms", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms",
+                 "valid rounds"], rows)
+    ratio_rows = [[flow, *(ratio_cell(summary[flow]["ratios"][k]) for k in
+                           ("throughput_vs_baseline", "throughput_vs_ceiling", "p99_c1_vs_baseline"))]
+                  for flow in FLOWS]
+    out += "\n\nRatios, median of the per-round ratios (each round's pair in brackets):\n\n"
+    out += table(["flow", "gateway / baseline, c=32 req/s", "gateway / ceiling, c=32 req/s",
+                  "gateway / baseline, c=1 p99"], ratio_rows)
+    dur = flows.get("durability") or {}
+    if dur:
+        out += (f"\n\nDurability: {dur.get('audit_records')} `echo.ping` audit records committed for "
+                f"{dur.get('acknowledged_calls')} calls the gateway acknowledged "
+                f"({'every acknowledged call audited' if dur.get('ok') else 'MISSING RECORDS'}).")
+    return out
+
+
+def errors_md(flows: dict[str, Any]) -> str:
+    bad = [c for c in flows["cells"] if not c["valid"]]
+    if not bad:
+        return ""
+    lines = ["", "Invalid cells (full text in `bench/results/latest.json`):", ""]
+    for c in bad:
+        first = (c.get("error") or "").splitlines()[0][:300] if c.get("error") else "?"
+        lines.append(f"- round {c['round']} {c['flow']} {c['server']}: {first}")
+    return "\n".join(lines)
+
+
+def stdio_md(stdio: dict[str, Any]) -> str:
+    med = stdio["median_ms"]
+    return table(["server", "median ms to initialize response", "samples ms"],
+                 [[k, num(med[k], ".0f"), ", ".join(f"{x:.0f}" for x in stdio["samples_ms"][k])] for k in med])
+
+
+def memory_md(memory: dict[str, Any]) -> str:
+    rows = [[k, str(v["sessions"]), str(v["rss0_kib"]), str(v["rss_kib"]), num(v["kib_per_session"], ".1f")]
+            for k, v in memory.items() if isinstance(v, dict) and "rss_kib" in v]
+    return table(["server", "sessions", "RSS idle KiB", "RSS with sessions KiB", "KiB per session"], rows)
+
+
+def store_md(section: dict[str, Any], rate_key: str, label: str) -> str:
+    rows = []
+    for store in ("sqlite", "postgres"):
+        r = section.get(store) or {}
+        if "skipped" in r:
+            rows.append([store, "skipped", r["skipped"]])
+            continue
+        check = "verified" if r.get("verified") else "NOT VERIFIED"
+        extra = f"mean batch {r['mean_batch']:.1f}" if "mean_batch" in r else f"p99 {num(r.get('p99_ms'), '.1f')} ms"
+        rows.append([store, num(r.get(rate_key)), f"{r.get('acknowledged')} acked, {check}; {extra}"])
+    return table(["store", label, "check"], rows)
+
+
+def targets_md(results: dict[str, Any]) -> str:
+    rows = [[t["target"], t["measured"], targets.verdict(t["passed"])] for t in targets.evaluate(results)]
+    return table(["target (issue 8)", "measured", "verdict"], rows)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole "Latest figures" section as markdown."""
+    meta = results.get("meta", {})
+    parts = [f"Run {meta.get('finished_at', '?')} on `{meta.get('commit', '?')}`, mode **{meta.get('mode', '?')}** "
+             f"({meta.get('rounds', '?')} rounds, {meta.get('duration_s', '?')} s cells), "
+             f"{meta.get('cores', '?')} cores, {meta.get('versions', '')}; total {meta.get('elapsed_s', '?')} s; "
+             f"load average {meta.get('loadavg_at_start', '?')} at start, {meta.get('loadavg_at_end', '?')} at end; "
+             f"one durable SQLite commit (WAL, synchronous=FULL, an fsync) on the data dirs' filesystem takes "
+             f"{meta.get('sqlite_commit_ms', '?')} ms."]
+    if flows := results.get("flows"):
+        parts += ["### Tool calls (`tools/call` of `echo__ping`)", section_note(flows) + flows_md(flows)
+                  + errors_md(flows), "![throughput and p99 latency](../bench/results/latest.png)"]
+    if stdio := results.get("stdio"):
+        parts += ["### Stdio cold start", section_note(stdio) + stdio_md(stdio)]
+    if memory := results.get("memory"):
+        parts += ["### Memory per idle session", section_note(memory) + memory_md(memory)]
+    if drafts := results.get("drafts"):
+        parts += ["### Draft saves (REST, c=32)", section_note(drafts) + store_md(drafts, "saves_per_s", "saves/s")]
+    if audit := results.get("audit"):
+        parts += ["### Audit appends (in-process, 32 concurrent callers)",
+                  section_note(audit) + store_md(audit, "appends_per_s", "appends/s")]
+    if errors := results.get("errors"):
+        parts += ["### Sections that failed", "\n".join(f"- {k}: {v.splitlines()[0][:300]}"
+                                                        for k, v in errors.items())]
+    parts += ["### Targets", targets_md(results)]
+    return "\n\n".join(parts)
+
+
+def write_json(results: dict[str, Any], stamp: str, out_dir: Path = RESULTS_DIR) -> Path:
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, sort_keys=False) + "\n"
+    (out_dir / "runs" / f"{stamp}.json").write_text(text)
+    latest = out_dir / "latest.json"
+    latest.write_text(text)
+    return latest
+
+
+def update_doc(section: str, doc: Path = DOC) -> None:
+    """Replace the text between the markers (append the markers if the doc has none)."""
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    block = f"{BEGIN}\n<!-- generated by `python -m bench` from bench/results/latest.json -->\n\n{section}\n\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Latest figures\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
