@@ -5,15 +5,50 @@ Every limit the gateway enforces is a setting here; ``docs/configuration.md`` li
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "NORTHSTAR_"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NORTHSTAR_", extra="ignore")
+def _env_value(field: Any, raw: str) -> Any:
+    """An environment string for a field: lists take JSON (``["a","b"]``) or ``a,b``."""
+    if get_origin(field.annotation) is list:
+        text = raw.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``NORTHSTAR_*`` variables that name a setting (case-insensitive), parsed."""
+    environ = os.environ if environ is None else environ
+    wanted = {f"{ENV_PREFIX}{name}".upper(): name for name in Settings.model_fields}
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        name = wanted.get(key.upper())
+        if name is not None:
+            out[name] = _env_value(Settings.model_fields[name], raw)
+    return out
+
+
+class Settings(BaseModel):
+    """Settings: explicit arguments win over ``NORTHSTAR_*`` variables, which win over defaults.
+
+    (A small reader instead of pydantic-settings keeps ``northstar stdio``'s cold start short:
+    Claude Desktop spawns it on every launch.)
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**{**from_environment(), **data})
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -39,13 +74,18 @@ class Settings(BaseSettings):
     # tools/list: "mark" annotates operations the caller may not call, "hide" drops them.
     unauthorized_tools: Literal["mark", "hide", "show"] = "mark"
 
-    # Limits.
+    # Limits (docs/reliability.md says what each one does when it trips).
     max_body_bytes: int = 4 * 1024 * 1024
+    # JSON bodies (MCP and REST) and stdio lines: nesting depth, and values (containers + items).
+    max_json_depth: int = 64
+    max_json_items: int = 100_000
     max_sessions: int = 10_000
     max_sessions_per_principal: int = 100
     max_sse_streams: int = 1_000
     max_sse_streams_per_principal: int = 20
     session_idle_timeout_s: float = 1800.0
+    # A response write (an SSE event, a body chunk) that makes no progress for this long closes
+    # the connection: a client that stopped reading cannot hold a stream, a session or shutdown.
     sse_send_timeout_s: float = 10.0
     sse_keepalive_s: float = 15.0
     tool_timeout_s: float = 30.0
@@ -53,6 +93,8 @@ class Settings(BaseSettings):
     max_concurrent_calls_per_principal: int = 64
     rate_limit_per_principal_per_s: float = 200.0
     rate_limit_burst: int = 400
+    # A request head must arrive (and an idle keep-alive connection is closed) within this;
+    # a request body that takes longer is answered 408.
     read_timeout_s: float = 30.0
     shutdown_grace_s: float = 5.0
     media_max_bytes: int = 8 * 1024 * 1024

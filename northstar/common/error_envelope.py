@@ -18,8 +18,6 @@ import json
 import logging
 from typing import Any
 
-from werkzeug.exceptions import HTTPException
-
 from northstar.common import errors as E
 from northstar.common.identity import REQUEST_ID_HEADER, new_request_id
 
@@ -74,9 +72,9 @@ def from_exception(exc: BaseException) -> E.NorthstarError:
     """Translate any exception into a NorthstarError; unknown ones become a bare 500."""
     if isinstance(exc, E.NorthstarError):
         return exc
-    if isinstance(exc, HTTPException) and exc.code is not None:
-        cls = _HTTP_CODES.get(exc.code, E.NorthstarError)
-        return cls()
+    code = getattr(exc, "code", None)  # werkzeug's HTTPException (routing 404/405, 413 ...)
+    if isinstance(code, int) and type(exc).__module__.startswith("werkzeug"):
+        return _HTTP_CODES.get(code, E.NorthstarError)()
     return E.NorthstarError()
 
 
@@ -137,6 +135,8 @@ def register_error_handlers(app: Any) -> None:
             log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
         body = envelope(err, request_id)
         return body, err.http_status, error_headers(err, request_id)
+
+    from werkzeug.exceptions import HTTPException
 
     app.register_error_handler(Exception, handle)
     app.register_error_handler(HTTPException, handle)

@@ -46,7 +46,6 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from northstar.common.errors import InvalidDefinition, ValidationFailed
@@ -419,6 +418,8 @@ def _pattern_problem(value: str, where: str) -> list[Problem]:
 def _values_problem(
     field: dict[str, Any], defs: Mapping[str, Any], key: str, values: list[Any], at: tuple[object, ...]
 ) -> list[Problem]:
+    import jsonschema  # imported when a draft is checked: keeps the stdio cold start short
+
     validator = jsonschema.Draft202012Validator({**field, "$defs": dict(defs)})
     problems = []
     for n, value in enumerate(values):
@@ -531,6 +532,8 @@ def narrowed_handler(wrapped: Operation, schema: dict[str, Any], presets: dict[s
     to change, validates the rest against the narrowed schema, merges the presets again,
     re-validates with the wrapped model and awaits the wrapped handler (same ToolContext).
     """
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema)
     preset_json = {k: _json_value(wrapped, k, v) for k, v in presets.items()}
 
