@@ -93,6 +93,10 @@ def resolve_gate(f: CallFacts) -> Verdict | None:
 
 def input_gate(f: CallFacts) -> Verdict | None:
     assert f.op is not None
+    if f.op.argument_check is not None:
+        problems = f.op.argument_check(dict(f.arguments or {}))
+        if problems:
+            return deny("input", E.ValidationFailed("arguments do not match the input schema", errors=problems))
     args = dict(f.op.presets)
     args.update(f.arguments or {})
     try:

@@ -527,6 +527,10 @@ def caller_arguments(inputs: Any) -> dict[str, Any]:
 def narrowed_handler(wrapped: Operation, schema: dict[str, Any], presets: dict[str, Any]) -> Any:
     """A handler enforcing ``schema`` and ``presets`` before delegating to ``wrapped``.
 
+    The handler carries its pure ``argument_check`` as an attribute: the operation exposes it
+    so the gate chain's input gate refuses a violation (a deny) before anything is allowed;
+    the handler runs it again as a second line.
+
     The gate chain hands it the wrapped input model, already validated with the presets
     merged in; the handler recovers what the caller set, refuses a preset the caller tried
     to change, validates the rest against the narrowed schema, merges the presets again,
@@ -537,11 +541,21 @@ def narrowed_handler(wrapped: Operation, schema: dict[str, Any], presets: dict[s
     validator = jsonschema.Draft202012Validator(schema)
     preset_json = {k: _json_value(wrapped, k, v) for k, v in presets.items()}
 
-    async def handler(tctx: ToolContext, inputs: Any) -> BaseModel:
-        args = caller_arguments(inputs)
+    def argument_check(raw: dict[str, Any]) -> list[dict[str, Any]]:
+        """Problems with the caller's own arguments: a changed preset, the narrowed schema."""
+        args = dict(raw)
         errors = [{"path": pointer(k), "message": f"{k} is fixed by this tool"}
                   for k, v in preset_json.items() if k in args and args.pop(k) != v]
-        errors += _argument_problems(validator, args)
+        for k in preset_json:
+            args.pop(k, None)
+        return errors + _argument_problems(validator, args)
+
+
+    async def handler(tctx: ToolContext, inputs: Any) -> BaseModel:
+        args = caller_arguments(inputs)
+        errors = argument_check(args)
+        for k in preset_json:
+            args.pop(k, None)
         if errors:
             raise ValidationFailed("arguments do not match the input schema", errors=errors)
         try:
@@ -551,6 +565,7 @@ def narrowed_handler(wrapped: Operation, schema: dict[str, Any], presets: dict[s
                                    errors=_pydantic_problems(exc)) from None
         return await wrapped.handler(tctx, validated)
 
+    handler.argument_check = argument_check  # type: ignore[attr-defined]
     return handler
 
 
@@ -573,7 +588,8 @@ def build_operation(op: OperationSpec, wrapped: Operation) -> Operation:
         description=op.description,
         input_model=wrapped.input_model,
         output_model=wrapped.output_model,
-        handler=narrowed_handler(wrapped, schema, dict(op.input.presets)),
+        handler=(handler := narrowed_handler(wrapped, schema, dict(op.input.presets))),
+        argument_check=handler.argument_check,
         annotations=effective_annotations(op.annotations, wrapped.annotations),
         title=op.title,
         input_schema_override=schema,

@@ -212,3 +212,18 @@ async def test_a_restarted_gateway_loads_what_is_live(tmp_path: Path) -> None:
             alice = context(user="alice")
             denied = await svc.gateway.call_tool(alice, "notes.add_note", NOTE)
             assert denied.error.code == "firearm_required"
+
+
+async def test_narrowed_schema_violations_are_denied_at_the_input_gate(svc: Any) -> None:
+    await publish(svc, notes_spec())
+    await svc.firearms.grant("acme", "bob", "firearm.notes.write", granted_by="test")
+    bob = context(user="bob")
+    for args, path in (({"name": "x" * 81, "content_text": "t"}, "/name"),
+                       ({"name": "n", "content_text": "t", "mime_type": "image/png"}, "/mime_type")):
+        denied = await svc.gateway.call_tool(bob, "notes.add_note", args)
+        assert not denied.ok and denied.error.code == "validation_error"
+        assert path in [e["path"] for e in denied.error.details["errors"]]
+        record = (await svc.audit.get(denied.audit_seq)).record
+        assert (record["decision"], record["gate"]) == ("deny", "input")
+    listed = await svc.gateway.call_tool(bob, "notes.list_notes", {})
+    assert listed.output["assets"] == []  # nothing ran

@@ -62,6 +62,9 @@ class Operation:
     # narrower than the input model's, plus presets merged into every call.
     input_schema_override: dict[str, Any] | None = None
     presets: dict[str, Any] = field(default_factory=dict)
+    # A pure check of the caller's raw arguments against the narrowed schema and presets
+    # (list of {"path", "message"}); the input gate runs it, so a violation is a deny.
+    argument_check: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
