@@ -41,7 +41,7 @@ async def opened(settings: Settings) -> AsyncIterator[Any]:
             import trio_asyncio
 
             await stack.enter_async_context(trio_asyncio.open_loop())
-        yield await stack.enter_async_context(open_store(url))
+        yield await stack.enter_async_context(open_store(url, **settings.store_options()))
 
 
 def operator() -> str:

@@ -56,6 +56,9 @@ class Settings(BaseModel):
     store_url: str | None = Field(
         default=None, description="sqlite:///path.db or postgresql://...; default: SQLite under data_dir"
     )
+    # How long a SQLite write waits for a lock held by another process before the store
+    # answers 503 store_unavailable.
+    sqlite_busy_timeout_ms: int = 5000
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -103,6 +106,12 @@ class Settings(BaseModel):
         if self.store_url:
             return self.store_url
         return f"sqlite:///{(self.data_dir / 'northstar.db').as_posix()}"
+
+    def store_options(self) -> dict[str, Any]:
+        """Options for ``open_store`` (each backend accepts only its own)."""
+        if self.resolved_store_url().startswith("sqlite:"):
+            return {"busy_timeout_ms": self.sqlite_busy_timeout_ms}
+        return {}
 
     @property
     def is_loopback(self) -> bool:

@@ -100,9 +100,12 @@ class Runtime:
         svc = self.services
         assert self.root is not None
         svc.store = StoreClient(cast(Any, self.root.get("store")))
-        firearms = FirearmsService(svc.store)
-        svc.firearms = firearms
-        firearms.listeners.append(svc.sessions.signal)
+        firearms = svc.firearms
+        if firearms is None:
+            # Created once: the gate chain and gateway hold it. A restart of this child only
+            # restarts the refresher, so nobody keeps a snapshot that will never refresh.
+            firearms = svc.firearms = FirearmsService(svc.store)
+            firearms.listeners.append(svc.sessions.signal)
         await firearms.load()
         await firearms.ensure_default_bindings(DEFAULT_FIREARM_BINDINGS)
         task_status.started(firearms)
@@ -167,7 +170,7 @@ class Runtime:
     async def running(self, front: actors.ChildSpec | None = None) -> AsyncIterator[Services]:
         """Open the store, start the tree; on exit stop it in reverse order."""
         url = self.settings.resolved_store_url()
-        async with _event_loop_for(url), open_store(url) as storage:
+        async with _event_loop_for(url), open_store(url, **self.settings.store_options()) as storage:
             self.services.storage = storage
             self.services.audit = storage.audit
             self.root = actors.Supervisor("northstar", self.children(front), max_restarts=5, period=30.0)

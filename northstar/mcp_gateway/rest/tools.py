@@ -29,7 +29,8 @@ async def call(name: str) -> tuple[dict[str, Any], int]:
     result = await services().gateway.call_tool(ctx(), name, arguments, timeout_s=timeout)
     if not result.ok:
         assert result.error is not None
-        result.error.details.setdefault("audit_seq", result.audit_seq)
+        if result.audit_seq is not None:
+            result.error.details.setdefault("audit_seq", result.audit_seq)
         raise result.error
     return {
         "tool": result.target.get("canonical_name"),
