@@ -41,7 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sessions", type=int, help="idle sessions for the memory measurement (default 1000)")
     ap.add_argument("--stdio-runs", type=int, help="timed spawns per stdio server (default 10)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    ap.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for the gateway (e.g. NORTHSTAR_FAST_PATH=false for an A/B run)")
     args = ap.parse_args(argv)
+    for item in args.gateway_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("NORTHSTAR_"):
+            ap.error(f"--gateway-env takes NORTHSTAR_KEY=VALUE, not {item!r}")
+        procs.GATEWAY_ENV[key] = value
     defaults = {"rounds": 1, "duration": 3.0, "warmup": 1.0, "sessions": 100, "stdio_runs": 3} if args.quick \
         else {"rounds": 3, "duration": 8.0, "warmup": 2.0, "sessions": 1000, "stdio_runs": 10}
     for key, value in defaults.items():

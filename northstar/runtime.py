@@ -41,6 +41,7 @@ from northstar.mcp_gateway.tools.media_v2 import MediaServices
 from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gate_chain import GateChain, GateChainConfig
+from northstar.policy.oauth import JwtVerifier
 from northstar.storage import open_store
 from northstar.storage.actor import StoreActor, StoreClient
 from northstar.workbench.drafts.service import DraftService
@@ -150,7 +151,7 @@ class Runtime:
         assert self.root is not None
         svc.keys = KeyService(svc.store)
         svc.authenticator = Authenticator(svc.keys, trust_headers=s.trust_identity_headers,
-                                          admin_users=s.admin_users)
+                                          admin_users=s.admin_users, oauth=JwtVerifier.from_settings(s))
         svc.gateway = Gateway(
             catalog=svc.catalog,
             firearms=svc.firearms,

@@ -64,7 +64,8 @@ def error_headers(err: E.NorthstarError, request_id: str) -> dict[str, str]:
     if err.retry_after is not None:
         headers["Retry-After"] = str(err.retry_after)
     if isinstance(err, E.Unauthorized):
-        headers["WWW-Authenticate"] = 'Bearer realm="northstar"'
+        # An authenticator with OAuth on sets the challenge that names its resource metadata.
+        headers["WWW-Authenticate"] = err.www_authenticate
     return headers
 
 

@@ -84,6 +84,8 @@ class Unauthorized(NorthstarError):
     code = "unauthorized"
     http_status = 401
     default_message = "missing or invalid credentials"
+    # The WWW-Authenticate challenge; with OAuth configured it names the resource metadata.
+    www_authenticate: str = 'Bearer realm="northstar"'
 
 
 class Forbidden(NorthstarError):

@@ -6,7 +6,9 @@ Two modes (``NORTHSTAR_AUTH_MODE``):
   identity headers are trusted as sent. A local-development convenience, never for a
   gateway reachable from other machines. Users listed in ``admin_users`` are admins.
 * ``api_key`` (``auto`` picks it on any other bind): identity comes only from
-  ``Authorization: Bearer <key>``. Keys are created with ``northstar keys create``,
+  ``Authorization: Bearer <key>``. With OAuth configured (``northstar.policy.oauth``), a
+  bearer token that is not an ``nsk_`` key is verified as a JWT access token instead.
+  Keys are created with ``northstar keys create``,
   shown once and stored as a SHA-256 digest (the keys are 256-bit random, so a plain
   digest is enough). Missing or bad keys get 401; identity headers that contradict the
   key are refused (403 ``identity_mismatch``). A key is never passed on to a tool.
@@ -41,6 +43,7 @@ from northstar.common.identity import (
     validate_value,
 )
 from northstar.policy.firearms import GLOBAL_TENANT, iso_now
+from northstar.policy.oauth import JwtVerifier
 from northstar.storage import kinds
 
 KEY_PATTERN = re.compile(r"^nsk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -141,22 +144,42 @@ def _asdict(key: ApiKey) -> dict[str, Any]:
 class Authenticator:
     """Turns a request's headers into a RequestContext, per the configured mode."""
 
-    def __init__(self, keys: KeyService, *, trust_headers: bool, admin_users: Iterable[str] = ("admin",)) -> None:
+    def __init__(self, keys: KeyService, *, trust_headers: bool, admin_users: Iterable[str] = ("admin",),
+                 oauth: JwtVerifier | None = None) -> None:
         self.keys = keys
+        self.oauth = oauth
         self.trust_headers = trust_headers
         self.admin_users = frozenset(admin_users)
         self.builder = RequestContextBuilder()
 
     async def authenticate(self, headers: Iterable[tuple[str, str]], transport: Transport) -> RequestContext:
-        pairs = list(headers)
+        try:
+            return await self._authenticate(list(headers), transport)
+        except E.Unauthorized as err:
+            if self.oauth is not None:  # point the client at the resource metadata (MCP authorization)
+                err.www_authenticate = self.oauth.challenge
+            raise
+
+    async def _authenticate(self, pairs: list[tuple[str, str]], transport: Transport) -> RequestContext:
         ident = self.builder.identity_headers(pairs)
         token = bearer_token(pairs)
         request_id = ident.get(REQUEST_ID_HEADER) or new_request_id()
         if token is None:
             if not self.trust_headers:
-                raise E.Unauthorized("an API key is required: Authorization: Bearer <key>")
+                what = "<key or OAuth access token>" if self.oauth is not None else "<key>"
+                raise E.Unauthorized(f"an API key is required: Authorization: Bearer {what}")
             ctx = self.builder.from_headers(pairs, transport=transport).replace(request_id=request_id)
             return ctx.replace(is_admin=ctx.user in self.admin_users, authenticated_by="headers")
+        if self.oauth is not None and not token.startswith("nsk_"):
+            claims = await self.oauth.verify(token)
+            for header, value in ((TENANT_HEADER, claims.tenant), (USER_HEADER, claims.user)):
+                if header in ident and ident[header] != value:
+                    raise IdentityMismatch(f"{header} does not match the access token", header=header)
+            return RequestContext(
+                request_id=request_id, tenant=claims.tenant, user=claims.user,
+                mode=Mode(ident.get(MODE_HEADER, Mode.SAAS.value)), transport=transport,
+                is_admin=claims.is_admin, authenticated_by="oauth",
+            )
         key = await self.keys.verify(token)
         for header, value in ((TENANT_HEADER, key.tenant), (USER_HEADER, key.user)):
             if header in ident and ident[header] != value:

@@ -7,6 +7,7 @@ from typing import Any
 from quart import Blueprint, Response
 
 from northstar import __version__
+from northstar.common import errors as E
 from northstar.mcp_gateway.rest.common import services
 
 bp = Blueprint("ops", __name__)
@@ -30,6 +31,17 @@ async def health() -> tuple[dict[str, Any], int]:
         "tools": len(svc.gateway.catalog.tools()),
     }
     return body, 200 if status == "ok" else 503
+
+
+@bp.get("/.well-known/oauth-protected-resource")
+@bp.get("/.well-known/oauth-protected-resource/mcp")
+async def oauth_protected_resource() -> dict[str, Any]:
+    """RFC 9728 Protected Resource Metadata; 404 when OAuth is not configured."""
+    verifier = getattr(services().authenticator, "oauth", None)
+    if verifier is None:
+        raise E.NotFound("OAuth is not configured")
+    body: dict[str, Any] = verifier.metadata()
+    return body
 
 
 @bp.get("/metrics")
