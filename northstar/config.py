@@ -66,6 +66,18 @@ class Settings(BaseModel):
     auth_mode: Literal["auto", "headers", "api_key"] = "auto"
     # In header-trust mode, these users are admins (may change policy).
     admin_users: list[str] = Field(default_factory=lambda: ["admin"])
+    # OAuth 2.1 bearer tokens (JWT access tokens from an authorization server): on when the
+    # issuer, the audience (this resource's identifier) and the JWKS URL are all set.
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
+    oauth_jwks_url: str | None = None
+    oauth_tenant_claim: str = "tenant"
+    oauth_user_claim: str = "sub"
+    oauth_admin_scope: str = "northstar:admin"
+    # The resource identifier in the metadata document (default: the audience).
+    oauth_resource_url: str | None = None
+    # The authorization servers in the metadata document (default: [issuer]).
+    oauth_authorization_servers: list[str] = Field(default_factory=list)
     # DNS-rebinding protection (Host / Origin) for the MCP endpoints and REST.
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
@@ -112,6 +124,10 @@ class Settings(BaseModel):
         if self.resolved_store_url().startswith("sqlite:"):
             return {"busy_timeout_ms": self.sqlite_busy_timeout_ms}
         return {}
+
+    @property
+    def oauth_enabled(self) -> bool:
+        return bool(self.oauth_issuer and self.oauth_audience and self.oauth_jwks_url)
 
     @property
     def is_loopback(self) -> bool:
