@@ -139,20 +139,27 @@ async def stdio_main(settings: Settings, args: argparse.Namespace) -> None:
     identity = stdio_identity(settings, args.tenant, args.user, args.mode)
 
     async def start_stdio(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        import sys
+
+        import anyio
         from mcp.server.stdio import stdio_server
 
-        face = McpFace(rt.services.gateway, stdio_context=identity, registry=rt.services.sessions)
+        from northstar.mcp_gateway.mcp_server import AnswerMalformedLines, CheckedLines
+
+        face = McpFace(services=rt.services, ready=rt.ready, stdio_context=identity, registry=rt.services.sessions)
+        lines = CheckedLines(sys.stdin.buffer, settings.max_body_bytes, max_json_depth=settings.max_json_depth,
+                             max_json_items=settings.max_json_items)
         try:
-            async with stdio_server() as (read, write):
+            async with stdio_server(stdin=anyio.wrap_file(lines)) as (read, write):  # type: ignore[arg-type]
                 task_status.started(face)
-                await face.server.run(read, write, face.init_options())
+                await face.server.run(AnswerMalformedLines(read, write, lines), write, face.init_options())
         finally:
             rt.shutdown.set()
 
     front = actors.ChildSpec("stdio", start_stdio, restart=actors.Restart.TEMPORARY)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, rt.shutdown, nursery.cancel_scope)
-        async with rt.running(front):
+        async with rt.running(front, front_first=True):
             await rt.shutdown.wait()
         nursery.cancel_scope.cancel()
 

@@ -78,11 +78,12 @@ class Runtime:
         self.settings = settings
         self.services = Services(settings=settings)
         self.shutdown = trio.Event()
+        self.ready = trio.Event()  # set once every child has started
         self.root: actors.Supervisor | None = None
         self.tools_sup: actors.Supervisor | None = None
 
     # -- children -------------------------------------------------------------------------
-    def children(self, front: actors.ChildSpec | None) -> list[actors.ChildSpec]:
+    def children(self, front: actors.ChildSpec | None, *, front_first: bool = False) -> list[actors.ChildSpec]:
         specs = [
             actors.actor_child("store", self.make_store_actor, capacity=4096),
             actors.ChildSpec("policy.firearms", self.start_firearms),
@@ -92,7 +93,9 @@ class Runtime:
             *workbench_children(self),
             actors.ChildSpec("mcp.sessions", self.services.sessions.run),
         ]
-        return [*specs, front] if front is not None else specs
+        if front is None:
+            return specs
+        return [front, *specs] if front_first else [*specs, front]
 
     def make_store_actor(self) -> StoreActor:
         return StoreActor(self.services.storage.store)
@@ -168,15 +171,23 @@ class Runtime:
 
     # -- running --------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def running(self, front: actors.ChildSpec | None = None) -> AsyncIterator[Services]:
-        """Open the store, start the tree; on exit stop it in reverse order."""
+    async def running(
+        self, front: actors.ChildSpec | None = None, *, front_first: bool = False
+    ) -> AsyncIterator[Services]:
+        """Open the store, start the tree; on exit stop it in reverse order.
+
+        ``front_first`` starts the front end before everything else (stdio: answer the
+        client's handshake while the rest starts; its handlers wait for ``ready``)."""
         url = self.settings.resolved_store_url()
         async with _event_loop_for(url), open_store(url, **self.settings.store_options()) as storage:
             self.services.storage = storage
             self.services.audit = storage.audit
-            self.root = actors.Supervisor("northstar", self.children(front), max_restarts=5, period=30.0)
+            self.root = actors.Supervisor(
+                "northstar", self.children(front, front_first=front_first), max_restarts=5, period=30.0
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.root.run)
+                self.ready.set()
                 try:
                     yield self.services
                 finally:

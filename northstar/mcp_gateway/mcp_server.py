@@ -47,6 +47,7 @@ log = logging.getLogger("northstar.mcp")
 SCOPE_KEY = "northstar.ctx"
 ASSET_URI_PREFIX = "media://assets/"
 NOTIFY_TIMEOUT_S = 5.0
+STARTUP_WAIT_S = 60.0
 
 
 def context_of(ctx: Any, fallback: RequestContext | None) -> RequestContext:
@@ -110,16 +111,26 @@ class SessionRegistry:
 
 
 class McpFace:
-    """Builds the SDK server whose handlers call the gateway."""
+    """Builds the SDK server whose handlers call the gateway.
+
+    Give it the ``gateway``, or ``services`` plus a ``ready`` event: then the transport can
+    start (and answer ``initialize``, which needs nothing but the server's identity) while
+    the rest of the tree is still starting; every other handler waits for ``ready``. The
+    stdio door does this, since Claude Desktop spawns it on every launch.
+    """
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Gateway | None = None,
         *,
+        services: Any = None,
+        ready: trio.Event | None = None,
         stdio_context: RequestContext | None = None,
         registry: SessionRegistry | None = None,
     ) -> None:
-        self.gateway = gateway
+        self._gateway = gateway
+        self._services = services
+        self._ready = ready
         self.stdio_context = stdio_context
         self.registry = registry or SessionRegistry()
         self._list_cache: dict[tuple[Any, ...], types.ListToolsResult] = {}
@@ -137,6 +148,18 @@ class McpFace:
         )
         self.server.middleware.append(self.remember_session)
 
+    @property
+    def gateway(self) -> Gateway:
+        gateway = self._gateway if self._gateway is not None else getattr(self._services, "gateway", None)
+        if gateway is None:
+            raise E.ServiceUnavailable("the gateway is starting", retry_after=1)
+        return gateway
+
+    async def until_ready(self) -> None:
+        if self._ready is not None and not self._ready.is_set():
+            with trio.fail_after(STARTUP_WAIT_S):
+                await self._ready.wait()
+
     def init_options(self) -> Any:
         return self.server.create_initialization_options(NotificationOptions(tools_changed=True))
 
@@ -151,6 +174,8 @@ class McpFace:
         return await call_next(ctx)
 
     def input_schema_for(self, name: str) -> dict[str, Any] | None:
+        if self._ready is not None and not self._ready.is_set():
+            return None
         resolved = self.gateway.catalog.resolve(name)
         if resolved is None:
             return None
@@ -159,6 +184,7 @@ class McpFace:
         return input_schema(resolved.op)
 
     async def on_list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        await self.until_ready()
         rctx = self.identity(ctx)
         gw = self.gateway
         granted = gw.firearms.granted(rctx.tenant, rctx.user)
@@ -173,6 +199,7 @@ class McpFace:
         return cached
 
     async def on_call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        await self.until_ready()
         rctx = self.identity(ctx)
         try:
             result = await self.gateway.call_tool(rctx, params.name, params.arguments)
@@ -189,6 +216,7 @@ class McpFace:
         return error_result(result.error, rctx.request_id)
 
     async def _governed(self, ctx: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        await self.until_ready()
         rctx = self.identity(ctx)
         try:
             result = await self.gateway.call_tool(rctx, name, args)
@@ -200,6 +228,7 @@ class McpFace:
         return result.output or {}
 
     async def on_list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
+        await self.until_ready()
         if self.gateway.catalog.resolve("media_v2.list_assets") is None:
             return types.ListResourcesResult(resources=[])
         out = await self._governed(ctx, "media_v2.list_assets", {"limit": 100})
