@@ -9,14 +9,19 @@ the front door in front of them, and serves it all with Hypercorn (trio worker).
 from __future__ import annotations
 
 import logging
+import secrets
+import uuid
 from typing import Any
 
+import anyio
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.events import Closed, RawData
 from hypercorn.trio import run as hypercorn_trio_run
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
+from mcp.server import sse as mcp_sse
+from mcp.server import streamable_http_manager as mcp_streamable_manager
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -32,7 +37,8 @@ from northstar.mcp_gateway.fastpath import FastPath
 from northstar.mcp_gateway.mcp_server import McpFace
 
 log = logging.getLogger("northstar.server")
-PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/.well-known/oauth-protected-resource",
+                          "/.well-known/oauth-protected-resource/mcp"})
 
 
 def build_rest_app(services: Any) -> QuartTrio:
@@ -65,7 +71,41 @@ def build_rest_app(services: Any) -> QuartTrio:
             response.headers[REQUEST_ID_HEADER] = ctx.request_id
         return response
 
+    @app.get("/v1/ops/runtime")
+    async def runtime_counts() -> dict[str, Any]:
+        """What the process holds right now (admin): for soak tests and leak hunting."""
+        if not g.ctx.is_admin:
+            raise E.AdminRequired()
+        face = services.extras.get("http")
+        counts: dict[str, Any] = {"tasks": count_tasks()}
+        if face is not None:
+            capacity = face.app.capacity
+            counts.update(
+                sessions=len(face.manager._server_instances),
+                sse_streams=capacity.total_streams,
+                sessions_opening=sum(capacity.pending.values()),
+            )
+        return counts
+
     return app
+
+
+def count_tasks() -> int:
+    """Every trio task below the root task (the tree is walked through its nurseries)."""
+    root = trio.lowlevel.current_root_task()
+    stack = [root] if root is not None else []
+    total = 0
+    while stack:
+        task = stack.pop()
+        total += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return total
+
+
+def random_uuid() -> uuid.UUID:
+    """A UUID made of 128 random bits (``uuid4`` fixes 6 of them): unguessable session ids."""
+    return uuid.UUID(bytes=secrets.token_bytes(16))
 
 
 def transport_security(policy: HostOriginPolicy) -> TransportSecuritySettings:
@@ -106,11 +146,13 @@ class HttpFace:
             streamable=self.manager.handle_request,
             stateless=self.stateless_manager.handle_request,
             sse_connect=self.sse_connect,
-            sse_post=self.sse.handle_post_message,
+            sse_post=self.sse_post,
             authenticator=services.authenticator,
             policy=self.policy,
             max_body_bytes=settings.max_body_bytes,
             read_timeout_s=settings.read_timeout_s,
+            max_json_depth=settings.max_json_depth,
+            max_json_items=settings.max_json_items,
             capacity=CapacityLimits(
                 max_sse_streams=settings.max_sse_streams,
                 max_sse_streams_per_principal=settings.max_sse_streams_per_principal,
@@ -118,10 +160,32 @@ class HttpFace:
                 live_sessions=lambda: self.manager._server_instances,
             ),
         )
+        # Session ids: the SDK makes them with uuid4 (122 random bits); use all 128.
+        mcp_sse.uuid4 = random_uuid  # type: ignore[attr-defined]
+        mcp_streamable_manager.uuid4 = random_uuid  # type: ignore[attr-defined]
         # The SDK's SSE responses (legacy /sse, GET /mcp and POST /mcp streams) ping at this interval.
         EventSourceResponse.DEFAULT_PING_INTERVAL = int(max(1, settings.sse_keepalive_s))
         if settings.fast_path:
             self.app.fastpath = FastPath(services.gateway, self.manager)
+
+    async def sse_post(self, scope: Any, receive: Any, send: Any) -> None:
+        """The legacy message endpoint, minus an SDK race: a message for a session whose stream
+        is closing is accepted (202) and then handed to a closed stream, which raised out of the
+        application. The client is gone; the message has nowhere to go."""
+        started = False
+
+        async def watch(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.sse.handle_post_message(scope, receive, watch)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            log.info("a message arrived for a legacy SSE session that was closing; dropped")
+            if not started:
+                err = E.NotFound("Could not find session")
+                await send_error(send, err, FrontDoor.request_id_of(scope), jsonrpc=True)
 
     async def sse_connect(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["method"] != "GET":
@@ -183,6 +247,8 @@ class GuardedTCPServer(TCPServer):
       cancelled (Quart-Trio cancels its request task right after the response) the first
       raises ``Cancelled`` and the socket is never closed, so a ``Connection: close``
       response kept its descriptor until the client gave up. It is shielded here.
+    * A client that hangs up on an idle keep-alive connection: the connection waited for its
+      keep-alive timer before closing, one descriptor per departed client for that long.
     """
 
     async def protocol_send(self, event: Any) -> None:
@@ -201,6 +267,13 @@ class GuardedTCPServer(TCPServer):
                 with trio.CancelScope(shield=True):
                     await self.stream.aclose()
                 await self.protocol.handle(Closed())
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # Reading is over (EOF, reset, closed): nothing more can arrive. The keep-alive timer of an
+        # idle connection would otherwise hold it, and its descriptor, open until it fired
+        # (read_timeout_s) after the client had already gone.
+        await self.idle_task.stop()
 
     async def _close(self) -> None:
         with trio.CancelScope(shield=True):
