@@ -34,7 +34,7 @@ from northstar.kpi.service import KpiService
 from northstar.mcp_gateway.catalog import Catalog
 from northstar.mcp_gateway.gateway import Gateway
 from northstar.mcp_gateway.mcp_server import SessionRegistry
-from northstar.mcp_gateway.tools.actor import ToolActor
+from northstar.mcp_gateway.tools.actor import ToolActor, contained_tool_child
 from northstar.mcp_gateway.tools.blobs import BlobStore
 from northstar.mcp_gateway.tools.builtin import DEFAULT_FIREARM_BINDINGS, builtin_tools
 from northstar.mcp_gateway.tools.media_v2 import MediaServices
@@ -126,15 +126,15 @@ class Runtime:
             from northstar.mcp_gateway.tools.diagnostics import DIAGNOSTICS
 
             tools.append(DIAGNOSTICS)
-        specs = [
-            actors.actor_child(f"tool:{t.tool_id}", _tool_factory(t), capacity=1024) for t in tools
-        ]
-        self.tools_sup = actors.Supervisor("tools", specs, max_restarts=10, period=10.0)
+        # Each tool under its own small supervisor: a crash storm stops that tool (503), it
+        # never escalates to the root and takes the gateway down.
+        contained = [contained_tool_child(f"tool:{t.tool_id}", _tool_factory(t), capacity=1024) for t in tools]
+        self.tools_sup = actors.Supervisor("tools", [spec for spec, _ in contained], max_restarts=10, period=10.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.tools_sup.run)
-            for tool in tools:
+            for tool, (_, inner) in zip(tools, contained, strict=True):
                 services = svc.media if tool.tool_id == "media_v2" else None
-                svc.catalog.add(tool, self.tools_sup.get(f"tool:{tool.tool_id}"), services)
+                svc.catalog.add(tool, inner.get(f"tool:{tool.tool_id}"), services)
             svc.catalog.listeners.append(svc.sessions.signal)
             task_status.started(self.tools_sup)
 

@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import actors
 from northstar.common.identity import RequestContext, new_request_id
 from northstar.config import Settings
 from northstar.mcp_gateway.catalog import Catalog
 from northstar.mcp_gateway.tools.builtin import builtin_tools
 from northstar.runtime import Runtime
-from northstar.workbench.wiring import EXTRAS_KEY, wire, workbench_children
+from northstar.workbench.wiring import EXTRAS_KEY, wire
 
 NOTES_SPEC: dict[str, Any] = {
     "schema_version": 1,
@@ -75,14 +74,7 @@ def builtin_catalog() -> Catalog:
 
 
 class WorkbenchRuntime(Runtime):
-    """The runtime with the workbench children (unless the composition root has them already)."""
-
-    def children(self, front: actors.ChildSpec | None) -> list[actors.ChildSpec]:
-        specs = super().children(front)
-        if any(s.id.startswith("workbench.") for s in specs):
-            return specs
-        at = [s.id for s in specs].index("services") + 1
-        return [*specs[:at], *workbench_children(self), *specs[at:]]
+    """The gateway's own runtime (its composition root includes the workbench children)."""
 
 
 @contextlib.asynccontextmanager

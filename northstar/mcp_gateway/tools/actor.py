@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -138,3 +139,25 @@ def tool_child(
         capacity=capacity,
         restart=restart,
     )
+
+
+def contained_tool_child(
+    child_id: str,
+    factory: Callable[[], actors.Actor[Any, Any]],
+    *,
+    capacity: int = DEFAULT_CAPACITY,
+    max_restarts: int = 5,
+    period: float = 10.0,
+    shutdown_timeout: float = 6.0,
+) -> tuple[actors.ChildSpec, actors.Supervisor]:
+    """A tool actor under its own one-child supervisor, as a TEMPORARY child of ``tools``.
+
+    A crashing handler is restarted (the :class:`actors.ActorRef` stays the same) within this
+    small supervisor's intensity; past it only this tool stops (its callers get 503), and
+    the crash storm never escalates to the tools supervisor or the root. Returns the spec to
+    start and the inner supervisor, whose ``get(child_id)`` is the tool's ref once started.
+    """
+    inner = actors.Supervisor(child_id, [actors.actor_child(child_id, factory, capacity=capacity)],
+                              max_restarts=max_restarts, period=period)
+    spec = actors.supervisor_child(inner, restart=actors.Restart.TEMPORARY, shutdown_timeout=shutdown_timeout)
+    return spec, inner

@@ -26,7 +26,7 @@ import trio
 
 import actors
 from northstar.common.errors import InvalidDefinition, StoreUnavailable
-from northstar.mcp_gateway.tools.actor import ToolActor
+from northstar.mcp_gateway.tools.actor import ToolActor, contained_tool_child
 from northstar.mcp_gateway.tools.model import ToolDefinition
 from northstar.storage.core import canonical_json
 from northstar.workbench.definition import ToolSpec, build_tool, tool_schemas
@@ -69,9 +69,8 @@ class ToolHost:
         return sup
 
     async def start(self, child_id: str, factory: Callable[[], actors.Actor[Any, Any]]) -> actors.ActorRef[Any, Any]:
-        inner = actors.Supervisor(child_id, [actors.actor_child(child_id, factory, capacity=TOOL_CAPACITY)],
-                                  max_restarts=self.max_restarts, period=self.period)
-        spec = actors.supervisor_child(inner, restart=actors.Restart.TEMPORARY, shutdown_timeout=STOP_GRACE_S + 1)
+        spec, inner = contained_tool_child(child_id, factory, capacity=TOOL_CAPACITY, max_restarts=self.max_restarts,
+                                           period=self.period, shutdown_timeout=STOP_GRACE_S + 1)
         try:
             await self._current().start_child(spec)
         except actors.ActorStopped:
