@@ -262,14 +262,16 @@ def test_c5_wrong_content_type_is_415(rgw: GatewayProcess, http: httpx2.Client, 
     body = httpx2.Request("POST", "/", json=rpc("initialize", init_params())).read()
     with LegacySse(rgw, tenant) as sse:
         for path in ("/mcp", "/mcp/stateless", sse.endpoint):
-            headers = {**mcp_headers(tenant), "Content-Type": ctype}
+            # A fresh connection per request: a refused body ends its connection, and reusing a
+            # closing keep-alive connection under load is a client-side race, not the case here.
+            headers = {**mcp_headers(tenant), "Content-Type": ctype, "Connection": "close"}
             if not ctype:
                 del headers["Content-Type"]
             resp = http.post(f"{rgw.url}{path}", content=body, headers=headers)
             assert_rpc_error(resp, 415, -32600, "unsupported_media_type")
     if not ctype.startswith("application/json"):  # REST's json_body takes any application/json* type
         rest = http.post(f"{rgw.url}/v1/tools/echo.ping/call", content=b'{"arguments":{}}',
-                         headers={"Content-Type": ctype or "text/plain"})
+                         headers={"Content-Type": ctype or "text/plain", "Connection": "close"})
         assert_envelope(rest, 415, "unsupported_media_type")
 
 
