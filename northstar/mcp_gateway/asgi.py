@@ -117,9 +117,11 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict
 
 
 async def send_error(send: Send, err: E.NorthstarError, request_id: str, *, jsonrpc: bool,
-                     status: int | None = None) -> None:
+                     status: int | None = None, close: bool = False) -> None:
     status = status or err.http_status
     headers = error_headers(err, request_id)
+    if close:  # the request body was not read: this connection cannot carry another request
+        headers["Connection"] = "close"
     if isinstance(err, E.MethodNotAllowed) and "allow" in err.details:
         headers["Allow"] = str(err.details["allow"])
     if jsonrpc:
@@ -629,7 +631,8 @@ class FrontDoor:
             if is_mcp:
                 send, release = self.admit(scope, send, request_id)
         except E.NorthstarError as err:
-            await send_error(send, err, request_id, jsonrpc=is_mcp, status=self.status_for(err))
+            await send_error(send, err, request_id, jsonrpc=is_mcp, status=self.status_for(err),
+                             close=BODY_KEY not in scope and self.has_body(scope))
             return
         try:
             fast = transport is Transport.STREAMABLE_HTTP and self.fastpath is not None and BODY_KEY in scope
@@ -639,6 +642,12 @@ class FrontDoor:
         finally:
             if release is not None:
                 release()
+
+    @staticmethod
+    def has_body(scope: Scope) -> bool:
+        """Whether the request declares a body (which an early answer leaves unread)."""
+        length = header(scope, b"content-length")
+        return header(scope, b"transfer-encoding") is not None or (length is not None and length.strip() != "0")
 
     def check_mcp_request(self, scope: Scope) -> None:
         """Method, media types and protocol version of a request to an MCP path (405/415/406/400)."""

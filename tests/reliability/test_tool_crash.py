@@ -144,6 +144,8 @@ def test_a_call_in_flight_on_the_crashing_actor_is_not_failed(rgw: GatewayProces
 
 
 def test_a_flood_of_crashes_does_not_take_the_gateway_down(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """100 crashing calls in a row (the tools supervisor allows 10 restarts in 10 s): the storm stays
+    with the crashing tool (502, or 503 while it is held back); the gateway lives on."""
     with started(tmp_path_factory.mktemp("flood")) as gw, httpx2.Client(timeout=30) as http:
         statuses = []
         for _ in range(100):
