@@ -21,7 +21,7 @@ import json
 import logging
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 import trio
@@ -41,7 +41,9 @@ from northstar.common.error_envelope import (
     tool_error_result,
 )
 from northstar.common.identity import RequestContext, Transport, new_request_id
-from northstar.mcp_gateway.gateway import Gateway
+
+if TYPE_CHECKING:  # the gateway core loads with the runtime, after stdio has answered initialize
+    from northstar.mcp_gateway.gateway import Gateway
 
 log = logging.getLogger("northstar.mcp")
 SCOPE_KEY = "northstar.ctx"
