@@ -18,11 +18,15 @@ from __future__ import annotations
 import argparse
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from northstar.config import Settings
+
+if TYPE_CHECKING:
+    from northstar.common.identity import RequestContext
+    from northstar.mcp_gateway.stdio_handshake import FirstLine
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -130,13 +134,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # -- stdio ----------------------------------------------------------------------------------
-async def stdio_main(settings: Settings, args: argparse.Namespace) -> None:
+async def stdio_main(settings: Settings, identity: RequestContext, first: FirstLine | None = None) -> None:
     import actors
     from northstar.mcp_gateway.mcp_server import McpFace
-    from northstar.runtime import Runtime, stdio_identity
+    from northstar.runtime import Runtime
 
     rt = Runtime(settings)
-    identity = stdio_identity(settings, args.tenant, args.user, args.mode)
 
     async def start_stdio(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         import sys
@@ -144,14 +147,17 @@ async def stdio_main(settings: Settings, args: argparse.Namespace) -> None:
         import anyio
         from mcp.server.stdio import stdio_server
 
-        from northstar.mcp_gateway.mcp_server import AnswerMalformedLines, CheckedLines
+        from northstar.mcp_gateway.mcp_server import AnswerMalformedLines, CheckedLines, SkipEarlyAnswer
 
         face = McpFace(services=rt.services, ready=rt.ready, stdio_context=identity, registry=rt.services.sessions)
         lines = CheckedLines(sys.stdin.buffer, settings.max_body_bytes, max_json_depth=settings.max_json_depth,
-                             max_json_items=settings.max_json_items)
+                             max_json_items=settings.max_json_items,
+                             first_line=None if first is None else first.line)
         try:
             async with stdio_server(stdin=anyio.wrap_file(lines)) as (read, write):  # type: ignore[arg-type]
                 task_status.started(face)
+                if first is not None and first.answer is not None and first.rpc_id is not None:
+                    write = SkipEarlyAnswer(write, first.rpc_id, first.answer)
                 await face.server.run(AnswerMalformedLines(read, write, lines), write, face.init_options())
         finally:
             rt.shutdown.set()
@@ -165,8 +171,21 @@ async def stdio_main(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_stdio(settings: Settings, args: argparse.Namespace) -> int:
-    trio.run(stdio_main, settings, args)
+    import logging
+    import sys
+
+    from northstar.common.identity import RequestContextBuilder
+    from northstar.mcp_gateway import stdio_handshake
+
+    identity = RequestContextBuilder().from_stdio(tenant=args.tenant, user=args.user, mode=args.mode)
+    # Claude Desktop writes initialize as soon as it spawns us: answer it before the SDK and
+    # the runtime are loaded (the SDK session still handles it; see stdio_handshake).
+    first = None
+    if settings.stdio_first_line_wait_s > 0 and sys.stdin is not None and sys.stdout is not None:
+        first = stdio_handshake.answer_early(sys.stdin.buffer, sys.stdout.buffer, max_bytes=settings.max_body_bytes,
+                                             max_depth=settings.max_json_depth, max_items=settings.max_json_items,
+                                             wait_s=settings.stdio_first_line_wait_s)
+    if first is not None and first.answer is not None:
+        logging.getLogger("northstar.stdio").debug("initialize answered before start-up")
+    trio.run(stdio_main, settings, identity, first)
     return 0
-
-
-

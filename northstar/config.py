@@ -88,6 +88,9 @@ class Settings(BaseModel):
     fast_path: bool = True
     # tools/list: "mark" annotates operations the caller may not call, "hide" drops them.
     unauthorized_tools: Literal["mark", "hide", "show"] = "mark"
+    # stdio: how long to wait for the client's first line, to answer a plain initialize before
+    # the SDK and the runtime are loaded (see stdio_handshake.py); 0 turns that off.
+    stdio_first_line_wait_s: float = 0.1
 
     # Limits (docs/reliability.md says what each one does when it trips).
     max_body_bytes: int = 4 * 1024 * 1024

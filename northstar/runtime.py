@@ -28,7 +28,6 @@ import trio
 
 import actors
 from northstar import tools as tools_api
-from northstar.common.identity import RequestContext
 from northstar.config import Settings
 from northstar.kpi.service import KpiService
 from northstar.mcp_gateway.catalog import Catalog
@@ -216,9 +215,3 @@ async def _event_loop_for(url: str) -> AsyncIterator[None]:
             yield
     else:
         yield
-
-
-def stdio_identity(settings: Settings, tenant: str | None, user: str | None, mode: str | None) -> RequestContext:
-    from northstar.common.identity import RequestContextBuilder
-
-    return RequestContextBuilder().from_stdio(tenant=tenant, user=user, mode=mode)

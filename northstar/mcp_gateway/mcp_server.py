@@ -41,6 +41,7 @@ from northstar.common.error_envelope import (
     tool_error_result,
 )
 from northstar.common.identity import RequestContext, Transport, new_request_id
+from northstar.mcp_gateway import stdio_handshake as handshake
 
 if TYPE_CHECKING:  # the gateway core loads with the runtime, after stdio has answered initialize
     from northstar.mcp_gateway.gateway import Gateway
@@ -137,11 +138,11 @@ class McpFace:
         self.registry = registry or SessionRegistry()
         self._list_cache: dict[tuple[Any, ...], types.ListToolsResult] = {}
         self.server: Server[Any] = Server(
-            "northstar",
+            handshake.SERVER_NAME,
             version=__version__,
-            title="northstar",
-            description="A governed MCP gateway",
-            instructions="Tools are governed by per-scope firearms; a denial names the missing firearm.",
+            title=handshake.SERVER_TITLE,
+            description=handshake.SERVER_DESCRIPTION,
+            instructions=handshake.INSTRUCTIONS,
             get_tool_input_schema=self.input_schema_for,
             on_list_tools=self.on_list_tools,
             on_call_tool=self.on_call_tool,
@@ -279,17 +280,23 @@ class CheckedLines:
 
     CHUNK = 64 * 1024
 
-    def __init__(self, raw: Any, limit: int, *, max_json_depth: int = 64, max_json_items: int = 100_000) -> None:
+    def __init__(self, raw: Any, limit: int, *, max_json_depth: int = 64, max_json_items: int = 100_000,
+                 first_line: bytes | None = None) -> None:
         self.raw = raw
         self.limit = limit
         self.max_json_depth = max_json_depth
         self.max_json_items = max_json_items
         self.errors: collections.deque[tuple[Any, types.ErrorData]] = collections.deque()
+        self._first_line = first_line  # already read from ``raw`` (see stdio_handshake)
 
     def readline(self) -> str:
         from northstar.mcp_gateway.asgi import InvalidRequest, check_mcp_body
 
-        line: bytes = self.raw.readline(self.limit + 1)
+        line: bytes
+        if self._first_line is not None:
+            line, self._first_line = self._first_line, None
+        else:
+            line = self.raw.readline(self.limit + 1)
         if len(line) > self.limit and not line.endswith(b"\n"):
             while True:
                 rest: bytes = self.raw.readline(self.CHUNK)
@@ -357,6 +364,42 @@ class AnswerMalformedLines:
         await self._read.aclose()
 
     async def __aenter__(self) -> AnswerMalformedLines:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class SkipEarlyAnswer:
+    """The write stream over stdio when ``initialize`` was answered before start-up.
+
+    The SDK session still handles that ``initialize`` (it is its first line), so its state
+    is its own; its answer went out already (:mod:`~northstar.mcp_gateway.stdio_handshake`)
+    and is dropped here, once, after a check that the two are the same bytes.
+    """
+
+    def __init__(self, write: Any, rpc_id: int | str, answer: bytes) -> None:
+        self._write = write
+        self._rpc_id = rpc_id
+        self._answer = answer
+        self.pending = True
+
+    async def send(self, item: Any) -> None:
+        message = getattr(item, "message", None)
+        if (self.pending and isinstance(message, types.JSONRPCResponse | types.JSONRPCError)
+                and type(message.id) is type(self._rpc_id) and message.id == self._rpc_id):
+            self.pending = False
+            ours = (message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode()
+            if ours != self._answer:
+                log.error("stdio: the initialize answer sent before start-up differs from the SDK's",
+                          extra={"sent": self._answer.decode(), "sdk": ours.decode()})
+            return
+        await self._write.send(item)
+
+    async def aclose(self) -> None:
+        await self._write.aclose()
+
+    async def __aenter__(self) -> SkipEarlyAnswer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
