@@ -19,7 +19,7 @@ Options (keyword arguments of :func:`open_store`):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +78,11 @@ def _split_opts(opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], f
     return opts, audit, float(opts.pop("shutdown_timeout", 10.0))
 
 
+async def _run_within(scope: trio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
+
+
 @asynccontextmanager
 async def open_store(url: str, **opts: Any) -> AsyncIterator[Storage]:
     """Open the store at ``url``, migrate it, run the audit flusher; flush and close on exit.
@@ -92,10 +97,15 @@ async def open_store(url: str, **opts: Any) -> AsyncIterator[Storage]:
         audit = GroupCommitAuditLog(io, **audit_opts)
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
+            upkeep = trio.CancelScope()
+            maintain = getattr(store, "maintain", None)
+            if maintain is not None:
+                nursery.start_soon(_run_within, upkeep, maintain)
             try:
                 yield Storage(store=store, audit=audit, backend=parsed.backend)
             finally:
                 # Drain what is queued even when we are being cancelled, within the deadline.
+                upkeep.cancel()
                 audit.shutdown()
                 nursery.cancel_scope.shield = True
                 nursery.cancel_scope.deadline = trio.current_time() + shutdown_timeout

@@ -23,6 +23,8 @@ T = TypeVar("T")
 
 RECORD_COLUMNS = "r.tenant, r.kind, r.resource_id, r.version, r.data, r.created_at, r.actor, r.change_id"
 AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash"
+#: The writer's own auto-checkpoint: only a safety net behind the background checkpointer.
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
 def connect(path: str, *, busy_timeout_ms: int, synchronous: str, readonly: bool) -> sqlite3.Connection:
@@ -54,6 +56,12 @@ def mapped(fn: Callable[..., T], *args: Any) -> T:
         raise
     except sqlite3.DatabaseError as exc:  # OperationalError and "file is not a database" alike
         raise StoreUnavailable(f"sqlite: {exc}", retry_after=1) from exc
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """A PASSIVE checkpoint: copy what it can from the WAL into the database, blocking no one."""
+    busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(frames), int(done)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,40 @@
+"""The WAL is checkpointed in the background, not inside the commits callers wait on."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import trio
+
+from northstar.storage import open_store
+from northstar.storage import sqlite as sqlite_backend
+from northstar.storage.sqlite_ops import WRITER_AUTOCHECKPOINT_PAGES
+
+
+def wal_frames(path: Path) -> int:
+    """Frames in the WAL not yet copied to the database (a PASSIVE probe from outside)."""
+    conn = sqlite3.connect(str(path))
+    try:
+        busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames) - int(done)
+    finally:
+        conn.close()
+
+
+async def test_writer_leaves_checkpoints_to_the_background_task(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    async with open_store(f"sqlite:///{path}") as storage:
+        db = storage.store.db
+        pragma = await db.write(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        assert pragma == WRITER_AUTOCHECKPOINT_PAGES
+        before, checkpointed = db.checkpoints, db.checkpointed
+        for i in range(sqlite_backend.CHECKPOINT_EVERY_WRITES + 5):
+            await storage.store.save("t", "draft", f"d{i}", {"i": i})
+        with trio.fail_after(10):
+            await checkpointed.wait()
+        assert db.checkpoints > before
+    # every acknowledged write survives, checkpointed or not
+    async with open_store(f"sqlite:///{path}") as storage:
+        assert len(await storage.store.list("t", "draft", limit=1000)) == sqlite_backend.CHECKPOINT_EVERY_WRITES + 5
+    assert wal_frames(path) == 0
