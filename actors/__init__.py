@@ -8,7 +8,9 @@ implements ``async def handle(self, msg) -> reply``.  Each actor reads one
 *mailbox*: a bounded trio memory channel.  Messages are handled one at a time,
 in arrival order, unless ``max_concurrency`` > 1, in which case up to that many
 are handled concurrently (each in its own task, in one long-lived nursery).
-``on_start`` runs before the actor is reported ready; ``on_stop`` runs after an
+An actor may answer some messages synchronously in its serving loop
+(``answer_now``, returning the reply or :data:`NOT_NOW`): no task, no cancel
+scope, arrival order kept.  ``on_start`` runs before the actor is reported ready; ``on_stop`` runs after an
 orderly stop has served everything still queued.
 
 **References, call and cast.**  Callers hold an :class:`ActorRef`:
@@ -68,7 +70,9 @@ this way.
 groups never escape the runtime (see ``actors._errors`` for the hierarchy).
 """
 
+from ._actor import NOT_NOW as NOT_NOW
 from ._actor import Actor as Actor
+from ._actor import NotNow as NotNow
 from ._actor import spawn as spawn
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
@@ -97,6 +101,8 @@ __all__ = [
     "ChildSpec",
     "ChildStats",
     "MailboxStats",
+    "NOT_NOW",
+    "NotNow",
     "Restart",
     "Supervisor",
     "SupervisorEscalation",

@@ -9,7 +9,12 @@ envelope, so a caller can cancel its own request.  With ``max_concurrency == 1``
 messages are handled inline by the instance task; with ``N > 1`` one
 long-lived nursery runs up to ``N`` handler tasks, bounded by a semaphore.
 
-An exception escaping ``handle`` crashes the instance: every in-flight request
+An actor may also answer some messages synchronously with :meth:`Actor.answer_now`:
+the serving loop calls it first and, unless it returns :data:`NOT_NOW`, replies with
+its result at once, with no task and no cancel scope (a decision made from the actor's
+own state, say). Everything else goes to ``handle``.
+
+An exception escaping ``handle`` (or ``answer_now``) crashes the instance: every in-flight request
 gets :class:`ActorCrashed`, queued messages stay in the mailbox, and the
 original exception (never an exception group) propagates out of the instance.
 """
@@ -18,12 +23,25 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any, Generic
+from typing import Any, Final, Generic
 
 import trio
 
 from ._errors import ActorCrashed, ActorError, ActorStopped
 from ._mailbox import ActorRef, MsgT, ReplyT, _Envelope, _Mailbox
+
+
+class NotNow:
+    """The type of :data:`NOT_NOW`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_NOW"
+
+
+#: Returned by :meth:`Actor.answer_now` for a message that ``handle`` must serve.
+NOT_NOW: Final = NotNow()
 
 
 class Actor(abc.ABC, Generic[MsgT, ReplyT]):
@@ -50,6 +68,14 @@ class Actor(abc.ABC, Generic[MsgT, ReplyT]):
     async def handle(self, msg: MsgT) -> ReplyT:
         """Handle one message; the return value is the reply (ignored for casts)."""
 
+    def answer_now(self, msg: MsgT) -> ReplyT | NotNow:
+        """Answer ``msg`` synchronously, in the serving loop, or return :data:`NOT_NOW`.
+
+        Override it for messages whose reply needs no waiting: they are answered in
+        arrival order without a task or a cancel scope each. It must not block.
+        """
+        return NOT_NOW
+
     async def on_stop(self) -> None:
         """Bounded cleanup after an orderly stop, once queued messages are served."""
 
@@ -57,12 +83,13 @@ class Actor(abc.ABC, Generic[MsgT, ReplyT]):
 class _Run:
     """One incarnation of an actor over a mailbox; remembers the first crash."""
 
-    __slots__ = ("actor", "box", "crash")
+    __slots__ = ("actor", "box", "crash", "quick")
 
     def __init__(self, actor: Actor[Any, Any], box: _Mailbox) -> None:
         self.actor = actor
         self.box = box
         self.crash: Exception | None = None
+        self.quick = type(actor).answer_now is not Actor.answer_now
 
     def failure(self) -> ActorError:
         """The error owed to a request this incarnation could not finish."""
@@ -91,6 +118,23 @@ async def _process(run: _Run, envelope: _Envelope[Any, Any]) -> None:
             envelope.fail(run.failure())
 
 
+def _answered_now(run: _Run, envelope: _Envelope[Any, Any]) -> bool:
+    """Serve ``envelope`` with ``answer_now`` if the actor answers it now; False if not."""
+    if envelope.abandoned:
+        return True
+    try:
+        reply = run.actor.answer_now(envelope.msg)
+    except Exception as exc:
+        run.crash = exc
+        envelope.fail(run.failure())
+        raise
+    if reply is NOT_NOW:
+        return False
+    envelope.succeed(reply)
+    run.box.processed += 1
+    return True
+
+
 async def _serve_serial(run: _Run) -> None:
     receive = run.box.receive
     while True:
@@ -98,6 +142,8 @@ async def _serve_serial(run: _Run) -> None:
             envelope = await receive.receive()
         except trio.EndOfChannel:
             return
+        if run.quick and _answered_now(run, envelope):
+            continue
         await _process(run, envelope)
 
 
@@ -124,6 +170,16 @@ async def _serve_concurrent(run: _Run) -> None:
                 envelope = await receive.receive()
             except trio.EndOfChannel:
                 break
+            if run.quick:
+                try:
+                    answered = _answered_now(run, envelope)
+                except Exception:
+                    # Recorded in run.crash; re-raised below, outside the nursery.
+                    nursery.cancel_scope.cancel()
+                    break
+                if answered:
+                    slots.release()
+                    continue
             nursery.start_soon(_process_in_slot, run, envelope, slots, nursery.cancel_scope)
     if run.crash is not None:
         raise run.crash

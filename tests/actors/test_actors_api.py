@@ -32,6 +32,8 @@ EXPECTED_PUBLIC_NAMES = {
     "ChildSpec",
     "ChildStats",
     "MailboxStats",
+    "NOT_NOW",
+    "NotNow",
     "Restart",
     "Supervisor",
     "SupervisorEscalation",

@@ -1,0 +1,109 @@
+"""``Actor.answer_now``: replies made in the serving loop, without a task per message."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from actors import NOT_NOW, Actor, ActorCrashed, CallTimeout, NotNow, spawn
+
+
+class Mixed(Actor[tuple[str, int], str]):
+    """``("now", n)`` is answered inline; ``("wait", n)`` goes to ``handle`` and waits for ``gate``."""
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__("mixed")
+        self.max_concurrency = concurrency
+        self.gate = trio.Event()
+        self.inline: list[int] = []
+        self.handled: list[int] = []
+        self.handle_tasks: set[object] = set()
+
+    def answer_now(self, msg: tuple[str, int]) -> str | NotNow:
+        kind, n = msg
+        if kind == "boom":
+            raise RuntimeError("bad decision")
+        if kind != "now":
+            return NOT_NOW
+        self.inline.append(n)
+        return f"now {n}"
+
+    async def handle(self, msg: tuple[str, int]) -> str:
+        self.handle_tasks.add(trio.lowlevel.current_task())
+        await self.gate.wait()
+        self.handled.append(msg[1])
+        return f"handled {msg[1]}"
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_quick_messages_are_answered_inline_in_order(concurrency: int) -> None:
+    actor = Mixed(concurrency)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 64)
+        replies = [await ref.call(("now", n)) for n in range(5)]
+        assert replies == [f"now {n}" for n in range(5)]
+        assert actor.inline == [0, 1, 2, 3, 4] and actor.handled == []
+        assert not actor.handle_tasks  # no handler ran for them
+        assert ref.stats().processed == 5
+        nursery.cancel_scope.cancel()
+
+
+async def test_inline_answers_do_not_wait_for_busy_handlers() -> None:
+    actor = Mixed(8)
+    results: list[str] = []
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 64)
+
+        async def slow() -> None:
+            results.append(await ref.call(("wait", 1)))
+
+        nursery.start_soon(slow)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await ref.call(("now", 2)) == "now 2"  # answered while handle(1) still waits
+        actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == ["handled 1"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_abandoned_message_is_not_answered(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Mixed(1)  # serial: the "now" message queues behind the waiting one
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 64)
+        nursery.start_soon(ref.call, ("wait", 1))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(CallTimeout):
+            await ref.call(("now", 2), timeout=1.0)
+        actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert actor.inline == []  # the caller had gone: never decided
+        assert await ref.call(("now", 3)) == "now 3"
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_a_crash_in_answer_now_crashes_the_instance(concurrency: int) -> None:
+    actor = Mixed(concurrency)
+    caught: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await spawn(lambda: actor, 64, task_status=status)
+        except RuntimeError as exc:  # the original exception, never a group
+            caught.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        status_ref: list[object] = []
+
+        class Status:
+            def started(self, value: object = None) -> None:
+                status_ref.append(value)
+
+        status = Status()
+        nursery.start_soon(run)
+        await trio.testing.wait_all_tasks_blocked()
+        ref = status_ref[0]
+        with pytest.raises(ActorCrashed):
+            await ref.call(("boom", 0))  # type: ignore[attr-defined]
+    assert len(caught) == 1 and str(caught[0]) == "bad decision"
