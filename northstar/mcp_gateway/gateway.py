@@ -12,23 +12,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 import actors
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.catalog import Catalog, Resolved
-from northstar.policy.gate_chain import CallResult, CallTool
+from northstar.policy.gate_chain import CallResult, CallTool, Decide, Ticket
 from northstar.policy.gates import MockPolicy
 
-# Headroom over the tool's hard timeout for the gate chain's own work and audit writes.
-CALL_MARGIN_S = 15.0
+# How long a call may wait for the gate chain's decision (its mailbox is full under overload).
+DECIDE_TIMEOUT_S = 15.0
 
 
 @dataclass
 class Gateway:
     catalog: Catalog
     firearms: Any
-    gate_chain: Any  # actors.ActorRef[CallTool, CallResult]
+    gate_chain: Any  # actors.ActorRef[CallTool | Decide, CallResult | Ticket]
     audit: Any
     unauthorized_tools: str = "mark"
     tool_timeout_max_s: float = 120.0
@@ -54,13 +56,19 @@ class Gateway:
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
         msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved)
         try:
-            result: CallResult = await self.gate_chain.call(msg, timeout=self.tool_timeout_max_s + CALL_MARGIN_S)
+            # The decision is made in the gate chain actor, inline, in arrival order; the ticket
+            # it answers (audit records, the tool call) runs here, in the caller's task. Shielded:
+            # a decision already made (its limit slot taken) must reach the ticket's runner,
+            # which records even a cancelled call. It waits no longer than the mailbox allows.
+            with trio.CancelScope(shield=True):
+                ticket: Ticket = await self.gate_chain.call(Decide(msg), timeout=DECIDE_TIMEOUT_S)
         except actors.Busy:
             raise E.ServiceUnavailable("the gateway is busy", retry_after=1) from None
         except actors.CallTimeout:
             raise E.ServiceUnavailable("the gate chain did not answer in time", retry_after=1) from None
         except (actors.ActorCrashed, actors.ActorStopped):
             raise E.ServiceUnavailable("the gate chain is restarting", retry_after=1) from None
+        result = await ticket.run()
         if self.on_result is not None:
             self.on_result(ctx, result)
         return result

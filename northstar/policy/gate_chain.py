@@ -10,6 +10,12 @@ Failing closed: when the audit log cannot commit, or the policy snapshot is stal
 is refused (503 ``audit_unavailable`` / ``policy_unavailable``, with Retry-After), never
 allowed. Refusals are *answers* (a :class:`CallResult` with the error), never exceptions out
 of :meth:`GateChain.handle`, which would crash the actor and cancel every call in flight.
+Deciding and running are split so the hot path spawns no task: a :class:`Decide` message is
+answered by the actor inline, in arrival order (``answer_now``: gather facts, run the gates,
+take the limit slot), with a :class:`Ticket`; the caller's own task then runs the ticket
+(audit records, the tool call, the outcome). :meth:`Gateway.call_tool` does exactly that; a
+:class:`CallTool` message does both inside the actor, for callers that want one round trip.
+
 While the audit log is unhealthy one call at a time, at most one per
 ``audit_probe_interval_s``, is let through as a probe that commits its decision before
 anything runs; its success is what brings the gateway back.
@@ -50,6 +56,13 @@ class CallTool:
 
 
 @dataclass(frozen=True, slots=True)
+class Decide:
+    """Decide ``call`` only; the reply is a :class:`Ticket` for the caller to run."""
+
+    call: CallTool
+
+
+@dataclass(frozen=True, slots=True)
 class CallResult:
     ok: bool
     output: dict[str, Any] | None = None
@@ -85,7 +98,57 @@ def target_of(res: Resolved | None, firearm: str | None) -> dict[str, Any]:
     }
 
 
-class GateChain(actors.Actor[CallTool, CallResult]):
+REFUSED, UNAVAILABLE, DENIED, ALLOWED = "refused", "unavailable", "denied", "allowed"
+
+
+class Ticket:
+    """The gate chain's decision on one call, run by the caller's task.
+
+    ``refused``: nothing recorded (the audit log is down), the refusal is the answer.
+    ``unavailable`` / ``denied``: the decision record is appended, the refusal answered.
+    ``allowed``: the limit slot is already held; the decision and outcome are recorded around
+    the tool call as :meth:`GateChain.allowed` describes, and the slot is given back.
+    A ticket is run once; cancelling its runner cancels the tool's work, and the outcome
+    ``cancelled`` is still recorded.
+    """
+
+    __slots__ = ("base", "chain", "error", "kind", "msg", "probe", "res", "target", "trace", "verdict")
+
+    def __init__(self, chain: GateChain, msg: CallTool, kind: str, *, res: Resolved | None = None,
+                 base: dict[str, Any] | None = None, target: dict[str, Any] | None = None,
+                 trace: list[dict[str, Any]] | None = None, verdict: Verdict | None = None,
+                 error: E.NorthstarError | None = None, probe: bool = False) -> None:
+        self.chain, self.msg, self.kind, self.res, self.base = chain, msg, kind, res, base
+        self.target, self.trace, self.verdict, self.error, self.probe = target, trace, verdict, error, probe
+
+    @property
+    def allowed(self) -> bool:
+        return self.kind == ALLOWED
+
+    async def run(self) -> CallResult:
+        chain = self.chain
+        try:
+            if self.kind == REFUSED:
+                assert self.error is not None
+                return chain.refused(self.error)
+            assert self.base is not None and self.target is not None
+            if self.kind == UNAVAILABLE:
+                assert self.error is not None
+                return await chain.unavailable(self.base, self.error, self.target)
+            assert self.verdict is not None and self.trace is not None
+            if self.kind == DENIED:
+                return await chain.denied(self.base, self.verdict, self.target, self.trace)
+            assert self.res is not None
+            return await chain.allowed(self.msg, self.res, self.verdict, self.base, self.target, self.trace,
+                                       audit_first=self.probe)
+        except E.NorthstarError as err:
+            return chain.refused(err)
+        finally:
+            if self.probe:
+                chain.probe_done()
+
+
+class GateChain(actors.Actor[CallTool | Decide, CallResult | Ticket]):
     name = "gate_chain"
     max_concurrency = 4096
 
@@ -100,19 +163,32 @@ class GateChain(actors.Actor[CallTool, CallResult]):
         self._probing = False
         self._next_probe_at: float | None = None
 
-    async def handle(self, msg: CallTool) -> CallResult:
+    def answer_now(self, msg: CallTool | Decide) -> CallResult | Ticket | actors.NotNow:
+        if isinstance(msg, Decide):
+            return self.decide(msg.call)
+        return actors.NOT_NOW
+
+    async def handle(self, msg: CallTool | Decide) -> CallResult | Ticket:
         match msg:
             case CallTool():
-                try:
-                    return await self.call(msg)
-                except E.NorthstarError as err:
-                    # A refusal (audit or policy store unavailable, ...) is an answer to this
-                    # caller. Raised out of handle() it would crash the actor and cancel every
-                    # other in-flight call, and enough of them escalate to the root supervisor.
-                    if isinstance(err, E.AuditUnavailable) and self._next_probe_at is None:
-                        self._next_probe_at = trio.current_time() + self.config.audit_probe_interval_s
-                    return CallResult(ok=False, error=err)
+                return await self.decide(msg).run()
+            case Decide():
+                return self.decide(msg.call)
         raise TypeError(f"unexpected message {msg!r}")
+
+    def refused(self, err: E.NorthstarError) -> CallResult:
+        """A refusal (audit or policy store unavailable, ...) is an answer to this caller.
+
+        Raised out of the actor it would crash it and cancel every other in-flight call, and
+        enough of them would escalate to the root supervisor.
+        """
+        if isinstance(err, E.AuditUnavailable) and self._next_probe_at is None:
+            self._next_probe_at = trio.current_time() + self.config.audit_probe_interval_s
+        return CallResult(ok=False, error=err)
+
+    def probe_done(self) -> None:
+        self._probing = False
+        self._next_probe_at = trio.current_time() + self.config.audit_probe_interval_s
 
     # -- facts ----------------------------------------------------------------------------
     def facts(self, msg: CallTool, res: Resolved | None) -> CallFacts:
@@ -142,7 +218,8 @@ class GateChain(actors.Actor[CallTool, CallResult]):
         )
 
     # -- the call -------------------------------------------------------------------------
-    async def call(self, msg: CallTool) -> CallResult:
+    def decide(self, msg: CallTool) -> Ticket:
+        """The decision on ``msg``, made now, with no await: what the caller must run next."""
         probe = False
         if not self.audit.healthy:
             # Fail closed, but let one call through as a probe, at most one at a time and one
@@ -154,31 +231,29 @@ class GateChain(actors.Actor[CallTool, CallResult]):
             if self._next_probe_at is None:  # it failed elsewhere (e.g. a policy record)
                 self._next_probe_at = now + self.config.audit_probe_interval_s
             if self._probing or now < self._next_probe_at:
-                raise E.AuditUnavailable(retry_after=max(1, math.ceil(self._next_probe_at - now)))
+                err = E.AuditUnavailable(retry_after=max(1, math.ceil(self._next_probe_at - now)))
+                return Ticket(self, msg, REFUSED, error=err)
             probe = self._probing = True
         else:
             self._next_probe_at = None
-        try:
-            return await self._call(msg, audit_first=probe)
-        finally:
-            if probe:
-                self._probing = False
-                self._next_probe_at = trio.current_time() + self.config.audit_probe_interval_s
-
-    async def _call(self, msg: CallTool, *, audit_first: bool) -> CallResult:
         res = msg.resolved or self.catalog.resolve(msg.name)
         base = R.base_record(msg.ctx, msg.name)
         try:
             facts = self.facts(msg, res)
         except E.ServiceUnavailable as err:  # the policy snapshot is stale: refuse, and say so
-            return await self.unavailable(base, err, target_of(res, None))
+            return Ticket(self, msg, UNAVAILABLE, res=res, base=base, target=target_of(res, None), error=err,
+                          probe=probe)
         verdict, trace = evaluate(facts)
         trace_dicts = [v.to_trace() for v in trace]
         target = target_of(res, facts.firearm)
         if not verdict.allowed:
-            return await self.denied(base, verdict, target, trace_dicts)
-        assert res is not None
-        return await self.allowed(msg, res, verdict, base, target, trace_dicts, audit_first=audit_first)
+            return Ticket(self, msg, DENIED, res=res, base=base, target=target, trace=trace_dicts,
+                          verdict=verdict, probe=probe)
+        # Take the limit slot now, in the same step as the gates, so concurrent calls cannot
+        # all pass the same in-flight / rate check; the ticket gives it back when it has run.
+        self.limits.acquire(msg.ctx.principal, trio.current_time())
+        return Ticket(self, msg, ALLOWED, res=res, base=base, target=target, trace=trace_dicts, verdict=verdict,
+                      probe=probe)
 
     async def unavailable(self, base: dict[str, Any], err: E.NorthstarError, target: dict[str, Any]) -> CallResult:
         trace = [{"gate": "firearm", "decision": "deny", "code": err.code, "reason": err.message}]
@@ -209,21 +284,18 @@ class GateChain(actors.Actor[CallTool, CallResult]):
         *,
         audit_first: bool = False,
     ) -> CallResult:
+        """Run an allowed call (its limit slot already taken) and give the slot back."""
         # An allow passed every gate; its trace says nothing the decision does not.
         decision = R.decision_record(base, allowed=True, gate="all", code="ok", reason="", target=target, trace=None)
         # A read-only call normally writes ONE record after it ran (decision + outcome). Any
         # other call, and any call while the audit log is recovering, commits its decision
         # before the tool runs, so nothing happens without a durable record of its permission.
         combined = res.op.annotations.read_only and not audit_first
-        principal = msg.ctx.principal
-        # Take the limit slot now, with no await since the gates ran, so concurrent calls
-        # cannot all pass the same in-flight / rate check.
-        self.limits.acquire(principal, trio.current_time())
         try:
             decision_seq = None if combined else (await self.audit.append(decision)).seq
             return await self.run_and_record(msg, res, verdict, base, target, trace, decision, decision_seq)
         finally:
-            self.limits.release(principal)
+            self.limits.release(msg.ctx.principal)
 
     async def run_and_record(
         self,
@@ -252,7 +324,7 @@ class GateChain(actors.Actor[CallTool, CallResult]):
             fields = R.outcome_fields(outcome, latency_ms, error_code)
             record = {**decision, **fields} if combined else R.outcome_record(base, target, decision_seq, **fields)
             # Never raise from here: an exception (Cancelled) may already be on its way out.
-            with trio.CancelScope(shield=True), trio.move_on_after(AUDIT_SHIELD_S):
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + AUDIT_SHIELD_S):
                 try:
                     seq = (await self.audit.append(record)).seq
                 except E.AuditUnavailable as err:
@@ -294,3 +366,4 @@ class GateChain(actors.Actor[CallTool, CallResult]):
         if reply.error is not None:
             return CallResult(ok=False, error=reply.error)
         return CallResult(ok=True, output=reply.output.model_dump(mode="json"))
+
