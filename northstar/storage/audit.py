@@ -102,8 +102,13 @@ class GroupCommitAuditLog:
         pending = _Pending(prepare_record(record))
         if self._closed or not self._running:
             raise AuditUnavailable("the audit flusher is not running", retry_after=1)
-        await self._enqueue(pending)
-        with trio.move_on_after(self._commit_timeout):
+        try:
+            self._send.send_nowait(pending)  # the common case: room in the queue, no timer needed
+        except trio.WouldBlock:
+            await self._enqueue(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise AuditUnavailable("the audit log is closed", retry_after=1) from None
+        with trio.CancelScope(deadline=trio.current_time() + self._commit_timeout):
             await pending.done.wait()
         if not pending.done.is_set():
             raise AuditUnavailable("the audit commit did not finish in time", retry_after=1)

@@ -33,6 +33,17 @@ def entry_hash(prev_hash: str, seq: int, ts: str, record: Mapping[str, Any]) -> 
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
+def entry_hash_of_text(prev_hash: str, seq: int, ts: str, text: str) -> str:
+    """:func:`entry_hash` from the record's canonical text, without encoding the record again.
+
+    Canonical JSON sorts keys, so ``{"record", "seq", "ts"}`` is laid out as below; ``seq``
+    is an int and ``ts`` a fixed-width UTC stamp (no character JSON escapes). Equality with
+    :func:`entry_hash` is tested.
+    """
+    body = f'{{"record":{text},"seq":{int(seq)},"ts":{canonical_json(ts)}}}'
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
 def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -50,6 +61,10 @@ def record_columns(record: Mapping[str, Any]) -> tuple[str | None, str | None, s
         _text_or_none(record.get("request_id")),
         bool(record.get("sandbox", False)),
     )
+
+
+#: Values a record may hold as they are: the entry returned equals the stored text's record.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +85,9 @@ def prepare_record(record: Any) -> PreparedRecord:
         raise ValidationFailed(
             "audit record is not JSON-serialisable", errors=[{"loc": ["record"], "msg": str(exc)}]
         ) from None
-    return PreparedRecord(record=json.loads(text), text=text)
+    if not all(type(value) in _PLAIN for value in record.values()):
+        record = json.loads(text)  # tuples, subclasses, ...: keep what the text says, not the objects
+    return PreparedRecord(record=record, text=text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +115,7 @@ def build_rows(batch: Iterable[PreparedRecord], head_seq: int, head_hash: str, t
     seq, prev = head_seq, head_hash
     for item in batch:
         seq += 1
-        digest = entry_hash(prev, seq, ts, item.record)
+        digest = entry_hash_of_text(prev, seq, ts, item.text)
         rows.append(AuditRow(seq, ts, item.text, prev, digest, item.record))
         prev = digest
     return rows
