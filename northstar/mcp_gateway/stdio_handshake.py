@@ -1,7 +1,7 @@
 """Answer a stdio client's ``initialize`` before the MCP SDK and the runtime are loaded.
 
 Claude Desktop spawns ``northstar stdio`` on every launch and writes ``initialize`` at once.
-Loading the SDK and starting the supervision tree takes most of a second on a slow machine,
+Loading the SDK and starting the supervision tree takes a second or more on a slow machine,
 and ``initialize`` needs none of it: its result is the server's identity and capabilities,
 which are fixed. So when the client's first line is already there and is an ``initialize``
 request of a shape the SDK is known to accept, :func:`answer_early` writes the answer the
