@@ -91,6 +91,7 @@ from ._supervisor import actor_child as actor_child
 from ._supervisor import supervisor_child as supervisor_child
 
 __all__ = [
+    "NOT_NOW",
     "Actor",
     "ActorCrashed",
     "ActorError",
@@ -101,7 +102,6 @@ __all__ = [
     "ChildSpec",
     "ChildStats",
     "MailboxStats",
-    "NOT_NOW",
     "NotNow",
     "Restart",
     "Supervisor",

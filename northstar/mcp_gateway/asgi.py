@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Container
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 import trio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -59,6 +60,7 @@ ASGIApp = Callable[..., Awaitable[None]]
 MCP_PATHS = ("/mcp", "/mcp/")
 STATELESS_PATH = "/mcp/stateless"
 BODY_KEY = "northstar.body"
+MESSAGE_KEY = "northstar.message"  # the checked JSON-RPC message of an MCP POST
 SSE_PATH = "/sse"
 MESSAGES_PREFIX = "/messages"
 
@@ -99,9 +101,24 @@ class HostOriginPolicy:
         return origin is None or self._match(origin.lower(), self.origins)
 
 
+HEADERS_KEY = "northstar.headers"
+
+
+def header_map(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name, first value wins; built once per request."""
+    cached: dict[bytes, bytes] | None = scope.get(HEADERS_KEY)
+    if cached is None:
+        cached = {}
+        for key, value in scope["headers"]:
+            if key not in cached:
+                cached[key] = value
+        scope[HEADERS_KEY] = cached
+    return cached
+
+
 def header(scope: Scope, name: bytes) -> str | None:
-    found = [v for k, v in scope["headers"] if k == name]
-    return found[0].decode("latin-1") if found else None
+    value = header_map(scope).get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def decoded_headers(scope: Scope) -> list[tuple[str, str]]:
@@ -180,6 +197,7 @@ SUPPORTED_PROTOCOL_VERSIONS = (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VE
 MAX_JSON_DEPTH = 64
 MAX_JSON_ITEMS = 100_000
 PARSE_IN_THREAD_BYTES = 64 * 1024  # bigger bodies are parsed off the event loop
+FAST_PARSE_BYTES = 16 * 1024  # smaller ones may take the orjson path (fast_strict_json)
 MCP_METHODS = ("GET", "POST", "DELETE")
 
 
@@ -257,6 +275,51 @@ def check_json_shape(body: bytes, *, max_depth: int = MAX_JSON_DEPTH, max_items:
         raise JsonTooComplex(f"JSON nested deeper than {max_depth} levels")
 
 
+def _measure(obj: Any, depth: int = 1) -> tuple[int, int, bool]:
+    """(nesting depth, object keys in all, no float anywhere) of a parsed JSON value."""
+    kind = type(obj)
+    if kind is dict:
+        deepest, keys, finite = depth, len(obj), True
+        for value in obj.values():
+            if type(value) in (dict, list, float):
+                d, k, f = _measure(value, depth + 1)
+                deepest, keys, finite = max(deepest, d), keys + k, finite and f
+        return deepest, keys, finite
+    if kind is list:
+        deepest, keys, finite = depth, 0, True
+        for value in obj:
+            if type(value) in (dict, list, float):
+                d, k, f = _measure(value, depth + 1)
+                deepest, keys, finite = max(deepest, d), keys + k, finite and f
+        return deepest, keys, finite
+    if kind is float:  # orjson turns integers beyond 64 bits into floats: let the careful path decide
+        return depth - 1, 0, False
+    return depth - 1, 0, True
+
+
+def fast_strict_json(body: bytes, max_depth: int, max_items: int) -> Any | None:
+    """The strict parse of a small, ordinary body at C speed, or None to take the careful path.
+
+    Sound by construction: orjson accepts only RFC 8259 JSON (valid UTF-8, no NaN/Infinity);
+    what it cannot vouch for is handed to the careful path: any float (orjson reads an
+    integer beyond 64 bits, or 1e400, as a float, where the careful path keeps the integer or
+    refuses the infinity). A body no longer than
+    ``max_items`` cannot hold more values than that. Duplicate keys: every key in the text is
+    followed by a colon, so when the body holds exactly as many colons as the parsed objects
+    hold keys, no key was repeated (colons inside strings only make it fall back).
+    """
+    if len(body) > max_items or len(body) > FAST_PARSE_BYTES:
+        return None
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    depth, keys, no_float = _measure(obj)
+    if depth > max_depth or not no_float or body.count(b":") != keys:
+        return None
+    return obj
+
+
 def parse_strict_json(body: bytes) -> Any:
     """RFC 8259 JSON only: UTF-8, no NaN/Infinity, no duplicate keys; else InvalidJson."""
     try:
@@ -315,6 +378,9 @@ def check_jsonrpc(msg: Any) -> dict[str, Any]:
 
 def check_mcp_body(body: bytes, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> dict[str, Any]:
     """Shape limits, strict JSON, one JSON-RPC message: InvalidRequest / InvalidJson otherwise."""
+    quick = fast_strict_json(body, max_depth, max_items)
+    if quick is not None:
+        return check_jsonrpc(quick)
     try:
         check_json_shape(body, max_depth=max_depth, max_items=max_items)
     except JsonTooComplex as exc:
@@ -595,6 +661,7 @@ class FrontDoor:
         self.read_timeout_s = read_timeout_s
         self.max_json_depth = max_json_depth
         self.max_json_items = max_json_items
+        self._users: dict[str, AuthenticatedUser] = {}
         self.capacity = capacity or CapacityLimits(
             max_sse_streams=1_000, max_sse_streams_per_principal=20, max_sessions_per_principal=100,
             live_sessions=None,
@@ -626,8 +693,11 @@ class FrontDoor:
                 await self.authenticate(scope, transport)
                 request_id = scope[SCOPE_KEY].request_id
                 self.check_mcp_request(scope)
-            receive = await self.buffer_body(scope, receive)
+            replayed = await self.buffer_body(scope, receive)
             await self.check_body(scope, is_mcp)
+            fast = transport is Transport.STREAMABLE_HTTP and self.fastpath is not None and MESSAGE_KEY in scope
+            if fast and await self.fastpath.try_handle(scope, receive, send):
+                return  # answered whole by the fast path, in the final wire form
             if is_mcp:
                 send, release = self.admit(scope, send, request_id)
         except E.NorthstarError as err:
@@ -635,10 +705,8 @@ class FrontDoor:
                              close=BODY_KEY not in scope and self.has_body(scope))
             return
         try:
-            fast = transport is Transport.STREAMABLE_HTTP and self.fastpath is not None and BODY_KEY in scope
-            if fast and await self.fastpath.try_handle(scope, scope.pop(BODY_KEY), receive, send):
-                return
-            await app(scope, receive, send)
+            scope.pop(BODY_KEY, None)
+            await app(scope, replayed, send)
         finally:
             if release is not None:
                 release()
@@ -693,9 +761,11 @@ class FrontDoor:
         else:
             return
         if len(body) > PARSE_IN_THREAD_BYTES:
-            await trio.to_thread.run_sync(check, body, self.max_json_depth, self.max_json_items)
+            parsed = await trio.to_thread.run_sync(check, body, self.max_json_depth, self.max_json_items)
         else:
-            check(body, self.max_json_depth, self.max_json_items)
+            parsed = check(body, self.max_json_depth, self.max_json_items)
+        if is_mcp:
+            scope[MESSAGE_KEY] = parsed
 
     def admit(self, scope: Scope, send: Send, request_id: str) -> tuple[Send, Callable[[], None] | None]:
         """Count an SSE stream or a new session against the caps (429 / 503), wrap ``send``."""
@@ -734,20 +804,26 @@ class FrontDoor:
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             raise E.PayloadTooLarge(limit=self.max_body_bytes)
         try:
-            with trio.fail_after(self.read_timeout_s):
+            with trio.CancelScope(deadline=trio.current_time() + self.read_timeout_s) as deadline:
                 body, _ = await read_body(receive, self.max_body_bytes)
         except BodyTooLarge:
             raise E.PayloadTooLarge(limit=self.max_body_bytes) from None
-        except trio.TooSlowError:
-            raise E.RequestTimeout(timeout_s=self.read_timeout_s) from None
+        if deadline.cancelled_caught:
+            raise E.RequestTimeout(timeout_s=self.read_timeout_s)
         scope[BODY_KEY] = body
         return replay(body, receive)
 
     async def authenticate(self, scope: Scope, transport: Transport) -> None:
         ctx = await self.authenticator.authenticate(decoded_headers(scope), transport)
         scope[SCOPE_KEY] = ctx
-        token = AccessToken(token="-", client_id=ctx.principal, scopes=[])
-        scope["user"] = AuthenticatedUser(token)
+        user = self._users.get(ctx.principal)
+        if user is None:  # immutable: one per principal will do (bounded: cleared when full)
+            if len(self._users) >= 10_000:
+                self._users.clear()
+            user = self._users[ctx.principal] = AuthenticatedUser(
+                AccessToken(token="-", client_id=ctx.principal, scopes=[])
+            )
+        scope["user"] = user
 
 
 class MisdirectedRequest(E.BadRequest):

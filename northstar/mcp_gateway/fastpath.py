@@ -17,13 +17,14 @@ it falls through to the SDK, which owns every error answer. Taken here:
   - the stateless endpoint ``/mcp/stateless`` without a session.
 
 Cancellation keeps the protocol's meaning: in the 2026-07-28 era a closed connection
-cancels the call; in a session, ``notifications/cancelled`` naming a call running here
+cancels the call (the HTTP server cancels the calls registered on a connection when it reads
+its end, :func:`connection_opened`; without that registry a watcher task per call waits for
+the ASGI disconnect instead); in a session, ``notifications/cancelled`` naming a call running here
 cancels exactly that call. Either way the gate chain audits the outcome ``cancelled``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,7 +34,7 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundModernRoute, class
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from northstar.common import errors as E
-from northstar.common.error_envelope import INVALID_PARAMS, envelope, tool_error_result
+from northstar.common.error_envelope import INVALID_PARAMS, envelope, error_headers, tool_error_result
 from northstar.common.identity import RequestContext
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -42,6 +43,32 @@ SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
 ROUTING = (b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"mcp-session-id")
 JSON_HEADERS = [(b"content-type", b"application/json")]
+MESSAGE_KEY = "northstar.message"  # set by the front door: the checked JSON-RPC message
+
+# Live HTTP connections, by (client, server) address: the cancel scopes of the 2026-07-28 calls
+# running on each. The HTTP server registers a connection while it reads from it and cancels
+# what is left when reading ends (the client closed it), so no call needs a watcher task.
+_LIVE: dict[tuple[Any, Any], set[trio.CancelScope]] = {}
+
+
+def connection_opened(client: Any, server: Any) -> set[trio.CancelScope] | None:
+    """Register a connection; returns its set of call scopes (None: not addressable)."""
+    if not client or not server:
+        return None
+    key = (tuple(client), tuple(server))
+    calls: set[trio.CancelScope] = set()
+    _LIVE[key] = calls
+    return calls
+
+
+def connection_closed(client: Any, server: Any, calls: set[trio.CancelScope]) -> None:
+    """Reading from the connection ended: cancel the calls still running on it."""
+    key = (tuple(client), tuple(server))
+    if _LIVE.get(key) is calls:
+        del _LIVE[key]
+    for scope in calls:
+        scope.cancel()
+    calls.clear()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -66,6 +93,11 @@ def parse_call(body: bytes) -> dict[str, Any] | None:
         msg = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+    return call_of(msg)
+
+
+def call_of(msg: Any) -> dict[str, Any] | None:
+    """``msg`` when it is a plainly well-formed ``tools/call`` request, else None."""
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or msg.get("method") != "tools/call":
         return None
     rid = msg.get("id")
@@ -134,14 +166,15 @@ class FastPath:
         return ctype.startswith(b"application/json") and b"application/json" in headers.get(b"accept", b"")
 
     # -- handling -------------------------------------------------------------------------
-    async def try_handle(self, scope: dict[str, Any], body: bytes, receive: Receive, send: Send) -> bool:
+    async def try_handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> bool:
         """Answer the request and return True, or return False to let the SDK take it."""
         headers = _headers(scope)
         if headers is None or not self.acceptable(headers):
             return False
-        if b'"notifications/cancelled"' in body:
-            return await self.try_cancel(headers, body, send)
-        msg = parse_call(body)
+        message = scope[MESSAGE_KEY]
+        if message.get("method") == "notifications/cancelled":
+            return await self.try_cancel(headers, message, send)
+        msg = call_of(message)
         if msg is None:
             return False
         era = self.era(scope, headers, msg)
@@ -151,7 +184,11 @@ class FastPath:
         ctx: RequestContext = scope["northstar.ctx"]
         params = msg["params"]
         if era == "modern":
-            reply = await self.call_watching_disconnect(ctx, params, receive)
+            calls = _LIVE.get((tuple(scope.get("client") or ()), tuple(scope.get("server") or ())))
+            if calls is not None:
+                reply = await self.call_on_connection(ctx, params, calls)
+            else:
+                reply = await self.call_watching_disconnect(ctx, params, receive)
         else:
             key = (headers.get(SESSION_HEADER, b"").decode("latin-1"), msg["id"])
             reply = await self.call_cancellable(ctx, params, key)
@@ -177,6 +214,16 @@ class FastPath:
                 self.inflight.pop(key, None)
         return None
 
+    async def call_on_connection(self, ctx: RequestContext, params: dict[str, Any],
+                                 calls: set[trio.CancelScope]) -> Any:
+        with trio.CancelScope() as cs:
+            calls.add(cs)
+            try:
+                return await self.call(ctx, params)
+            finally:
+                calls.discard(cs)
+        return None
+
     async def call_watching_disconnect(self, ctx: RequestContext, params: dict[str, Any], receive: Receive) -> Any:
         reply: list[Any] = []
 
@@ -191,12 +238,11 @@ class FastPath:
             nursery.cancel_scope.cancel()
         return reply[0] if reply else None
 
-    async def try_cancel(self, headers: dict[bytes, bytes], body: bytes, send: Send) -> bool:
+    async def try_cancel(self, headers: dict[bytes, bytes], msg: dict[str, Any], send: Send) -> bool:
         session = headers.get(SESSION_HEADER)
-        try:
-            msg = json.loads(body)
-            request_id = msg["params"]["requestId"]
-        except (ValueError, KeyError, TypeError):
+        params = msg.get("params")
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        if request_id is None or isinstance(request_id, dict | list):
             return False
         scope = self.inflight.get(((session or b"").decode("latin-1"), request_id))
         if scope is None or msg.get("method") != "notifications/cancelled" or "id" in msg:
@@ -217,8 +263,13 @@ class FastPath:
                     "error": {"code": INVALID_PARAMS, "message": reply.error.message, "data": data}}
         else:
             body = {"jsonrpc": "2.0", "id": rid, "result": error_result(reply.error, request_id, modern)}
-        payload = _dumps(body)
         status = ERROR_CODE_HTTP_STATUS.get(body["error"]["code"], 200) if modern and "error" in body else 200
+        extra: list[tuple[bytes, bytes]] = []
+        if "error" in body:  # the envelope names the status this answer really has
+            body["error"]["data"]["http_status"] = status
+            if status >= 400:  # an HTTP error answer carries the error headers, as every other does
+                extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(reply.error, request_id).items()]
+        payload = _dumps(body)
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
+                    "headers": [*JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *extra]})
         await send({"type": "http.response.body", "body": payload})

@@ -9,6 +9,7 @@ the front door in front of them, and serves it all with Hypercorn (trio worker).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import uuid
 from typing import Any
@@ -20,6 +21,7 @@ from hypercorn.events import Closed, RawData
 from hypercorn.trio import run as hypercorn_trio_run
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.utils import parse_socket_addr
 from mcp.server import sse as mcp_sse
 from mcp.server import streamable_http_manager as mcp_streamable_manager
 from mcp.server.sse import SseServerTransport
@@ -32,6 +34,7 @@ from sse_starlette import EventSourceResponse
 from northstar.common import errors as E
 from northstar.common.error_envelope import register_error_handlers
 from northstar.common.identity import REQUEST_ID_HEADER, Transport
+from northstar.mcp_gateway import fastpath
 from northstar.mcp_gateway.asgi import CapacityLimits, FrontDoor, HostOriginPolicy, send_error
 from northstar.mcp_gateway.fastpath import FastPath
 from northstar.mcp_gateway.mcp_server import McpFace
@@ -255,25 +258,70 @@ class GuardedTCPServer(TCPServer):
         if not isinstance(event, RawData):
             await super().protocol_send(event)
             return
-        stall_s = float(getattr(self.config, "northstar_write_stall_s", 10.0))
-        async with self.send_lock:
+        data = event.data
+        lock = self.send_lock
+        if not lock.locked():
+            # The common case: nobody else is writing and the socket buffer has room, so the
+            # bytes go out in one non-blocking write, with no task switch and no timer.
+            lock.acquire_nowait()
             try:
-                with trio.CancelScope(shield=True):
-                    await send_with_stall_limit(self.stream, event.data, stall_s)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await self.protocol.handle(Closed())
-            except trio.TooSlowError:
-                log.info("closing a connection whose client stopped reading", extra={"stall_s": stall_s})
-                with trio.CancelScope(shield=True):
-                    await self.stream.aclose()
-                await self.protocol.handle(Closed())
+                sent = self._write_now(data)
+                if sent < len(data):
+                    await self._send_rest(memoryview(data)[sent:])
+            finally:
+                lock.release()
+            return
+        async with lock:
+            await self._send_rest(data)
+
+    def _write_now(self, data: bytes) -> int:
+        """Bytes written without blocking (0 when the buffer is full or the socket is not plain)."""
+        sock = getattr(self.stream, "socket", None)
+        if sock is None or not data:
+            return 0
+        try:
+            return os.write(sock.fileno(), data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            return 0  # the careful path below meets the same error and closes the connection
+
+    async def _send_rest(self, data: Any) -> None:
+        stall_s = float(getattr(self.config, "northstar_write_stall_s", 10.0))
+        try:
+            with trio.CancelScope(shield=True):
+                await send_with_stall_limit(self.stream, data, stall_s)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self.protocol.handle(Closed())
+        except trio.TooSlowError:
+            log.info("closing a connection whose client stopped reading", extra={"stall_s": stall_s})
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+            await self.protocol.handle(Closed())
 
     async def _read_data(self) -> None:
-        await super()._read_data()
+        client, server = self._addresses()
+        calls = fastpath.connection_opened(client, server)
+        try:
+            await super()._read_data()
+        finally:
+            if calls is not None:  # the client's end is closed: cancel the calls still running for it
+                fastpath.connection_closed(client, server, calls)
         # Reading is over (EOF, reset, closed): nothing more can arrive. The keep-alive timer of an
         # idle connection would otherwise hold it, and its descriptor, open until it fired
         # (read_timeout_s) after the client had already gone.
         await self.idle_task.stop()
+
+    def _addresses(self) -> tuple[Any, Any]:
+        """(client, server) as Hypercorn puts them in the ASGI scope; (None, None) if unknown."""
+        sock = getattr(self.stream, "socket", None)
+        if sock is None:
+            return None, None
+        try:
+            return (parse_socket_addr(sock.family, sock.getpeername()),
+                    parse_socket_addr(sock.family, sock.getsockname()))
+        except OSError:
+            return None, None
 
     async def _close(self) -> None:
         with trio.CancelScope(shield=True):

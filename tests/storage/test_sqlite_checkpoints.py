@@ -16,7 +16,7 @@ def wal_frames(path: Path) -> int:
     """Frames in the WAL not yet copied to the database (a PASSIVE probe from outside)."""
     conn = sqlite3.connect(str(path))
     try:
-        busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return int(frames) - int(done)
     finally:
         conn.close()
