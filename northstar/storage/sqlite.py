@@ -44,7 +44,7 @@ from .sqlite_schema import migrate
 
 T = TypeVar("T")
 log = logging.getLogger("northstar.storage.sqlite")
-CHECKPOINT_EVERY_WRITES = 200
+CHECKPOINT_EVERY_WRITES = 50
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
