@@ -359,7 +359,10 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Ticket]):
             reply = await res.ref.call(Invoke(tctx, res.op.name, validated), timeout=timeout)
         except actors.CallTimeout:
             return CallResult(ok=False, error=E.ToolTimeout(timeout_s=timeout))
-        except actors.ActorCrashed:
+        except actors.ActorCrashed as crash:
+            # The caller gets a clean tool_failed; the operator gets the crash, once per call.
+            log.error("tool crashed", extra={"request_id": msg.ctx.request_id, "tool": res.tool.tool_id,
+                                             "operation": res.op.name, "error": str(crash)})
             return CallResult(ok=False, error=E.ToolFailed("the tool crashed while handling the call"))
         except (actors.ActorStopped, actors.Busy):
             return CallResult(ok=False, error=E.ServiceUnavailable("the tool is not available", retry_after=1))

@@ -97,6 +97,7 @@ def test_diagnostics_crash_clean_error_restart_and_siblings_unharmed(rgw: Gatewa
     crashes = [r for r in audit(rgw.url, tenant=tenant) if r["requested_name"] in
                ("diagnostics.crash", "diagnostics__crash")]
     assert len(crashes) == 3 and {(r["outcome"], r["error_code"]) for r in crashes} == {("error", "tool_error")}
+    assert rgw.stderr_text().count('"tool crashed"') >= 3  # the operator sees each crash
     assert healthy(rgw)
 
 
