@@ -28,6 +28,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,25 +105,34 @@ class SqliteDatabase:
                 self._checkpoint_due.set()
 
     async def run_checkpoints(self) -> None:
-        """Checkpoint the WAL off the commit path, whenever enough writes piled up; runs until cancelled."""
+        """Checkpoint the WAL off the commit path, whenever enough writes piled up; runs until cancelled.
+
+        Never fails the store: a connection that cannot be opened or a checkpoint that fails
+        is logged and tried again at the next round (the writer's own auto-checkpoint is the
+        safety net meanwhile).
+        """
         path, busy, sync = str(self.path), self._busy_timeout_ms, self._synchronous
-        conn = await trio.to_thread.run_sync(
-            ops.mapped, lambda: ops.connect(path, busy_timeout_ms=busy, synchronous=sync, readonly=False)
-        )
+        conn: Any = None
         try:
             while True:
                 await self._checkpoint_due.wait()
                 self._checkpoint_due = trio.Event()
                 try:
+                    if conn is None:
+                        conn = await trio.to_thread.run_sync(
+                            ops.mapped, lambda: ops.connect(path, busy_timeout_ms=busy, synchronous=sync,
+                                                            readonly=False)
+                        )
                     await trio.to_thread.run_sync(ops.mapped, ops.checkpoint, conn)
                     self.checkpoints += 1
                     self.checkpointed.set()
                     self.checkpointed = trio.Event()
-                except StoreUnavailable as exc:  # busy or I/O: the next round (or the safety net) retries
+                except (StoreUnavailable, sqlite3.Error) as exc:  # the next round (or the safety net) retries
                     log.warning("WAL checkpoint failed: %s", exc)
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(conn.close)
+            if conn is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(conn.close)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(reader, *args)`` in a thread on a free reader connection."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
 
 from northstar.storage import open_store
@@ -38,3 +39,29 @@ async def test_writer_leaves_checkpoints_to_the_background_task(tmp_path: Path) 
     async with open_store(f"sqlite:///{path}") as storage:
         assert len(await storage.store.list("t", "draft", limit=1000)) == sqlite_backend.CHECKPOINT_EVERY_WRITES + 5
     assert wal_frames(path) == 0
+
+
+async def test_a_failing_checkpoint_never_fails_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from northstar.common.errors import StoreUnavailable
+    from northstar.storage import sqlite_ops
+
+    real = sqlite_ops.checkpoint
+    failures: list[int] = []
+
+    def flaky(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        if not failures:
+            failures.append(1)
+            raise StoreUnavailable("disk I/O error", retry_after=1)
+        return real(conn)
+
+    monkeypatch.setattr(sqlite_ops, "checkpoint", flaky)
+    every = sqlite_backend.CHECKPOINT_EVERY_WRITES
+    async with open_store(f"sqlite:///{tmp_path / 'store.db'}") as storage:
+        db = storage.store.db
+        checkpointed = db.checkpointed
+        for i in range(every * 2):
+            await storage.store.save("t", "draft", f"d{i}", {"i": i})
+        with trio.fail_after(10):
+            await checkpointed.wait()  # the first round failed, the second went through
+        assert failures == [1] and db.checkpoints >= 1
+        assert (await storage.audit.append({"tenant": "t", "event": "still-writing"})).seq >= 1
