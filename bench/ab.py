@@ -1,0 +1,80 @@
+"""Same-run A/B of two source trees: their gateways alternate under wrk, medians per side.
+
+    git worktree add /tmp/before <commit>
+    python -m bench.ab --flow modern-2026 /tmp/before .
+
+The machine's speed drifts over minutes, so a before/after pair is only meaningful when both
+sides run in the same minutes, alternating. Each round: a 1 s warm-up, a timed run at c=32
+(throughput) and one at c=1 (p99), per side. Both gateways use the bench's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+from pathlib import Path
+
+import httpx2
+
+from bench import procs, protocol, wrk
+from bench.flows import cell_script
+
+
+class TreeServer(procs.Server):
+    """A gateway started from another source tree (its own ``northstar`` package first)."""
+
+    def __init__(self, root: Path, workdir: Path, name: str) -> None:
+        base = procs.gateway(workdir, name=name)
+        super().__init__(name, base._cmd, port=base.port, workdir=workdir, env=procs.GATEWAY_ENV, core=None)
+        self._cmd = base._cmd
+        self._env["PYTHONPATH"] = str(root)
+        self.root = root
+
+    def start(self) -> TreeServer:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=log, env=self._env, cwd=str(self.root))
+        return self
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path)
+    ap.add_argument("--flow", choices=protocol.FLOWS, default="modern-2026")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    args = ap.parse_args(argv)
+    procs.pin_self()
+    sides = {"before": args.before.resolve(), "after": args.after.resolve()}
+    rps: dict[str, list[float]] = {k: [] for k in sides}
+    p99: dict[str, list[float]] = {k: [] for k in sides}
+    with procs.workdir() as workdir:
+        servers = {k: TreeServer(root, workdir, f"gw-{k}") for k, root in sides.items()}
+        with procs.running(*servers.values()), httpx2.Client(timeout=30) as client:
+            targets = {}
+            for side, server in servers.items():
+                prepared = protocol.prepare(client, args.flow, "gateway", server.url)
+                protocol.precheck(client, server.url, prepared.request)
+                script = cell_script(prepared).write(workdir / f"{side}.lua")
+                targets[side] = (f"{server.url}{prepared.request.path}", script)
+            for _ in range(args.rounds):
+                for side, (url, script) in targets.items():
+                    wrk.run(url, script, connections=32, duration_s=1)
+                    busy = wrk.run(url, script, connections=32, duration_s=args.seconds)
+                    quiet = wrk.run(url, script, connections=1, duration_s=max(1.0, args.seconds / 2))
+                    if not (busy.valid and quiet.valid):
+                        raise SystemExit(f"{side}: invalid run: {busy.problems + quiet.problems}")
+                    rps[side].append(busy.rps)
+                    p99[side].append(quiet.p99_ms or 0.0)
+    for side, root in sides.items():
+        print(f"{side:6s} {root}: c=32 median {statistics.median(rps[side]):.0f} req/s "
+              f"{[round(x) for x in rps[side]]}; c=1 p99 median {statistics.median(p99[side]):.2f} ms")
+    change = statistics.median(rps["after"]) / statistics.median(rps["before"]) - 1
+    print(f"change in c=32 throughput: {change:+.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
