@@ -238,31 +238,108 @@ async def send_with_stall_limit(stream: Any, data: bytes, stall_s: float) -> Non
                 sent += await sock.send(view[sent:])
 
 
-class KeepAliveTimer:
-    """Hypercorn's keep-alive timer task, restarted with less ceremony.
+class IdleReaper:
+    """Closes idle keep-alive connections whose timer ran out: one task for the whole server.
 
-    Hypercorn restarts the idle timer at the end of every response (and stops it at the next
-    request) under a lock, starting the new task with ``nursery.start``: a lock round and two
-    task switches per request. Here the timer's cancel scope is made first and the task is
-    started with ``start_soon``; a timer stopped before its task ran finds its scope already
-    cancelled and does nothing. The behaviour is Hypercorn's: one timer per idle connection.
+    Hypercorn gives every idle connection its own timer task, started at the end of each
+    response and cancelled at the next request: two task switches per request for a timer
+    that almost never fires. Here a connection going idle is put in an ordered table with its
+    deadline (the same ``keep_alive_timeout`` for all, so insertion order is deadline order)
+    and taken out when its next request starts; one task sleeps until the earliest deadline
+    and closes what expired. At shutdown every idle connection is closed at once, and any
+    that goes idle afterwards is closed as it does, as Hypercorn's own timer does.
     """
 
-    __slots__ = ("_scope",)
+    def __init__(self, keep_alive_s: float) -> None:
+        self.keep_alive_s = keep_alive_s
+        self.idle: dict[KeepAliveTimer, float] = {}
+        self.closing = False
+        self._work = trio.Event()
 
-    def __init__(self) -> None:
+    def arm(self, timer: KeepAliveTimer) -> None:
+        if self.closing:
+            timer.fire()
+            return
+        self.idle.pop(timer, None)
+        self.idle[timer] = trio.current_time() + self.keep_alive_s
+        self._work.set()
+
+    def disarm(self, timer: KeepAliveTimer) -> None:
+        self.idle.pop(timer, None)
+
+    async def run(self, shutdown: trio.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire)
+            await shutdown.wait()
+            self.closing = True
+            while self.idle:
+                timer, _ = self.idle.popitem()
+                timer.fire()
+            nursery.cancel_scope.cancel()
+
+    async def _expire(self) -> None:
+        while True:
+            if not self.idle:
+                self._work = trio.Event()
+                await self._work.wait()
+                continue
+            timer, deadline = next(iter(self.idle.items()))
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)  # re-armed timers moved back: look again
+                continue
+            del self.idle[timer]
+            timer.fire()
+
+
+class KeepAliveTimer:
+    """A connection's keep-alive timer, kept by the server's :class:`IdleReaper`.
+
+    Hypercorn calls ``restart`` when the connection goes idle and ``stop`` when a request
+    starts or reading ends; neither switches tasks. Without a reaper (a server run some other
+    way) it falls back to one timer task per idle period, started with ``start_soon``.
+    """
+
+    __slots__ = ("_action", "_armed", "_reaper", "_scope", "_task_group")
+
+    def __init__(self, reaper: IdleReaper | None) -> None:
+        self._reaper = reaper
+        self._task_group: Any = None
+        self._action: Any = None
         self._scope: trio.CancelScope | None = None
+        self._armed = 0  # bumped on every restart and stop: a firing for an older one is stale
 
     async def restart(self, task_group: Any, action: Any) -> None:
+        self._armed += 1
+        self._task_group, self._action = task_group, action
+        if self._reaper is not None:
+            self._reaper.arm(self)
+            return
         if self._scope is not None:
             self._scope.cancel()
         scope = self._scope = trio.CancelScope()
         task_group._nursery.start_soon(_run_in_scope, scope, action)
 
     async def stop(self) -> None:
+        self._armed += 1
+        if self._reaper is not None:
+            self._reaper.disarm(self)
         if self._scope is not None:
             self._scope.cancel()
             self._scope = None
+
+    def fire(self) -> None:
+        """The deadline passed (or the server is stopping): close the idle connection."""
+        if self._task_group is None:
+            return
+        try:
+            self._task_group._nursery.start_soon(self._close_if_still_idle, self._armed)
+        except RuntimeError:  # the connection is already gone (its nursery closed)
+            pass
+
+    async def _close_if_still_idle(self, armed: int) -> None:
+        if armed == self._armed:  # no request started since the timer was set
+            with trio.CancelScope(shield=True):
+                await self._action()
 
 
 async def _run_in_scope(scope: trio.CancelScope, action: Any) -> None:
@@ -285,13 +362,21 @@ class GuardedTCPServer(TCPServer):
     * A client that hangs up on an idle keep-alive connection: the connection waited for its
       keep-alive timer before closing, one descriptor per departed client for that long.
     * Per request cost: a response write that fits the socket buffer is one non-blocking
-      write; the keep-alive timer restarts without a lock or a start handshake; the
+      write; keep-alive timers are kept by one :class:`IdleReaper` task, not a task per
+      idle period; the
       connection is registered so closing it cancels its 2026-07-28 calls (no watcher task).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.idle_task = KeepAliveTimer()  # type: ignore[assignment]
+        self._reaper: IdleReaper | None = getattr(self.config, "northstar_idle_reaper", None)
+        self.idle_task = KeepAliveTimer(self._reaper)  # type: ignore[assignment]
+
+    async def _idle_timeout(self) -> None:
+        if self._reaper is None:
+            await super()._idle_timeout()
+        else:  # the reaper already waited out the keep-alive time (or the server is stopping)
+            await self._initiate_server_close()
 
     async def protocol_send(self, event: Any) -> None:
         if not isinstance(event, RawData):
@@ -376,6 +461,11 @@ async def serve_http(
 ) -> None:
     """Run Hypercorn until ``shutdown`` is set; reports the bound addresses when listening."""
     config = hypercorn_config(face.services.settings, bind)
+    reaper = IdleReaper(config.keep_alive_timeout)
+    config.northstar_idle_reaper = reaper  # type: ignore[attr-defined]  # read by GuardedTCPServer
     hypercorn_trio_run.TCPServer = GuardedTCPServer  # type: ignore[attr-defined]  # one per connection
-    async with face.manager.run(), face.stateless_manager.run():
-        await serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reaper.run, shutdown)
+        async with face.manager.run(), face.stateless_manager.run():
+            await serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from typing import Any
 
 import httpx2
@@ -506,3 +507,38 @@ def test_e4_a_timed_out_write_is_whole_or_absent(tgw: GatewayProcess, http: http
         assert got.json()["output"]["content_base64"] == content
     assert healthy(tgw)
     assert http.get(f"{tgw.url}/v1/audit/verify", headers=ADMIN).json()["ok"]
+
+
+def test_e2_an_idle_keep_alive_connection_is_closed_after_the_read_timeout(lgw: GatewayProcess) -> None:
+    """The keep-alive timer starts when a response is done and closes the idle connection."""
+    sock = connect(lgw)
+    try:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        began = time.monotonic()
+        assert closed_by_peer(sock, READ_TIMEOUT_S + 3.0)  # drains the 200, then sees the close
+        assert time.monotonic() - began >= READ_TIMEOUT_S - 1.0  # kept for the keep-alive time first
+    finally:
+        sock.close()
+
+
+def test_e2_a_busy_keep_alive_connection_outlives_the_read_timeout(lgw: GatewayProcess) -> None:
+    """Every request re-arms the timer: back-to-back requests for longer than it keep their
+    connection. (Hypercorn ends a connection after 1,000 requests, announcing it with
+    ``Connection: close``; no other close may happen, and a close mid-request would raise.)"""
+    conn = HTTPConnection("127.0.0.1", lgw.port, timeout=10)
+    try:
+        answered, reopened, until = 0, 0, time.monotonic() + READ_TIMEOUT_S + 1.5
+        expect_same, previous = False, None
+        while time.monotonic() < until:
+            conn.request("GET", "/health")
+            if previous is not None:
+                assert (conn.sock is previous) == expect_same, f"connection changed after {answered} answers"
+                reopened += not expect_same
+            previous = conn.sock
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read()
+            answered += 1
+            expect_same = not resp.will_close
+        assert answered > 10 and reopened <= answered // 1000
+    finally:
+        conn.close()
