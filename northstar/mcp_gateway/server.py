@@ -81,6 +81,12 @@ def build_rest_app(services: Any) -> QuartTrio:
             raise E.AdminRequired()
         face = services.extras.get("http")
         counts: dict[str, Any] = {"tasks": count_tasks()}
+        audit = services.audit
+        if audit is not None and hasattr(audit, "stats"):
+            st = audit.stats
+            counts["audit"] = {"appended": st.appended, "flushes": st.flushes, "failed_flushes": st.failed_flushes,
+                               "largest_batch": st.largest_batch, "pending": audit.pending,
+                               "mean_batch": round(st.appended / st.flushes, 2) if st.flushes else None}
         if face is not None:
             capacity = face.app.capacity
             counts.update(

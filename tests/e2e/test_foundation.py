@@ -94,3 +94,16 @@ def test_graceful_shutdown(tmp_path: Path, sig: int) -> None:
     assert code == 0, gw.stderr_text()
     assert "Traceback" not in gw.stderr_text()
     assert '"msg": "stopped"' in gw.stderr_text()
+
+
+def test_ops_runtime_reports_the_audit_group_commit(gateway: GatewayProcess) -> None:
+    admin = {"X-User-Id": "admin"}
+    before = httpx2.get(f"{gateway.url}/v1/ops/runtime", headers=admin).json()["audit"]
+    for i in range(5):
+        resp = httpx2.post(f"{gateway.url}/v1/tools/echo.ping/call", json={"arguments": {"message": str(i)}})
+        assert resp.status_code == 200, resp.text
+    after = httpx2.get(f"{gateway.url}/v1/ops/runtime", headers=admin).json()["audit"]
+    assert after["appended"] - before["appended"] >= 5  # one record per call, each committed
+    assert after["flushes"] > before["flushes"] and after["failed_flushes"] == 0
+    assert 1 <= after["mean_batch"] <= after["largest_batch"] and after["pending"] == 0
+    assert httpx2.get(f"{gateway.url}/v1/ops/runtime").status_code == 403  # admin only
