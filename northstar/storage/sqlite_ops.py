@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,25 @@ AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash"
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
+def _journal_mode_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> str:
+    """``PRAGMA journal_mode = WAL``, retried while another process holds the file.
+
+    SQLite answers "database is locked" to it at once, without the busy handler, while
+    another connection is opening or closing the WAL (e.g. several gateways or a CLI command
+    starting together); retrying for up to ``busy_timeout_ms`` is what the busy handler would
+    have done. This runs in a worker thread, never on the event loop.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def connect(path: str, *, busy_timeout_ms: int, synchronous: str, readonly: bool) -> sqlite3.Connection:
     """Open one connection in autocommit mode (we issue BEGIN/COMMIT ourselves)."""
     conn = sqlite3.connect(
@@ -38,7 +58,7 @@ def connect(path: str, *, busy_timeout_ms: int, synchronous: str, readonly: bool
         if readonly:
             conn.execute("PRAGMA query_only = ON")
         else:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _journal_mode_wal(conn, busy_timeout_ms)
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(f"could not switch {path} to WAL mode", retry_after=1)
         conn.execute(f"PRAGMA synchronous = {synchronous}")

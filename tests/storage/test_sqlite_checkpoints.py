@@ -65,3 +65,32 @@ async def test_a_failing_checkpoint_never_fails_the_store(tmp_path: Path, monkey
             await checkpointed.wait()  # the first round failed, the second went through
         assert failures == [1] and db.checkpoints >= 1
         assert (await storage.audit.append({"tenant": "t", "event": "still-writing"})).seq >= 1
+
+
+def test_opening_waits_for_a_file_another_process_briefly_locks(tmp_path: Path) -> None:
+    """Opening waits (busy handler, or the WAL-switch retry) while another connection holds the file."""
+    import threading
+
+    from northstar.storage import sqlite_ops
+
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE t (x)")
+    released = threading.Event()
+
+    def release() -> None:
+        holder.execute("COMMIT")
+        holder.close()
+        released.set()
+
+    timer = threading.Timer(0.3, release)  # the other process finishes its start-up
+    timer.start()
+    try:
+        conn = sqlite_ops.connect(str(path), busy_timeout_ms=5000, synchronous="FULL", readonly=False)
+        assert released.is_set()  # it waited for the holder instead of failing
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+    finally:
+        timer.join(timeout=5)
