@@ -49,7 +49,9 @@ async def json_body() -> dict[str, Any]:
     """The request body as a JSON object, or a canonical 400/415."""
     ctype = request.headers.get("content-type", "")
     raw = await request.get_data(cache=True)
-    if raw and not ctype.lower().startswith("application/json"):
+    # The media type itself, parameters aside: "application/jsonx" is not JSON (and would have
+    # skipped the front door's strict JSON check, which looks at exactly application/json).
+    if raw and ctype.split(";", 1)[0].strip().lower() != "application/json":
         raise E.UnsupportedMediaType("send Content-Type: application/json")
     if not raw:
         return {}
