@@ -131,10 +131,6 @@ def test_builtin_media_crash_on_an_os_error(rgw: GatewayProcess, http: httpx2.Cl
     shutil.rmtree(blobs / tenant, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (actors runtime / ToolActor): a crash fails every call in flight on the same tool actor, "
-    "so another principal's concurrent call gets tool_error. Fix: isolate a handler's failure to its "
-    "own call (or restart without failing siblings)."))
 def test_a_call_in_flight_on_the_crashing_actor_is_not_failed(rgw: GatewayProcess, http: httpx2.Client) -> None:
     with LegacySse(rgw, fresh("inflight")) as sse:
         accepted = sse.post(rpc("tools/call", {"name": "diagnostics__sleep", "arguments": {"seconds": 3}}, 5))

@@ -13,15 +13,22 @@ Failure semantics ("let it crash"):
 * So are the actor's own refusals: an unknown operation (``UnknownTool``), arguments of
   the wrong model (``ValidationFailed``) and output that does not fit the operation's
   output model (``ToolFailed``); none of them leaves the actor in doubt about its state.
-* Any other exception is a bug. It is not caught: it crashes the actor, the runtime
-  answers the caller with :class:`actors.ActorCrashed` (naming only the exception type),
-  and the supervisor restarts the actor from its factory (see :func:`tool_child`).
+* Any other exception from a *handler* is a bug in that call: it is logged for the operator
+  (``tool crashed``, with the request id, tool, operation and exception type) and answered with
+  ``ToolFailed("the tool crashed while handling the call")``, naming nothing of the
+  exception. It is contained to its own call: handlers are functions over the tool's
+  services and hold no state of the actor's, so crashing the actor would only fail every
+  other call in flight on it (other principals' included) for nothing.
+* An exception anywhere else in the actor still crashes it: the runtime answers the callers
+  in flight with :class:`actors.ActorCrashed` and the supervisor restarts it from its
+  factory (see :func:`tool_child`).
 * ``trio.Cancelled`` (a caller timing out, shutdown) propagates untouched.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +38,8 @@ from pydantic import BaseModel, ValidationError
 import actors
 from northstar.common.errors import NorthstarError, ToolFailed, UnknownTool, ValidationFailed
 from northstar.mcp_gateway.tools.model import Operation, ToolContext, ToolDefinition
+
+log = logging.getLogger("northstar.tools")
 
 DEFAULT_MAX_CONCURRENCY = 64
 DEFAULT_CAPACITY = 64
@@ -102,6 +111,12 @@ class ToolActor(actors.Actor[ToolMessage, InvokeResult]):
             output = await op.handler(tctx, arguments)
         except NorthstarError as err:
             return InvokeResult(None, err)
+        except Exception as exc:  # a bug in this call only: contained, logged, answered cleanly
+            log.error("tool crashed", extra={
+                "request_id": tctx.request.request_id, "tool": self.definition.tool_id, "operation": operation,
+                "error": type(exc).__name__,
+            })
+            return InvokeResult(None, ToolFailed("the tool crashed while handling the call"))
         return check_output(self.definition, op, output)
 
 
