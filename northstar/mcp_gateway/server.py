@@ -294,7 +294,10 @@ class IdleReaper:
                 await trio.sleep_until(deadline)  # re-armed timers moved back: look again
                 continue
             del self.idle[timer]
-            timer.fire()
+            try:
+                timer.fire()
+            except Exception:  # one connection's timer must never take every connection down
+                log.exception("keep-alive timer failed")
 
 
 class KeepAliveTimer:
@@ -334,12 +337,17 @@ class KeepAliveTimer:
             self._scope = None
 
     def fire(self) -> None:
-        """The deadline passed (or the server is stopping): close the idle connection."""
-        if self._task_group is None:
+        """The deadline passed (or the server is stopping): close the idle connection.
+
+        A connection that is already gone has nothing to close: Hypercorn's task group drops
+        its nursery (``None``) when it exits, and a closed nursery refuses new tasks.
+        """
+        nursery = getattr(self._task_group, "_nursery", None)
+        if nursery is None:
             return
         try:
-            self._task_group._nursery.start_soon(self._close_if_still_idle, self._armed)
-        except RuntimeError:  # the connection is already gone (its nursery closed)
+            nursery.start_soon(self._close_if_still_idle, self._armed)
+        except RuntimeError:  # the nursery is closing
             pass
 
     async def _close_if_still_idle(self, armed: int) -> None:
@@ -437,10 +445,11 @@ class GuardedTCPServer(TCPServer):
         finally:
             if calls is not None:  # the client's end is closed: cancel the calls still running for it
                 fastpath.connection_closed(client, server, calls)
-        # Reading is over (EOF, reset, closed): nothing more can arrive. The keep-alive timer of an
-        # idle connection would otherwise hold it, and its descriptor, open until it fired
-        # (read_timeout_s) after the client had already gone.
-        await self.idle_task.stop()
+            # Reading is over (EOF, reset, closed, or cancelled): nothing more can arrive. The
+            # keep-alive timer of an idle connection would otherwise hold it, and its descriptor,
+            # open until it fired (read_timeout_s) after the client had already gone. ``stop``
+            # never waits, so it is safe here even while Cancelled propagates.
+            await self.idle_task.stop()
 
     def _addresses(self) -> tuple[Any, Any]:
         """(client, server) as Hypercorn puts them in the ASGI scope; (None, None) if unknown."""
