@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +34,8 @@ import trio
 from ._actor import Actor, _run_instance
 from ._errors import ActorStopped, SupervisorEscalation
 from ._mailbox import ActorRef, MailboxStats, MsgT, ReplyT, _Mailbox
+
+log = logging.getLogger("actors.supervisor")
 
 
 class Restart(enum.Enum):
@@ -379,7 +382,14 @@ class Supervisor:
 
     async def _on_exit(self, nursery: trio.Nursery, life: _Life) -> SupervisorEscalation | None:
         slot = life.slot
-        if not _wants_restart(slot.spec.restart, life.error):
+        restart = _wants_restart(slot.spec.restart, life.error)
+        if life.error is not None:
+            # The operator must see every crash, restarted or not; the exception is whole here.
+            log.error("child %s of %s crashed (%s)%s", slot.spec.id, self.name, type(life.error).__name__,
+                      "; restarting it" if restart else "", exc_info=life.error)
+        elif restart:
+            log.warning("child %s of %s exited; restarting it", slot.spec.id, self.name)
+        if not restart:
             slot.removed = True
             slot.release()
             return None

@@ -483,3 +483,22 @@ async def test_failed_restarts_count_towards_the_intensity() -> None:
     assert ref.stats().crashes == 3  # the handler crash, then two failed starts
     with pytest.raises(ActorStopped):
         ref.try_cast(("echo", None))
+
+
+async def test_every_crash_is_logged_with_its_exception(caplog: pytest.LogCaptureFixture) -> None:
+    """A restarted child used to vanish silently: the operator must see each crash."""
+    world = World()
+    sup = Supervisor("sup", [recorder("w", world)])
+    with caplog.at_level("WARNING", logger="actors.supervisor"), trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            ref = ref_of(sup, "w")
+            with pytest.raises(ActorCrashed):
+                await ref.call(("boom", "x"))
+            assert await ref.call(("echo", "after")) == (2, "after")
+            await sup.stop()
+    crashes = [r for r in caplog.records if r.name == "actors.supervisor"]
+    assert len(crashes) == 1
+    assert crashes[0].levelname == "ERROR"
+    assert "child w of sup crashed" in crashes[0].getMessage() and "restarting" in crashes[0].getMessage()
+    assert crashes[0].exc_info is not None and crashes[0].exc_info[1] is not None
