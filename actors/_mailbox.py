@@ -178,26 +178,28 @@ class ActorRef(Generic[MsgT, ReplyT]):
     def stats(self) -> MailboxStats:
         return self._box.stats()
 
-    async def call(self, msg: MsgT, *, timeout: float = 5.0) -> ReplyT:
+    async def call(self, msg: MsgT, *, timeout: float | None = 5.0) -> ReplyT:
         """Send ``msg`` and wait for the reply.
 
         ``timeout`` covers both waiting for mailbox space and waiting for the
-        reply; when it expires :class:`CallTimeout` is raised.  If the caller
-        times out or is cancelled, the actor's work on this request is
+        reply; when it expires :class:`CallTimeout` is raised.  ``None`` sets no
+        deadline of the call's own: the caller's cancel scopes bound the wait
+        (one scope fewer when the caller has its own deadline anyway).  If the
+        caller times out or is cancelled, the actor's work on this request is
         cancelled (or skipped if it has not started).
         """
-        envelope = _Envelope[MsgT, ReplyT](msg, wants_reply=True)
+        envelope: _Envelope[MsgT, ReplyT] = _Envelope(msg, wants_reply=True)
         return await self._request(envelope, timeout, wait_for_space=True)
 
-    async def try_call(self, msg: MsgT, *, timeout: float = 5.0) -> ReplyT:
+    async def try_call(self, msg: MsgT, *, timeout: float | None = 5.0) -> ReplyT:
         """Like :meth:`call`, but raise :class:`Busy` at once if the mailbox is full."""
-        envelope = _Envelope[MsgT, ReplyT](msg, wants_reply=True)
+        envelope: _Envelope[MsgT, ReplyT] = _Envelope(msg, wants_reply=True)
         self._put_nowait(envelope)
         return await self._request(envelope, timeout, wait_for_space=False)
 
     async def cast(self, msg: MsgT, *, timeout: float = 5.0) -> None:
         """Send ``msg`` without waiting for handling; wait up to ``timeout`` for space."""
-        envelope = _Envelope[MsgT, ReplyT](msg, wants_reply=False)
+        envelope: _Envelope[MsgT, ReplyT] = _Envelope(msg, wants_reply=False)
         with trio.move_on_after(timeout) as scope:
             await self._put(envelope)
         if scope.cancelled_caught:
@@ -205,24 +207,44 @@ class ActorRef(Generic[MsgT, ReplyT]):
 
     def try_cast(self, msg: MsgT) -> None:
         """Send ``msg`` without waiting at all; raise :class:`Busy` if the mailbox is full."""
-        self._put_nowait(_Envelope[MsgT, ReplyT](msg, wants_reply=False))
+        envelope: _Envelope[MsgT, ReplyT] = _Envelope(msg, wants_reply=False)
+        self._put_nowait(envelope)
 
     async def _request(
-        self, envelope: _Envelope[MsgT, ReplyT], timeout: float, *, wait_for_space: bool
+        self, envelope: _Envelope[MsgT, ReplyT], timeout: float | None, *, wait_for_space: bool
     ) -> ReplyT:
-        with trio.move_on_after(timeout) as scope:
-            try:
-                if wait_for_space:
-                    await self._put(envelope)
-                await envelope.wait()
-            finally:
-                if not envelope.settled:
-                    envelope.abandon()
+        if timeout is None:
+            await self._exchange(envelope, wait_for_space)
+            return envelope.result()
+        if timeout != timeout:  # NaN: as trio.move_on_after would
+            raise ValueError("timeout must not be NaN")
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            await self._exchange(envelope, wait_for_space)
         if scope.cancelled_caught and not envelope.settled:
             raise CallTimeout(self.name, timeout)
         return envelope.result()
 
+    async def _exchange(self, envelope: _Envelope[MsgT, ReplyT], wait_for_space: bool) -> None:
+        try:
+            if wait_for_space:
+                await self._put(envelope)
+            await envelope.wait()
+        finally:
+            if not envelope.settled:
+                envelope.abandon()
+
     async def _put(self, envelope: _Envelope[MsgT, ReplyT]) -> None:
+        # With room in the mailbox the message goes in without a scheduler pass of its own
+        # (``send`` would take one): the caller yields once, waiting for the reply. A caller
+        # already cancelled still sends nothing.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._box.send.send_nowait(envelope)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorStopped(self.name) from None
         try:
             await self._box.send.send(envelope)
         except (trio.ClosedResourceError, trio.BrokenResourceError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
+
 import pytest
 import trio
 import trio.testing
@@ -107,3 +110,52 @@ async def test_a_crash_in_answer_now_crashes_the_instance(concurrency: int) -> N
         with pytest.raises(ActorCrashed):
             await ref.call(("boom", 0))  # type: ignore[attr-defined]
     assert len(caught) == 1 and str(caught[0]) == "bad decision"
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_a_burst_of_inline_answers_still_lets_other_tasks_run(concurrency: int) -> None:
+    """Queued envelopes are taken without a scheduler pass, but never more than BURST in a row."""
+    import actors._actor as runtime
+
+    actor = Mixed(concurrency)
+    progress: list[int] = []
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 1024)
+        replies: list[str] = []
+
+        async def caller(n: int) -> None:
+            replies.append(await ref.call(("now", n)))
+
+        for n in range(3 * runtime.BURST):
+            nursery.start_soon(caller, n)
+
+        async def bystander() -> None:
+            while len(replies) < 3 * runtime.BURST:
+                progress.append(len(actor.inline))
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(bystander)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(actor.inline) == list(range(3 * runtime.BURST))
+        # the bystander ran between bursts: it saw the actor part-way through the queue
+        assert any(0 < seen < 3 * runtime.BURST for seen in progress)
+        assert all(b - a <= 2 * runtime.BURST for a, b in itertools.pairwise(progress))  # once each side of a yield
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_without_its_own_timeout_is_bounded_by_the_callers_scope(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Mixed(1)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 64)
+        assert await ref.call(("now", 1), timeout=None) == "now 1"
+        nursery.start_soon(functools.partial(ref.call, ("wait", 2), timeout=100))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(30) as scope:
+            await ref.call(("now", 3), timeout=None)  # queued behind the waiting one
+        assert scope.cancelled_caught
+        actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert actor.inline == [1]  # the abandoned one was never answered
+        nursery.cancel_scope.cancel()
