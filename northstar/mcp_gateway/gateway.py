@@ -55,19 +55,21 @@ class Gateway:
         if arguments is not None and not isinstance(arguments, dict):
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
         msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved)
+        ticket: Ticket | None = None
         try:
             # The decision is made in the gate chain actor, inline, in arrival order; the ticket
             # it answers (audit records, the tool call) runs here, in the caller's task. Shielded:
             # a decision already made (its limit slot taken) must reach the ticket's runner,
             # which records even a cancelled call. It waits no longer than the mailbox allows.
-            with trio.CancelScope(shield=True):
-                ticket: Ticket = await self.gate_chain.call(Decide(msg), timeout=DECIDE_TIMEOUT_S)
+            # One scope is both the shield and the deadline.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + DECIDE_TIMEOUT_S) as waited:
+                ticket = await self.gate_chain.call(Decide(msg), timeout=None)
         except actors.Busy:
             raise E.ServiceUnavailable("the gateway is busy", retry_after=1) from None
-        except actors.CallTimeout:
-            raise E.ServiceUnavailable("the gate chain did not answer in time", retry_after=1) from None
         except (actors.ActorCrashed, actors.ActorStopped):
             raise E.ServiceUnavailable("the gate chain is restarting", retry_after=1) from None
+        if waited.cancelled_caught or ticket is None:
+            raise E.ServiceUnavailable("the gate chain did not answer in time", retry_after=1)
         result = await ticket.run()
         if self.on_result is not None:
             self.on_result(ctx, result)

@@ -23,6 +23,10 @@ Failure semantics ("let it crash"):
   in flight with :class:`actors.ActorCrashed` and the supervisor restarts it from its
   factory (see :func:`tool_child`).
 * ``trio.Cancelled`` (a caller timing out, shutdown) propagates untouched.
+
+An operation with a ``sync_handler`` (a handler that never waits, such as ``echo.ping``) is
+answered inline by the serving loop (:meth:`actors.Actor.answer_now`): same checks, same
+containment, no task or cancel scope per call.
 """
 
 from __future__ import annotations
@@ -90,6 +94,23 @@ class ToolActor(actors.Actor[ToolMessage, InvokeResult]):
         self.definition = definition
         self.max_concurrency = max_concurrency
 
+    def answer_now(self, msg: ToolMessage) -> InvokeResult | actors.NotNow:
+        """Operations with a ``sync_handler`` (they never wait) are answered inline."""
+        if not isinstance(msg, Invoke):
+            return actors.NOT_NOW
+        op = self._operation(msg.operation, msg.arguments)
+        if isinstance(op, InvokeResult):
+            return op
+        if op.sync_handler is None:
+            return actors.NOT_NOW
+        try:
+            output = op.sync_handler(msg.tctx, msg.arguments)
+        except NorthstarError as err:
+            return InvokeResult(None, err)
+        except Exception as exc:
+            return self._crashed(msg.tctx, msg.operation, exc)
+        return check_output(self.definition, op, output)
+
     async def handle(self, msg: ToolMessage) -> InvokeResult:
         match msg:
             case Invoke(tctx=tctx, operation=operation, arguments=arguments):
@@ -97,7 +118,8 @@ class ToolActor(actors.Actor[ToolMessage, InvokeResult]):
             case _:
                 raise TypeError(f"{self.name} got a message it does not understand: {type(msg).__name__}")
 
-    async def _invoke(self, tctx: ToolContext, operation: str, arguments: BaseModel) -> InvokeResult:
+    def _operation(self, operation: str, arguments: BaseModel) -> Operation | InvokeResult:
+        """The operation to run, or the refusal to answer (unknown operation, wrong model)."""
         found = self.definition.find(operation)
         if found is None:
             name = f"{self.definition.tool_id}.{operation}"
@@ -107,16 +129,26 @@ class ToolActor(actors.Actor[ToolMessage, InvokeResult]):
             return InvokeResult(None, ValidationFailed(
                 f"arguments must be a {op.input_model.__name__}", errors=[{"loc": ["arguments"]}]
             ))
+        return op
+
+    def _crashed(self, tctx: ToolContext, operation: str, exc: Exception) -> InvokeResult:
+        """A bug in this call only: contained, logged, answered cleanly."""
+        log.error("tool crashed", extra={
+            "request_id": tctx.request.request_id, "tool": self.definition.tool_id, "operation": operation,
+            "error": type(exc).__name__,
+        })
+        return InvokeResult(None, ToolFailed("the tool crashed while handling the call"))
+
+    async def _invoke(self, tctx: ToolContext, operation: str, arguments: BaseModel) -> InvokeResult:
+        op = self._operation(operation, arguments)
+        if isinstance(op, InvokeResult):
+            return op
         try:
             output = await op.handler(tctx, arguments)
         except NorthstarError as err:
             return InvokeResult(None, err)
-        except Exception as exc:  # a bug in this call only: contained, logged, answered cleanly
-            log.error("tool crashed", extra={
-                "request_id": tctx.request.request_id, "tool": self.definition.tool_id, "operation": operation,
-                "error": type(exc).__name__,
-            })
-            return InvokeResult(None, ToolFailed("the tool crashed while handling the call"))
+        except Exception as exc:
+            return self._crashed(tctx, operation, exc)
         return check_output(self.definition, op, output)
 
 

@@ -35,9 +35,14 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def ping(tctx: ToolContext, inputs: PingInput) -> PingOutput:
+def ping_now(tctx: ToolContext, inputs: PingInput) -> PingOutput:
     """Return the message and data unchanged, stamped with the time of receipt."""
     return PingOutput(message=inputs.message, data=inputs.data, received_at=utc_now_iso())
+
+
+async def ping(tctx: ToolContext, inputs: PingInput) -> PingOutput:
+    """:func:`ping_now`, as the async handler every operation has."""
+    return ping_now(tctx, inputs)
 
 
 PING = Operation(
@@ -47,6 +52,7 @@ PING = Operation(
     input_model=PingInput,
     output_model=PingOutput,
     handler=ping,
+    sync_handler=ping_now,
     annotations=Annotations(read_only=True, idempotent=True),
 )
 

@@ -3,7 +3,8 @@
 A :class:`ToolDefinition` has one or more :class:`Scope` objects; a scope groups the
 :class:`Operation` objects it permits. An operation has pydantic input and output models
 (its JSON Schemas are derived from them in :mod:`northstar.mcp_gateway.schema_gen`),
-annotations and an async handler ``handler(tctx, inputs) -> output``.
+annotations and an async handler ``handler(tctx, inputs) -> output`` (plus, for handlers that never
+wait, the same as a plain function, ``sync_handler``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ToolContext:
 
 
 Handler = Callable[[ToolContext, Any], Awaitable[BaseModel]]
+SyncHandler = Callable[[ToolContext, Any], BaseModel]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,10 @@ class Operation:
     # A pure check of the caller's raw arguments against the narrowed schema and presets
     # (list of {"path", "message"}); the input gate runs it, so a violation is a deny.
     argument_check: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    # The same operation as a plain function, for handlers that never wait (no I/O, no
+    # awaits): the tool actor answers such calls inline, in arrival order, with no task or
+    # cancel scope per call. It must not block; ``handler`` must do exactly what it does.
+    sync_handler: SyncHandler | None = None
 
 
 @dataclass(frozen=True, slots=True)

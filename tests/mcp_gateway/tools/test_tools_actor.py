@@ -178,3 +178,70 @@ async def test_unknown_message_type_is_a_bug() -> None:
     actor = ToolActor(ECHO)
     with pytest.raises(TypeError):
         await actor.handle("not an Invoke")  # type: ignore[arg-type]
+
+
+def make_sync_tool() -> tuple[ToolDefinition, dict[str, Any]]:
+    """Operations with a ``sync_handler``: answered inline by the serving loop."""
+    state: dict[str, Any] = {"async": 0, "sync": 0, "tasks": set()}
+
+    async def never(tctx: ToolContext, inputs: Empty) -> Count:
+        state["async"] += 1
+        return Count(n=-1)
+
+    def now(tctx: ToolContext, inputs: Empty) -> Count:
+        state["sync"] += 1
+        state["tasks"].add(trio.lowlevel.current_task())
+        return Count(n=state["sync"])
+
+    def missing(tctx: ToolContext, inputs: Empty) -> Count:
+        raise NotFound("no such thing", thing="y")
+
+    def boom(tctx: ToolContext, inputs: Empty) -> Count:
+        raise Boom("a sync bug")
+
+    def bad_output(tctx: ToolContext, inputs: Empty) -> Any:
+        return {"n": "nope"}
+
+    ops = tuple(
+        Operation(name, name, Empty, Count, never, sync_handler=handler)
+        for name, handler in [("now", now), ("missing", missing), ("boom", boom), ("bad_output", bad_output)]
+    )
+    return ToolDefinition("synctool", "Sync", "answers inline", "0.0.1", (Scope("test", "t", ops),)), state
+
+
+@pytest.mark.parametrize("concurrency", [1, 64])
+async def test_sync_operations_are_answered_inline_with_the_same_checks(
+    concurrency: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    tool, state = make_sync_tool()
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(actors.spawn, tool_factory(tool, max_concurrency=concurrency))
+        assert [(await ref.call(invoke("now"), timeout=TIMEOUT)).unwrap() for _ in range(3)] == [
+            Count(n=1), Count(n=2), Count(n=3)]
+        assert state["async"] == 0  # the async handler never ran
+        assert len(state["tasks"]) == 1  # all in the actor's own serving task: no task per call
+        missing = await ref.call(invoke("missing"), timeout=TIMEOUT)
+        assert isinstance(missing.error, NotFound) and missing.error.details == {"thing": "y"}
+        bad = await ref.call(invoke("bad_output"), timeout=TIMEOUT)
+        assert isinstance(bad.error, ToolFailed)
+        wrong_model = await ref.call(invoke("now", PingInput()), timeout=TIMEOUT)
+        assert isinstance(wrong_model.error, ValidationFailed)
+        unknown = await ref.call(invoke("nope"), timeout=TIMEOUT)
+        assert isinstance(unknown.error, UnknownTool)
+        with caplog.at_level("ERROR", logger="northstar.tools"):
+            crashed = await ref.call(invoke("boom"), timeout=TIMEOUT)
+        assert isinstance(crashed.error, ToolFailed) and "a sync bug" not in repr(crashed.error.__dict__)
+        assert [r.getMessage() for r in caplog.records if r.name == "northstar.tools"] == ["tool crashed"]
+        assert ref.running and ref.stats().crashes == 0
+        assert (await ref.call(invoke("now"), timeout=TIMEOUT)).unwrap() == Count(n=4)
+        nursery.cancel_scope.cancel()
+
+
+async def test_echo_ping_has_a_sync_twin_that_does_the_same() -> None:
+    op = ECHO.scopes[0].operations[0]
+    assert op.sync_handler is not None
+    inputs = PingInput(message="m", data={"k": [1]})
+    a = await op.handler(tool_ctx(), inputs)
+    b = op.sync_handler(tool_ctx(), inputs)
+    assert isinstance(a, PingOutput) and isinstance(b, PingOutput)
+    assert (a.pong, a.message, a.data) == (b.pong, b.message, b.data) == (True, "m", {"k": [1]})
