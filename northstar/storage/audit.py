@@ -150,8 +150,10 @@ class GroupCommitAuditLog:
             return None
         # Let the tasks that are already runnable take their turn first: callers finishing in
         # the same scheduling round join this commit instead of each paying for their own.
-        # One pass of the run queue, no timer: a lone caller is not kept waiting.
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        # One pass of the run queue, no timer: a lone caller is not kept waiting, and with
+        # nothing runnable (a lone caller) there is nobody to wait for.
+        if trio.lowlevel.current_statistics().tasks_runnable:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         while len(batch) < self._max_batch:
             try:
                 batch.append(self._receive.receive_nowait())
