@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                     busy = wrk.run(url, script, connections=32, duration_s=args.seconds)
                     quiet = wrk.run(url, script, connections=1, duration_s=max(1.0, args.seconds / 2))
                     if not (busy.valid and quiet.valid):
-                        raise SystemExit(f"{side}: invalid run: {busy.problems + quiet.problems}")
+                        raise SystemExit(f"{side}: invalid run: {busy.problems + quiet.problems}\n"
+                                         f"{servers[side].log_tail()}")
                     rps[side].append(busy.rps)
                     p99[side].append(quiet.p99_ms or 0.0)
     for side, root in sides.items():

@@ -96,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flow", choices=protocol.FLOWS, default="modern-2026")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--connections", type=int, default=32, help="1 for latency (p50 / p99 are printed too)")
     args = ap.parse_args(argv)
     procs.pin_self()
     rps: dict[str, list[float]] = {v: [] for v in (*VARIANTS, "ceiling")}
+    p50: dict[str, list[float]] = {v: [] for v in rps}
+    p99: dict[str, list[float]] = {v: [] for v in rps}
     with procs.workdir() as workdir:
         servers = {v: start(v, workdir) for v in VARIANTS}
         servers["ceiling"] = procs.ceiling(workdir)
@@ -112,18 +115,21 @@ def main(argv: list[str] | None = None) -> int:
                                  cell_script(prepared).write(workdir / f"{name}.lua"))
             for _ in range(args.rounds):
                 for name, (url, script) in targets.items():
-                    wrk.run(url, script, connections=32, duration_s=1)
-                    run = wrk.run(url, script, connections=32, duration_s=args.seconds)
+                    wrk.run(url, script, connections=args.connections, duration_s=1)
+                    run = wrk.run(url, script, connections=args.connections, duration_s=args.seconds)
                     if not run.valid:
                         raise SystemExit(f"{name}: invalid run: {run.problems}")
                     rps[name].append(run.rps)
+                    p50[name].append(run.p50_ms or 0.0)
+                    p99[name].append(run.p99_ms or 0.0)
     ceiling = statistics.median(rps["ceiling"])
-    print(f"{args.flow}, c=32, medians of {args.rounds} rounds")
-    print("| what runs | req/s | us per request | vs ceiling |")
-    print("|---|---|---|---|")
+    print(f"{args.flow}, c={args.connections}, medians of {args.rounds} rounds")
+    print("| what runs | req/s | us per request | vs ceiling | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|")
     for name in ("ceiling", *VARIANTS):
         med = statistics.median(rps[name])
-        print(f"| {name} | {med:,.0f} | {1e6 / med:,.0f} | {med / ceiling:.2f}x |")
+        print(f"| {name} | {med:,.0f} | {1e6 / med:,.0f} | {med / ceiling:.2f}x | "
+              f"{statistics.median(p50[name]):.3f} | {statistics.median(p99[name]):.3f} |")
     return 0
 
 
