@@ -105,6 +105,13 @@ def install() -> None:
                            f"generation {info['generation']}, collected {info['collected']}"))
 
     gc.callbacks.append(on_gc)
+    if os.environ.get("BENCH_SYNC"):  # e.g. OFF: what the commit costs without its fsync (never a way to run)
+        original_init = sqlite.SqliteDatabase.__init__
+
+        def init(self: Any, *a: Any, **kw: Any) -> None:
+            original_init(self, *a, **{**kw, "synchronous": os.environ["BENCH_SYNC"]})
+
+        sqlite.SqliteDatabase.__init__ = init  # type: ignore[method-assign]
     if os.environ.get("BENCH_CKPT"):
         sqlite.CHECKPOINT_EVERY_WRITES = int(os.environ["BENCH_CKPT"])
     if os.environ.get("BENCH_GC0"):
