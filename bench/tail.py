@@ -112,8 +112,9 @@ def install() -> None:
             original_init(self, *a, **{**kw, "synchronous": os.environ["BENCH_SYNC"]})
 
         sqlite.SqliteDatabase.__init__ = init  # type: ignore[method-assign]
-    if os.environ.get("BENCH_CKPT"):
+    if os.environ.get("BENCH_CKPT"):  # a fixed checkpoint interval instead of the adaptive one
         sqlite.CHECKPOINT_EVERY_WRITES = int(os.environ["BENCH_CKPT"])
+        sqlite.next_checkpoint_every = lambda frames, writes, current: current
     if os.environ.get("BENCH_GC0"):
         from northstar import cli
 

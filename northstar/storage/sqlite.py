@@ -11,9 +11,17 @@ Checkpoints
     The writer does not checkpoint the WAL on its commits (SQLite's default does, every 1000
     pages, inside a commit: a 10-30 ms stall for whoever waits on that commit). A background
     task (:meth:`SqliteDatabase.run_checkpoints`) runs a ``PASSIVE`` checkpoint on its own
-    connection after every ``CHECKPOINT_EVERY_WRITES`` write transactions; writers go on
-    appending to the WAL meanwhile. The writer keeps a far larger auto-checkpoint as a safety
-    net should that task ever fall behind.
+    connection once enough write transactions piled up; writers go on appending to the WAL
+    meanwhile. "Enough" adapts to the writes' size: the first checkpoint comes after
+    ``CHECKPOINT_EVERY_WRITES`` transactions, and each later interval is set from the frames
+    the last one found, aiming at ``CHECKPOINT_TARGET_FRAMES`` (about 4 MB of WAL) per
+    checkpoint, within [``CHECKPOINT_MIN_WRITES``, ``CHECKPOINT_MAX_WRITES``]. A checkpoint
+    costs about the same (two fsyncs) whatever it copies, and each one slows the commit that
+    overlaps it: small one-row commits (one caller at a time) are checkpointed every few
+    hundred transactions instead of every 50, so far fewer calls meet one; large batched
+    commits still every few dozen, so no checkpoint has many megabytes to copy and sync.
+    The writer keeps a far larger auto-checkpoint as a safety net should that task ever
+    fall behind.
 
 Threads
     ONE writer connection, living on its own thread (:class:`~.serial_thread.SerialThread`):
@@ -48,8 +56,23 @@ from .sqlite_schema import migrate
 
 T = TypeVar("T")
 log = logging.getLogger("northstar.storage.sqlite")
-CHECKPOINT_EVERY_WRITES = 50
+CHECKPOINT_EVERY_WRITES = 50  # before the first checkpoint: write transactions per checkpoint
+CHECKPOINT_TARGET_FRAMES = 1000  # WAL frames (pages) a checkpoint should find: ~4 MB
+CHECKPOINT_MIN_WRITES = 10
+CHECKPOINT_MAX_WRITES = 500
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def next_checkpoint_every(frames: int, writes: int, current: int) -> int:
+    """Write transactions until the next checkpoint, so that it finds about the target frames.
+
+    ``frames`` is the WAL's size the last checkpoint found, ``writes`` the transactions that
+    made it. Without a usable measurement the interval stays as it was.
+    """
+    if frames <= 0 or writes <= 0:
+        return current
+    per_write = frames / writes
+    return max(CHECKPOINT_MIN_WRITES, min(CHECKPOINT_MAX_WRITES, round(CHECKPOINT_TARGET_FRAMES / per_write)))
 
 
 class SqliteDatabase:
@@ -72,7 +95,8 @@ class SqliteDatabase:
         self._write_thread: SerialThread | None = None
         self._read_limiter = trio.CapacityLimiter(readers)
         self._closed = False
-        self._writes = 0
+        self._writes = 0  # write transactions since the last checkpoint started
+        self.checkpoint_every = CHECKPOINT_EVERY_WRITES  # adapted after each checkpoint
         self._checkpoint_due = trio.Event()
         self.checkpoints = 0
         self.checkpointed = trio.Event()  # set (and replaced) after each background checkpoint
@@ -106,7 +130,7 @@ class SqliteDatabase:
             return await self._write_thread.run(ops.mapped, fn, self._writer, *args)
         finally:
             self._writes += 1
-            if self._writes % CHECKPOINT_EVERY_WRITES == 0:
+            if self._writes >= self.checkpoint_every:
                 self._checkpoint_due.set()
 
     async def run_checkpoints(self) -> None:
@@ -128,7 +152,9 @@ class SqliteDatabase:
                             ops.mapped, lambda: ops.connect(path, busy_timeout_ms=busy, synchronous=sync,
                                                             readonly=False)
                         )
-                    await trio.to_thread.run_sync(ops.mapped, ops.checkpoint, conn)
+                    writes, self._writes = self._writes, 0
+                    _busy, frames, _done = await trio.to_thread.run_sync(ops.mapped, ops.checkpoint, conn)
+                    self.checkpoint_every = next_checkpoint_every(frames, writes, self.checkpoint_every)
                     self.checkpoints += 1
                     self.checkpointed.set()
                     self.checkpointed = trio.Event()

@@ -94,3 +94,31 @@ def test_opening_waits_for_a_file_another_process_briefly_locks(tmp_path: Path) 
         conn.close()
     finally:
         timer.join(timeout=5)
+
+
+def test_the_checkpoint_interval_aims_at_the_target_frames() -> None:
+    every = sqlite_backend.next_checkpoint_every
+    target = sqlite_backend.CHECKPOINT_TARGET_FRAMES
+    assert every(frames=250, writes=50, current=50) == target // 5  # 5 frames a write
+    assert every(frames=50 * 200, writes=50, current=50) == sqlite_backend.CHECKPOINT_MIN_WRITES  # huge writes
+    assert every(frames=50, writes=50, current=50) == sqlite_backend.CHECKPOINT_MAX_WRITES  # tiny writes
+    assert every(frames=0, writes=50, current=77) == 77  # nothing measured: unchanged
+    assert every(frames=100, writes=0, current=77) == 77
+
+
+async def test_small_writes_are_checkpointed_less_often_than_large_ones(tmp_path: Path) -> None:
+    """One-row commits (a lone caller) meet far fewer checkpoints; big ones keep the WAL small."""
+    intervals = {}
+    for label in ("small", "large"):
+        async with open_store(f"sqlite:///{tmp_path / label}.db") as storage:
+            db = storage.store.db
+            checkpointed = db.checkpointed
+            for i in range(sqlite_backend.CHECKPOINT_EVERY_WRITES):
+                if label == "small":  # one audit record per commit, as a lone caller makes them
+                    await storage.audit.append({"tenant": "t", "event": "decision", "i": i})
+                else:
+                    await storage.store.save("t", "draft", f"d{i}", {"p": "y" * 400_000})
+            with trio.fail_after(10):
+                await checkpointed.wait()
+            intervals[label] = db.checkpoint_every
+    assert intervals["small"] > sqlite_backend.CHECKPOINT_EVERY_WRITES > intervals["large"], intervals
