@@ -86,8 +86,13 @@ def install() -> None:
     sqlite.SqliteDatabase.write = write  # type: ignore[method-assign]
 
     original_checkpoint = sqlite_ops.checkpoint
+    nice = os.environ.get("BENCH_NICE")
 
     def checkpoint(conn: Any) -> Any:
+        if nice:
+            import threading
+
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(nice))
         t0 = time.monotonic()
         result = original_checkpoint(conn)
         events.append((t0, time.monotonic() - t0, "checkpoint", f"busy, frames, done = {result}"))

@@ -16,6 +16,7 @@ submitted and at the caller's next checkpoint after it finished.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -36,9 +37,12 @@ class ThreadStopped(RuntimeError):
 class SerialThread:
     """Runs ``fn(*args)`` jobs one after the other on its own daemon thread."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, nice: int = 0) -> None:
+        """``nice`` > 0 lowers the thread's CPU priority (Linux: per thread) for background work."""
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._stopped = False
+        self._nice = nice
+        self.niced = False  # True once the thread runs at the lower priority
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -62,6 +66,12 @@ class SerialThread:
             self._jobs.put(_STOP)
 
     def _serve(self) -> None:
+        if self._nice > 0:
+            try:  # lowering one's own priority needs no privilege; where it is unsupported, run as is
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+                self.niced = True
+            except (AttributeError, OSError):
+                pass
         while (job := self._jobs.get()) is not _STOP:
             fn, args, token, task = job
             result = outcome.capture(fn, *args)

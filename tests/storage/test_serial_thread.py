@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 import trio
@@ -90,3 +91,41 @@ async def test_stop_runs_what_is_queued_then_refuses() -> None:
         await worker.run(lambda: 2)
     await trio.to_thread.run_sync(worker._thread.join, 5)
     assert not worker.alive
+
+
+async def test_a_background_thread_runs_at_a_lower_priority_and_the_writer_does_not() -> None:
+    import os
+
+    def own_priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    background, writer = SerialThread("bg", nice=19), SerialThread("w")
+    assert await background.run(own_priority) == 19 and background.niced
+    assert await writer.run(own_priority) == os.getpriority(os.PRIO_PROCESS, 0) and not writer.niced
+    background.stop()
+    writer.stop()
+
+
+async def test_the_sqlite_checkpointer_runs_on_a_niced_thread(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from northstar.storage import open_store, sqlite_ops
+    from northstar.storage import sqlite as sqlite_backend
+
+    real, seen = sqlite_ops.checkpoint, []
+
+    def checkpoint(conn: Any) -> Any:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(conn)
+
+    monkeypatch.setattr(sqlite_ops, "checkpoint", checkpoint)
+    async with open_store(f"sqlite:///{tmp_path / 's.db'}") as storage:
+        checkpointed = storage.store.db.checkpointed
+        for i in range(sqlite_backend.CHECKPOINT_EVERY_WRITES):
+            await storage.audit.append({"tenant": "t", "event": "decision", "i": i})
+        with trio.fail_after(10):
+            await checkpointed.wait()
+        assert seen and set(seen) == {sqlite_backend.CHECKPOINT_NICE}
+        names = {t.name for t in threading.enumerate()}
+        assert any(n.startswith("northstar-sqlite-checkpointer:") for n in names)
+        assert any(n.startswith("northstar-sqlite-writer:") for n in names)
