@@ -1,4 +1,4 @@
-"""The PNG chart: grouped bars per flow for gateway / baseline / ceiling (c=32 req/s, c=1 p99)."""
+"""The PNG chart: grouped bars per flow for the gateway, both SDK baselines and the ceiling (c=32 req/s, c=1 p50)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 from bench.flows import KINDS
 from bench.protocol import FLOWS
 
-COLORS = {"gateway": "#1f77b4", "baseline": "#ff7f0e", "ceiling": "#7f7f7f"}
+COLORS = {"gateway": "#1f77b4", "baseline-json": "#ff7f0e", "baseline-sse": "#ffbb78", "ceiling": "#7f7f7f"}
 PANELS = (("c32_rps", "throughput at c=32 (req/s, higher is better)"),
-          ("c1_p99_ms", "p99 latency at c=1 (ms, lower is better)"))
+          ("c1_p50_ms", "p50 latency at c=1 (ms, lower is better)"))
 
 
 def draw(flows: dict[str, Any], path: Path, title: str) -> Path:
@@ -21,11 +21,11 @@ def draw(flows: dict[str, Any], path: Path, title: str) -> Path:
 
     summary = flows["summary"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    width = 0.26
+    width = 0.8 / len(KINDS)
     for ax, (name, label) in zip(axes, PANELS, strict=True):
         for i, kind in enumerate(KINDS):
             values = [summary[f]["medians"][kind].get(name) or 0.0 for f in FLOWS]
-            xs = [x + (i - 1) * width for x in range(len(FLOWS))]
+            xs = [x + (i - (len(KINDS) - 1) / 2) * width for x in range(len(FLOWS))]
             bars = ax.bar(xs, values, width, label=kind, color=COLORS[kind])
             ax.bar_label(bars, fmt="%.0f" if name.endswith("rps") else "%.2f", fontsize=7)
         ax.set_xticks(range(len(FLOWS)), FLOWS)

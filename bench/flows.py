@@ -1,6 +1,15 @@
-"""The flow matrix: gateway, baseline and ceiling, alternated, several rounds, c=1 and c=32.
+"""The flow matrix: gateway, two baselines and the ceiling, alternated, several rounds, c=1 and c=32.
 
-Per round, per flow: gateway, then baseline, then ceiling. Each (server, flow) cell is
+Servers (each pinned to the server core):
+
+* ``gateway``        northstar (governed, audited: one durable commit per call);
+* ``baseline-json``  the SDK's ``MCPServer`` on uvicorn with ``json_response=True``: its fastest
+                     configuration, the one a team tuning for speed deploys (the headline baseline);
+* ``baseline-sse``   the same with the SDK's default configuration (answers framed as SSE);
+* ``ceiling``        a fixed-reply ASGI app on Hypercorn's trio worker: what northstar's own HTTP
+                     stack can do with no MCP work at all.
+
+Per round, per flow: gateway, then each baseline, then the ceiling. Each (server, flow) cell is
 prepared (a fresh session where the flow has one), checked with one real call, then timed by
 wrk: a warm-up run and a measured run at concurrency 1 (latency), the same at 32 (throughput).
 All four servers stay up for the whole matrix (idle while another is measured).
@@ -19,7 +28,8 @@ import httpx2
 from bench import procs, protocol, wrk
 from bench.protocol import CheckFailed, Prepared
 
-KINDS = ("gateway", "baseline", "ceiling")
+KINDS = ("gateway", "baseline-json", "baseline-sse", "ceiling")
+BASELINES = ("baseline-json", "baseline-sse")
 CONCURRENCY = (1, 32)
 
 
@@ -74,8 +84,8 @@ def run_cell(client: httpx2.Client, server: procs.Server, flow: str, kind: str, 
 
 
 def server_for(servers: dict[str, procs.Server], flow: str, kind: str) -> procs.Server:
-    if kind == "baseline" and flow == "stateless":
-        return servers["baseline-stateless"]
+    if kind in BASELINES and flow == "stateless":
+        return servers[f"{kind}-stateless"]
     return servers[kind]
 
 
@@ -83,8 +93,10 @@ def run_matrix(opts: FlowOptions, workdir: Path, log: Any = print) -> dict[str, 
     """Every round of every flow; returns ``{"cells": [...], "summary": ..., "durability": ...}``."""
     servers = {
         "gateway": procs.gateway(workdir),
-        "baseline": procs.baseline(workdir),
-        "baseline-stateless": procs.baseline(workdir, stateless=True),
+        "baseline-json": procs.baseline(workdir, json_response=True),
+        "baseline-json-stateless": procs.baseline(workdir, stateless=True, json_response=True),
+        "baseline-sse": procs.baseline(workdir, json_response=False),
+        "baseline-sse-stateless": procs.baseline(workdir, stateless=True, json_response=False),
         "ceiling": procs.ceiling(workdir),
     }
     cells: list[dict[str, Any]] = []
@@ -129,8 +141,18 @@ def metric(cell: dict[str, Any], name: str) -> float | None:
     return None if value is None else float(value)
 
 
+#: (label, metric, other server, how): ``ratio`` is gateway / other, ``minus`` gateway - other.
+COMPARISONS = (
+    ("throughput_vs_baseline_json", "c32_rps", "baseline-json", "ratio"),
+    ("throughput_vs_baseline_sse", "c32_rps", "baseline-sse", "ratio"),
+    ("throughput_vs_ceiling", "c32_rps", "ceiling", "ratio"),
+    ("p50_c1_minus_baseline_json_ms", "c1_p50_ms", "baseline-json", "minus"),
+    ("p99_c1_vs_baseline_json", "c1_p99_ms", "baseline-json", "ratio"),
+)
+
+
 def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians per (flow, server) and per-round ratios gateway/baseline and gateway/ceiling."""
+    """Medians per (flow, server) and per-round comparisons of the gateway with each other server."""
     out: dict[str, Any] = {}
     rounds = sorted({c["round"] for c in cells})
     for flow in protocol.FLOWS:
@@ -138,24 +160,28 @@ def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"medians": {}, "ratios": {}}
         for kind in KINDS:
             entry["medians"][kind] = {
-                name: median([v for r in rounds if (v := metric(by[(kind, r)], name)) is not None])
+                name: median([v for r in rounds if (c := by.get((kind, r))) and (v := metric(c, name)) is not None])
                 for name in ("c32_rps", "c1_rps", "c1_p50_ms", "c1_p99_ms", "c32_p99_ms")
             }
-        for label, name, other in (("throughput_vs_baseline", "c32_rps", "baseline"),
-                                   ("throughput_vs_ceiling", "c32_rps", "ceiling"),
-                                   ("p99_c1_vs_baseline", "c1_p99_ms", "baseline")):
-            per_round = [round_ratio(by, r, name, other) for r in rounds]
+        for label, name, other, how in COMPARISONS:
+            per_round = [round_compare(by, r, name, other, how) for r in rounds]
             entry["ratios"][label] = {"per_round": per_round,
                                       "median": median([x for x in per_round if x is not None])}
         out[flow] = entry
     return out
 
 
-def round_ratio(by: dict[tuple[str, int], dict[str, Any]], rnd: int, name: str, other: str) -> float | None:
+def round_compare(by: dict[tuple[str, int], dict[str, Any]], rnd: int, name: str, other: str,
+                  how: str = "ratio") -> float | None:
+    """The gateway's ``name`` against ``other``'s in round ``rnd`` (None when either cell is invalid)."""
     gw, ref = by.get(("gateway", rnd)), by.get((other, rnd))
     a = metric(gw, name) if gw else None
     b = metric(ref, name) if ref else None
-    return a / b if a is not None and b else None
+    if a is None or b is None:
+        return None
+    if how == "minus":
+        return a - b
+    return a / b if b else None
 
 
 # -- durability -----------------------------------------------------------------------------

@@ -146,10 +146,15 @@ def gateway(workdir: Path, *, store_url: str | None = None, name: str = "gateway
     return Server(name, cmd, port=port, workdir=workdir, env=GATEWAY_ENV, core=core)
 
 
-def baseline(workdir: Path, *, stateless: bool = False, core: int | None = SERVER_CORE) -> Server:
+def baseline(workdir: Path, *, stateless: bool = False, json_response: bool = True,
+             core: int | None = SERVER_CORE) -> Server:
+    """The SDK's ``MCPServer`` on uvicorn: JSON answers (its fastest configuration) by default,
+    SSE-framed answers (its default configuration) with ``json_response=False``."""
     port = free_port()
-    cmd = [PY, "-m", "bench.baseline_server", "--port", str(port), *(["--stateless"] if stateless else [])]
-    return Server("baseline-stateless" if stateless else "baseline", cmd, port=port, workdir=workdir, core=core)
+    cmd = [PY, "-m", "bench.baseline_server", "--port", str(port), *(["--stateless"] if stateless else []),
+           *(["--json"] if json_response else [])]
+    name = "baseline-json" if json_response else "baseline-sse"
+    return Server(name + ("-stateless" if stateless else ""), cmd, port=port, workdir=workdir, core=core)
 
 
 def ceiling(workdir: Path, *, core: int | None = SERVER_CORE) -> Server:

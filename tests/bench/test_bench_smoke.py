@@ -54,7 +54,9 @@ def test_sse_and_json_framings_decode() -> None:
 
 
 def test_flow_preparation_and_checks_against_real_servers(tmp_path: Path) -> None:
-    servers = {"gateway": procs.gateway(tmp_path, core=None), "baseline": procs.baseline(tmp_path, core=None),
+    servers = {"gateway": procs.gateway(tmp_path, core=None),
+               "baseline-json": procs.baseline(tmp_path, core=None),
+               "baseline-sse": procs.baseline(tmp_path, json_response=False, core=None),
                "ceiling": procs.ceiling(tmp_path, core=None)}
     with procs.running(*servers.values()), httpx2.Client(timeout=30) as client:
         for kind, server in servers.items():
