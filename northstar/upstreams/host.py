@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import actors
-from northstar.common.errors import UpstreamTimeout, UpstreamUnavailable
+from northstar.common.errors import NorthstarError, UpstreamTimeout, UpstreamUnavailable
 from northstar.upstreams.actor import UpstreamActor
 from northstar.upstreams.messages import (
     Approve,
@@ -88,7 +88,10 @@ class UpstreamHandle:
         limit = self.session.spec.call_timeout_s
         bound = (limit if timeout_s is None else min(timeout_s, limit)) + GRACE_S
         msg = Call(tool, dict(arguments or {}), pin=pin, timeout_s=timeout_s, progress=progress, request_id=request_id)
-        reply: CallReply = await self.ask(msg, bound)
+        try:
+            reply: CallReply = await self.ask(msg, bound)
+        except NorthstarError as err:  # the actor is gone, busy or late: still an answer
+            return CallReply(None, err)
         return reply
 
     async def tools(self, wait_s: float = 0.0) -> ToolsReply:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -238,6 +238,7 @@ class UpstreamSession:
     def _stop_serving(self, reason: str) -> None:
         if self._end is None:
             self._end = reason
+        self._client = None  # no new call may start on a connection that is ending
         self._wake.set()
 
     async def _serve(self, client: Any) -> str:
@@ -301,6 +302,12 @@ class UpstreamSession:
 
     def status(self) -> UpstreamStatus:
         return self.state.status(trio.current_time())
+
+    async def wait_until(self, predicate: Callable[[UpstreamStatus], bool]) -> UpstreamStatus:
+        """Wait (under the caller's deadline) until the status satisfies ``predicate``."""
+        while not predicate(status := self.status()):
+            await self._changed.wait()
+        return status
 
     def tools_reply(self, error: NorthstarError | None = None) -> ToolsReply:
         return ToolsReply(dict(self.state.tools), self.state.drift(), self.problems, error)
@@ -390,7 +397,7 @@ class UpstreamSession:
                                                    f"{timeout}s; it was cancelled", upstream=self.name,
                                                    tool=msg.tool, timeout_s=timeout))
         self.state.call_succeeded()
-        wire = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        wire = result.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude_none=True)
         checked = results.check_result(self.name, msg.tool, wire, max_bytes=self.spec.max_result_bytes,
                                        validator=self._validator(tool), redactor=self.redactor)
         return CallReply(checked)
