@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,3 +84,49 @@ async def gone(pid: int, timeout: float = 30) -> None:
             await trio.lowlevel.wait_readable(fd)
     finally:
         os.close(fd)
+
+
+class ServerProcess:
+    """A test upstream served over HTTP in a subprocess; ``port`` is what it bound."""
+
+    def __init__(self, process: trio.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+@asynccontextmanager
+async def http_server(script: str, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
+    """Run ``script args...`` (it prints its port first), kill it at the end."""
+    process = await trio.lowlevel.open_process([sys.executable, script, *args], stdout=subprocess.PIPE,
+                                               env={**os.environ, **(env or {})})
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(60):
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(64)
+                if not chunk:
+                    raise RuntimeError(f"{script} exited before it served")
+                line += chunk
+        yield ServerProcess(process, int(line))
+    finally:
+        process.kill()
+        with trio.move_on_after(10):
+            await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
+
+
+def http_spec(name: str, url: str, **over: Any) -> UpstreamSpec:
+    body: dict[str, Any] = {
+        "name": name, "transport": "streamable_http", "url": url,
+        "headers": {"Authorization": "Bearer {secret:token}", "X-Team": "platform"},
+        "secrets": {"token": SECRET}, "connect_timeout_s": 20.0, "call_timeout_s": 20.0,
+        "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 0.5, "attempts": 5},
+        "breaker": {"failure_threshold": 5, "open_s": 0.5},
+    }
+    body.update(over)
+    return UpstreamSpec.model_validate(body)

@@ -1,7 +1,7 @@
 """A real upstream MCP server built on the SDK's low-level ``Server`` (stdio or Streamable HTTP).
 
     python lowlevel.py stdio
-    python lowlevel.py http        # prints the bound port on its first stdout line
+    python lowlevel.py http [PORT] # prints the bound port on its first stdout line
 
 Tools cover what federation must handle: read-only, write, destructive, slow (progress,
 cancellation), failing (``isError`` and JSON-RPC errors), rich results (image, embedded
@@ -172,20 +172,21 @@ async def serve_stdio() -> None:
         await server.run(read, write, options)
 
 
-def serve_http() -> None:
+def serve_http(port: int = 0) -> None:
     import uvicorn
 
     server = build()
     app = server.streamable_http_app(host="127.0.0.1")
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["http"]:
-        serve_http()
+    if sys.argv[1:2] == ["http"]:
+        serve_http(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     else:
         anyio.run(serve_stdio)
