@@ -18,8 +18,9 @@ Redaction
     JSON-escaped forms) in any text with ``[redacted]``. Every string that leaves the
     package (upstream error text, stderr lines, exception messages, results) goes through
     one. As a second line, :func:`register` adds a redactor to a process-wide set that a
-    logging record factory consults: a log record that would carry a live secret (from
-    the SDK's own loggers, say) is scrubbed before any handler sees it.
+    logging record factory consults: a log record whose message, arguments or exception
+    would carry a live secret (from the SDK's own loggers, say) is scrubbed before any
+    handler sees it.
 """
 
 from __future__ import annotations
@@ -289,9 +290,4 @@ def _scrub_record(record: logging.LogRecord) -> None:
             # The formatted traceback replaces the exception: handlers format exc_info afresh.
             record.msg, record.args = f"{record.getMessage()}\n{scrub_live(text)}", None
             record.exc_info, record.exc_text = None, None
-    for key, value in list(vars(record).items()):
-        if key not in _STANDARD and isinstance(value, str) and _live_hits(value):
-            setattr(record, key, scrub_live(value))
-
-
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+    # ``extra`` attributes are set after the factory runs; this package scrubs its own before logging.

@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
+import sys
+from pathlib import Path
 
 import pytest
 import trio
 
 from northstar.common.errors import UpstreamDrift, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from northstar.upstreams import ToolsChanged, pin_of
-from tests.upstreams.kit import SECRET, events, gone, pid_of, ready, running_host, stdio_spec, text_of
+from tests.upstreams.kit import SECRET, SERVERS, events, gone, pid_of, ready, running_host, stdio_spec, text_of
 
 
 async def test_lists_pins_and_passes_results_through() -> None:
@@ -205,3 +208,25 @@ async def test_no_orphan_when_stopped_or_when_the_session_task_fails() -> None:
         await gone(second, timeout=15)
         reply = await handle.call("echo", {"text": "x"})
         assert isinstance(reply.error, UpstreamUnavailable)
+
+
+async def test_breaker_opens_on_failed_connects_refuses_at_once_and_recovers(tmp_path: Path) -> None:
+    flag = tmp_path / "up"
+    spec = stdio_spec("flaky", str(SERVERS / "flaky.py"),
+                      env={"FLAKY_FILE": str(flag), "PYTHONPATH": os.pathsep.join(sys.path)}, secrets={},
+                      retry={"attempts": 2, "initial_backoff_s": 0.05}, breaker={"failure_threshold": 2, "open_s": 0.3})
+    async with running_host() as host:
+        handle = await host.start(spec)
+        with trio.fail_after(60):
+            status = await handle.session.wait_until(lambda s: s.state == "open")
+        assert status.consecutive_failures >= 2 and status.retry_after_s is not None
+        assert status.last_error is not None and "the backend is not up yet" in status.last_error
+        refused = await handle.call("echo", {"text": "x"})
+        assert isinstance(refused.error, UpstreamUnavailable) and "circuit breaker is open" in refused.error.message
+        assert refused.error.retry_after is not None and refused.error.retry_after >= 1
+        listing = await handle.tools()
+        assert isinstance(listing.error, UpstreamUnavailable)
+        flag.touch()
+        await ready(handle)  # the next probe after open_s connects and closes the breaker
+        assert text_of((await handle.call("echo", {"text": "up"})).unwrap()) == "up"
+        assert handle.status().consecutive_failures == 0
