@@ -13,7 +13,8 @@ Layers, as everywhere in northstar:
   :mod:`.results` (size cap, output schema, redaction), :mod:`.secrets` (sealing, redaction);
 * frozen messages: :mod:`.messages`;
 * thin async shell: :mod:`.transport` (SDK transports, stderr), :mod:`.session` (the
-  connection task and the call path), :mod:`.actor`, :mod:`.host` (supervised units),
+  connection task and the call path), :mod:`.calls` (pin check, progress relay, failure
+  descriptions), :mod:`.actor`, :mod:`.host` (supervised units),
   :mod:`.registry` (the versioned store).
 
 Errors (``northstar.common.errors``): ``upstream_unavailable`` (503), ``upstream_timeout``

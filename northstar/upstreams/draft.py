@@ -113,7 +113,7 @@ def _text(value: str | None, limit: int, fallback: str) -> str:
     return text[:limit] if text else fallback
 
 
-def _operation(name: str, upstream: str, op_name: str, tool: UpstreamTool) -> dict[str, Any]:
+def _operation(upstream: str, op_name: str, tool: UpstreamTool) -> dict[str, Any]:
     op: dict[str, Any] = {
         "name": op_name,
         "description": _text(tool.description, MAX_DESCRIPTION, f"Calls {tool.name} on the upstream {upstream}."),
@@ -156,8 +156,7 @@ def generate_draft(upstream: str, tools: Mapping[str, UpstreamTool], *, title: s
     grouped: dict[str, list[tuple[dict[str, Any], UpstreamTool]]] = {"read": [], "write": []}
     for tool_name in sorted(tools, key=lambda t: names[t]):
         tool = tools[tool_name]
-        grouped["read" if tool.read_only else "write"].append((_operation(tool_name, upstream, names[tool_name], tool),
-                                                               tool))
+        grouped["read" if tool.read_only else "write"].append((_operation(upstream, names[tool_name], tool), tool))
     scopes = _scopes(upstream, "read", grouped["read"]) + _scopes(upstream, "write", grouped["write"])
     problems = lint_tools(tools)
     if not scopes:

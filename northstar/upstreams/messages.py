@@ -38,7 +38,7 @@ class Call:
 
     ``pin``: the approved definition hash; a call to a tool whose current definition hashes
     differently is refused (``upstream_drift``). ``timeout_s`` is capped by the upstream's
-    ``call_timeout_s``.
+    ``call_timeout_s``. ``request_id`` (the gateway's) rides along into the upstream's log lines.
     """
 
     tool: str

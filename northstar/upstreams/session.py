@@ -32,10 +32,11 @@ from typing import Any
 import anyio
 import trio
 
-from northstar.common.errors import NorthstarError, UpstreamDrift, UpstreamTimeout, UpstreamUnavailable
+from northstar.common.errors import NorthstarError, UpstreamTimeout, UpstreamUnavailable
 from northstar.upstreams import results
 from northstar.upstreams import secrets as secret_mod
-from northstar.upstreams.messages import Call, CallReply, EventSink, ProgressFn, ToolsChanged, ToolsReply
+from northstar.upstreams.calls import ProgressRelay, check_pin, describe
+from northstar.upstreams.messages import Call, CallReply, EventSink, ToolsChanged, ToolsReply
 from northstar.upstreams.pins import UpstreamTool, check_listing
 from northstar.upstreams.secrets import Redactor
 from northstar.upstreams.spec import UpstreamSpec
@@ -46,47 +47,8 @@ log = logging.getLogger("northstar.upstreams")
 
 MAX_GARBAGE = 20  # unparsable messages one connection may send before it is dropped
 MAX_LIST_PAGES = 100
-PROGRESS_SEND_S = 1.0
 STDERR_DRAIN_S = 1.0
 CLIENT_NAME = "northstar"
-
-
-def describe(exc: BaseException, redactor: Redactor) -> str:
-    """A short, scrubbed description of why a connection or a call failed."""
-    from mcp.shared.exceptions import MCPError
-
-    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        return describe(exc.exceptions[0], redactor)
-    if isinstance(exc, MCPError):
-        text = f"{exc.error.message} (code {exc.error.code})"
-    elif type(exc).__name__ == "HTTPStatusError":
-        text = f"HTTP {getattr(getattr(exc, 'response', None), 'status_code', '?')}"
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = f"{type(exc).__name__}: {exc.strerror}"
-    else:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return results.bounded(redactor.scrub(text), 500)
-
-
-class _ProgressRelay:
-    """Hands upstream progress to the caller's sink: one at a time, bounded, scrubbed."""
-
-    def __init__(self, sink: ProgressFn, redactor: Redactor) -> None:
-        self._sink = sink
-        self._redactor = redactor
-        self._busy = False
-
-    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
-        if self._busy:
-            return  # progress is lossy by nature: a slow sink drops, never piles up
-        self._busy = True
-        try:
-            with trio.move_on_after(PROGRESS_SEND_S):
-                await self._sink(progress, total, None if message is None else self._redactor.scrub(message)[:1000])
-        except Exception as exc:
-            log.warning("progress sink failed", extra={"error": type(exc).__name__})
-        finally:
-            self._busy = False
 
 
 class UpstreamSession:
@@ -376,7 +338,7 @@ class UpstreamSession:
         started = False
         with trio.move_on_after(timeout) as deadline:
             client = await self._ready_client()
-            tool = self._check_pin(msg)
+            tool = check_pin(self.name, self.state.tools, msg)
             async with self._limiter:
                 started = True
                 try:
@@ -392,6 +354,8 @@ class UpstreamSession:
         if deadline.cancelled_caught:
             if not started:
                 raise self._unavailable(f"not connected within {timeout}s ({self.state.last_error or 'connecting'})")
+            log.warning("upstream call timed out", extra={"upstream": self.name, "tool": msg.tool,
+                                                          "request_id": msg.request_id, "timeout_s": timeout})
             self._count_failure(f"{msg.tool} timed out after {timeout}s")
             return CallReply(None, UpstreamTimeout(f"upstream {self.name}: {msg.tool} did not answer within "
                                                    f"{timeout}s; it was cancelled", upstream=self.name,
@@ -405,23 +369,10 @@ class UpstreamSession:
     async def _send(self, client: Any, msg: Call) -> Any:
         import mcp_types as types
 
-        relay = _ProgressRelay(msg.progress, self.redactor) if msg.progress is not None else None
+        relay = ProgressRelay(msg.progress, self.redactor) if msg.progress is not None else None
         params = types.CallToolRequestParams(name=msg.tool, arguments=dict(msg.arguments))
         request = types.CallToolRequest(params=params)
         return await client.send_request(request, types.CallToolResult, progress_callback=relay)
-
-    def _check_pin(self, msg: Call) -> UpstreamTool | None:
-        tool = self.state.tools.get(msg.tool)
-        if msg.pin is None:
-            return tool
-        if tool is None:
-            raise UpstreamDrift(f"upstream {self.name}: {msg.tool} is no longer listed; approve the change first",
-                                upstream=self.name, changed=[], removed=[msg.tool], added=[])
-        if tool.pin != msg.pin:
-            raise UpstreamDrift(f"upstream {self.name}: the definition of {msg.tool} changed since it was "
-                                "approved; approve the change first", upstream=self.name, changed=[msg.tool],
-                                removed=[], added=[])
-        return tool
 
     def _validator(self, tool: UpstreamTool | None) -> Any:
         if tool is None or tool.output_schema is None:
