@@ -99,17 +99,18 @@ class UpstreamSession:
         self._stderr = None
         self._changed_now()
         outcome: str | Exception
+        ended: str | None = None  # why the pump ended the connection, if it did before the failure
         async with trio.open_nursery() as nursery:
             try:
                 outcome = await self._connect_and_serve(nursery)
             except Exception as exc:  # whatever the upstream or its transport did: a failed connection
-                outcome = exc
+                outcome, ended = exc, self._end
             finally:
                 await self._drain_stderr()
                 nursery.cancel_scope.cancel()
         if isinstance(outcome, str):
             return self._lost(outcome)
-        error = self._with_stderr(describe(outcome, self.redactor))
+        error = self._with_stderr(ended or describe(outcome, self.redactor))
         if self.state.state is State.READY:
             return self._lost(error)
         log.warning("upstream connect failed", extra={"upstream": self.name, "error": error})
