@@ -110,9 +110,10 @@ class UpstreamSession:
                 nursery.cancel_scope.cancel()
         if isinstance(outcome, str):
             return self._lost(outcome)
-        error = self._with_stderr(ended or describe(outcome, self.redactor))
+        reason = ended or describe(outcome, self.redactor)
         if self.state.state is State.READY:
-            return self._lost(error)
+            return self._lost(reason)
+        error = self._with_stderr(reason)
         log.warning("upstream connect failed", extra={"upstream": self.name, "error": error})
         return self.state.connect_failed(trio.current_time(), error)
 
