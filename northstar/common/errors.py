@@ -20,17 +20,22 @@ to, and structured ``details``. Mapping to the wire (REST envelope, JSON-RPC err
     ├── MethodNotAllowed                405 method_not_allowed
     ├── RequestTimeout                  408 request_timeout
     ├── Conflict                        409 conflict              (details: current_version)
-    │   └── NameCollision               409 name_collision
+    │   ├── NameCollision               409 name_collision
+    │   └── UpstreamDrift               409 upstream_drift        (details: upstream, changed, removed, added)
     ├── PayloadTooLarge                 413 payload_too_large     (details: limit)
     ├── UnsupportedMediaType            415 unsupported_media_type
     ├── Unprocessable                   422 unprocessable         (details: errors[])
     │   └── InvalidDefinition           422 invalid_definition
     ├── RateLimited                     429 rate_limited          (details: retry_after)
     ├── ToolFailed                      502 tool_error            (the tool itself failed)
+    │   └── UpstreamFailed              502 upstream_error        (details: upstream; the upstream's own
+    │                                                               error text, secrets redacted)
     ├── ServiceUnavailable              503 service_unavailable   (details: retry_after)
     │   ├── StoreUnavailable            503 store_unavailable
-    │   └── AuditUnavailable            503 audit_unavailable
+    │   ├── AuditUnavailable            503 audit_unavailable
+    │   └── UpstreamUnavailable         503 upstream_unavailable  (details: upstream, retry_after)
     └── ToolTimeout                     504 tool_timeout          (details: timeout_s)
+        └── UpstreamTimeout             504 upstream_timeout      (details: upstream, timeout_s)
 """
 
 from __future__ import annotations
@@ -143,6 +148,14 @@ class NameCollision(Conflict):
     default_message = "name collides with an existing tool"
 
 
+class UpstreamDrift(Conflict):
+    """An upstream MCP server's tool definition no longer matches its pin (a rug pull, or an
+    update nobody approved yet): the call is refused until the change is re-approved."""
+
+    code = "upstream_drift"
+    default_message = "the upstream tool changed since it was approved"
+
+
 class PayloadTooLarge(NorthstarError):
     code = "payload_too_large"
     http_status = 413
@@ -178,6 +191,15 @@ class ToolFailed(NorthstarError):
     default_message = "the tool failed"
 
 
+class UpstreamFailed(ToolFailed):
+    """An upstream MCP server answered a call with an error (or with a result northstar
+    refuses: too large, not matching its output schema); the message carries the upstream's
+    own error text with every known secret redacted."""
+
+    code = "upstream_error"
+    default_message = "the upstream MCP server failed"
+
+
 class ServiceUnavailable(NorthstarError):
     code = "service_unavailable"
     http_status = 503
@@ -194,7 +216,23 @@ class AuditUnavailable(ServiceUnavailable):
     default_message = "the audit log is unavailable; the call was refused"
 
 
+class UpstreamUnavailable(ServiceUnavailable):
+    """An upstream MCP server cannot be reached: not connected, its circuit breaker is open,
+    the connection dropped mid-call, or it is stopped."""
+
+    code = "upstream_unavailable"
+    default_message = "the upstream MCP server is unavailable"
+
+
 class ToolTimeout(NorthstarError):
     code = "tool_timeout"
     http_status = 504
     default_message = "the tool call timed out"
+
+
+class UpstreamTimeout(ToolTimeout):
+    """An upstream MCP server did not answer within the call timeout; the call was cancelled
+    upstream (``notifications/cancelled``)."""
+
+    code = "upstream_timeout"
+    default_message = "the upstream MCP server did not answer in time"
