@@ -213,8 +213,12 @@ class FastPath:
             return err
 
     async def call_cancellable(self, ctx: RequestContext, params: dict[str, Any], session: str, rid: Any) -> Any:
-        with trio.CancelScope() as cs, self.inflight.track(ctx.principal, session, rid, cs):
-            return await self.call(ctx, params)
+        with trio.CancelScope() as cs:
+            call = self.inflight.add(ctx.principal, session, rid, cs)
+            try:
+                return await self.call(ctx, params)
+            finally:
+                self.inflight.remove(call)
         return None
 
     async def call_on_connection(self, ctx: RequestContext, params: dict[str, Any],

@@ -4,17 +4,15 @@ A JSON-RPC id is chosen by the client, so it names a call only together with the
 was sent on (none for ``/mcp/stateless``) and the principal that sent it: two clients both
 use id 1 all the time. :class:`InFlight` keeps each call's cancel scope under
 ``(session, id)`` with its owner; :meth:`InFlight.cancel` cancels only the sender's own calls.
-A cancel that names someone else's live call is refused and reported once per sender and
-call (:attr:`InFlight.on_refused`, which the gateway audits); a cancel naming nothing live is
-ignored without a trace, so a flood of them costs nothing but the requests.
+A cancel that names someone else's live call is refused, and its owners are handed back once
+per sender and call (the fast path audits that); a cancel naming nothing live is ignored
+without a trace, so a flood of them costs nothing but the requests.
 
 Pure bookkeeping, no I/O: registering and unregistering a call is a dict operation each.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -22,10 +20,13 @@ import trio
 Key = tuple[str, Any]  # (session id or "", JSON-RPC id)
 
 
-class _Call:
-    __slots__ = ("principal", "refused", "scope")
+class Call:
+    """One call in flight (the token :meth:`InFlight.add` hands back for :meth:`InFlight.remove`)."""
 
-    def __init__(self, principal: str, scope: trio.CancelScope) -> None:
+    __slots__ = ("key", "principal", "refused", "scope")
+
+    def __init__(self, key: Key, principal: str, scope: trio.CancelScope) -> None:
+        self.key = key
         self.principal = principal
         self.scope = scope
         self.refused: set[str] | None = None  # senders already reported for this call
@@ -35,32 +36,38 @@ CANCELLED, REFUSED, UNKNOWN = "cancelled", "refused", "unknown"
 
 
 class InFlight:
-    """Cancel scopes of calls in flight, by ``(session, JSON-RPC id)`` and owner."""
+    """Cancel scopes of calls in flight, by ``(session, JSON-RPC id)`` and owner.
+
+    A key holds one :class:`Call`, or a list of them when the same id is in flight twice
+    (stateless clients, or a confused one): the common case allocates no list.
+    """
 
     def __init__(self) -> None:
-        self._calls: dict[Key, list[_Call]] = {}
+        self._calls: dict[Key, Call | list[Call]] = {}
 
     def __len__(self) -> int:
-        return sum(len(calls) for calls in self._calls.values())
+        return sum(len(v) if isinstance(v, list) else 1 for v in self._calls.values())
 
-    @contextlib.contextmanager
-    def track(self, principal: str, session: str, rid: Any, scope: trio.CancelScope) -> Iterator[None]:
-        """Register a call for the duration of the block."""
+    def add(self, principal: str, session: str, rid: Any, scope: trio.CancelScope) -> Call:
+        """Register a call; give the returned token to :meth:`remove` when it ends."""
         key = (session, rid)
-        call = _Call(principal, scope)
-        calls = self._calls.get(key)
-        if calls is None:
-            self._calls[key] = [call]
-        else:  # the same id twice at once: stateless clients, or a confused one
-            calls.append(call)
-        try:
-            yield
-        finally:
-            calls = self._calls.get(key)
-            if calls is not None:
-                calls.remove(call)
-                if not calls:
-                    del self._calls[key]
+        call = Call(key, principal, scope)
+        held = self._calls.setdefault(key, call)
+        if held is not call:
+            if isinstance(held, list):
+                held.append(call)
+            else:
+                self._calls[key] = [held, call]
+        return call
+
+    def remove(self, call: Call) -> None:
+        held = self._calls.get(call.key)
+        if held is call:
+            del self._calls[call.key]
+        elif isinstance(held, list):
+            held.remove(call)
+            if len(held) == 1:
+                self._calls[call.key] = held[0]
 
     def cancel(self, principal: str, session: str, rid: Any) -> tuple[str, list[str]]:
         """Cancel ``principal``'s calls named ``(session, rid)``.
@@ -69,9 +76,10 @@ class InFlight:
         when the only live calls so named are someone else's; their owners are listed the
         first time this sender names each such call (empty afterwards: report once).
         """
-        calls = self._calls.get((session, rid))
-        if not calls:
+        held = self._calls.get((session, rid))
+        if held is None:
             return UNKNOWN, []
+        calls = held if isinstance(held, list) else [held]
         own = [call for call in calls if call.principal == principal]
         for call in own:
             call.scope.cancel()
