@@ -53,8 +53,9 @@ async def test_echo_by_wire_and_canonical_name(gateway: GatewayProcess, kind: st
 
 async def test_schema_violation_is_an_error_result_and_nothing_runs(gateway: GatewayProcess, kind: str) -> None:
     tenant, user = fresh("t"), fresh("u")
-    if kind != "stdio":
-        grant(gateway.url, tenant, user, "firearm.media.write")
+    # Licensed on every door (stdio reads the grant at start): an unlicensed caller would get
+    # firearm_required first and learn nothing of the schema (the firearm gate comes first).
+    grant(gateway.url, tenant, user, "firearm.media.write")
     async with mcp_client(kind, gateway.url, gateway.data_dir, tenant, user) as client:
         bad = await client.call_tool("media_v2__create_asset", {"name": "x", "mime_type": 42})
         assert bad.is_error
