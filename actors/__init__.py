@@ -60,6 +60,13 @@ Cancelling the scope around ``Supervisor.run`` cancels everything at once.
 Once an actor will not be served again, queued and future callers get
 :class:`ActorStopped`.
 
+**Containment.**  ``contained(spec)`` runs a child under its own one-child supervisor:
+past that supervisor's intensity the child is *down* (its callers get
+:class:`ActorStopped`, nothing escalates) and it is started again after a
+:class:`Backoff` delay. Restart intensity is then a measure of one subsystem's faults,
+never a fuse for the whole tree. ``ChildStats.contained`` (a :class:`ContainedStatus`)
+says whether it is up, how often it went down and when it is retried.
+
 **Dynamic children.**  ``await supervisor.start_child(spec)`` adds a child to a
 running supervisor (after the static ones, so it is stopped first) and returns
 its started value; ``await supervisor.terminate_child(id)`` stops one child in
@@ -74,6 +81,8 @@ from ._actor import NOT_NOW as NOT_NOW
 from ._actor import Actor as Actor
 from ._actor import NotNow as NotNow
 from ._actor import spawn as spawn
+from ._contained import Backoff as Backoff
+from ._contained import contained as contained
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
 from ._errors import ActorStopped as ActorStopped
@@ -84,6 +93,7 @@ from ._mailbox import ActorRef as ActorRef
 from ._mailbox import MailboxStats as MailboxStats
 from ._supervisor import ChildSpec as ChildSpec
 from ._supervisor import ChildStats as ChildStats
+from ._supervisor import ContainedStatus as ContainedStatus
 from ._supervisor import Restart as Restart
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import SupervisorStats as SupervisorStats
@@ -97,10 +107,12 @@ __all__ = [
     "ActorError",
     "ActorRef",
     "ActorStopped",
+    "Backoff",
     "Busy",
     "CallTimeout",
     "ChildSpec",
     "ChildStats",
+    "ContainedStatus",
     "MailboxStats",
     "NotNow",
     "Restart",
@@ -108,6 +120,7 @@ __all__ = [
     "SupervisorEscalation",
     "SupervisorStats",
     "actor_child",
+    "contained",
     "spawn",
     "supervisor_child",
 ]

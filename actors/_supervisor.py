@@ -63,13 +63,31 @@ class ChildSpec:
 
 
 @dataclass(frozen=True)
+class ContainedStatus:
+    """The state of a contained child (see :func:`actors.contained`).
+
+    ``up``: serving; ``outages``: times it went down (its restart intensity ran out) since
+    its supervisor started; ``last_error``: the class name of the exception behind the last
+    outage; ``retry_at``: while down, when (``trio.current_time()``) it is started again.
+    """
+
+    id: str
+    up: bool
+    outages: int = 0
+    last_error: str | None = None
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True)
 class ChildStats:
-    """A snapshot of one child: ``mailbox`` is set for actor children only."""
+    """A snapshot of one child: ``mailbox`` is set for actor children (contained ones too),
+    ``contained`` for contained children only. A contained child that is down is not running."""
 
     id: str
     running: bool
     restarts: int
     mailbox: MailboxStats | None = None
+    contained: ContainedStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,16 @@ class _ManagedStart(abc.ABC):
     def release(self) -> None:  # noqa: B027 - optional hook
         """The child will not be started again by this supervisor run."""
 
+    def up(self) -> bool:
+        """False while the child is alive but not serving (a contained child that is down)."""
+        return True
+
+    def mailbox(self) -> MailboxStats | None:
+        return None
+
+    def contained(self) -> ContainedStatus | None:
+        return None
+
 
 class _ActorChildStart(_ManagedStart, Generic[MsgT, ReplyT]):
     """Runs actor instances over one mailbox owned by the child slot."""
@@ -113,6 +141,9 @@ class _ActorChildStart(_ManagedStart, Generic[MsgT, ReplyT]):
 
     def release(self) -> None:
         self.box.release()
+
+    def mailbox(self) -> MailboxStats | None:
+        return self.box.stats()
 
 
 class _SupervisorStart(_ManagedStart):
@@ -189,8 +220,10 @@ class _Slot:
 
     def stats(self) -> ChildStats:
         start = self.spec.start
-        mailbox = start.box.stats() if isinstance(start, _ActorChildStart) else None
-        return ChildStats(id=self.spec.id, running=self.running, restarts=self.restarts, mailbox=mailbox)
+        if not isinstance(start, _ManagedStart):
+            return ChildStats(id=self.spec.id, running=self.running, restarts=self.restarts)
+        return ChildStats(id=self.spec.id, running=self.running and start.up(), restarts=self.restarts,
+                          mailbox=start.mailbox(), contained=start.contained())
 
 
 class _Life:

@@ -16,7 +16,9 @@ Exit codes: 0 success, 1 operation failed, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +146,34 @@ async def serve_main(settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    trio.run(serve_main, settings)
+    try:
+        trio.run(serve_main, settings)
+    except BaseException as exc:  # a failed start arrives wrapped in supervisors and nurseries
+        problem = listen_problem(exc, settings.host, settings.port)
+        if problem is None:
+            raise
+        print(f"northstar: {problem}", file=sys.stderr)
+        return 1
     return 0
+
+
+def listen_problem(exc: BaseException, host: str, port: int) -> str | None:
+    """One line for a listening socket that could not be bound, found anywhere in ``exc``
+    (exception groups, causes, contexts); None when the failure is something else."""
+    stack, seen = [exc], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.EADDRINUSE:
+            return f"port {port} is in use on {host}: stop what uses it, or pass --port (0 picks a free one)"
+        if isinstance(current, OSError) and current.errno == errno.EADDRNOTAVAIL:
+            return f"cannot listen on {host}:{port}: that address is not on this machine (see --host)"
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 # -- stdio ----------------------------------------------------------------------------------

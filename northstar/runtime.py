@@ -4,23 +4,30 @@ Reading :meth:`Runtime.children` shows the whole system::
 
     open_store (SQLite / PostgreSQL; its audit flusher is the single group-commit writer)
     └── Supervisor "northstar" (one_for_one)
-        ├── store            StoreActor: the versioned store, by messages
-        ├── policy.firearms  FirearmsService refresher (bindings and grants snapshot)
-        ├── tools            Supervisor: one ToolActor per tool (echo, media_v2, published)
-        ├── gate_chain       GateChain actor: every call from every door
-        ├── workbench        draft store and publisher actors (see northstar.workbench)
-        ├── mcp.sessions     list_changed notifier for connected MCP sessions
+        ├── store            contained: StoreActor, the versioned store, by messages
+        ├── policy.firearms  contained: FirearmsService refresher (bindings and grants snapshot)
+        ├── tools            Supervisor: one contained ToolActor per tool (echo, media_v2, published)
+        ├── gate_chain       contained: GateChain actor, every call from every door
+        ├── services         wiring (runs once)
+        ├── workbench.*      contained: draft store, publisher, registry watcher
+        ├── mcp.sessions     contained: list_changed notifier for connected MCP sessions
         └── http | stdio     Hypercorn serving the front door, or the stdio transport
 
 Children start in this order and stop in reverse, so the front door closes first and
 the store last.
+
+Every subsystem is *contained* (:func:`actors.contained`): restarted within its own
+intensity, and past it down (its callers get 503, ``/health`` names it) until a backoff
+delay has passed and it is started again. A crash storm in one subsystem therefore never
+reaches the root, whose intensity only guards the front end: restart intensity measures
+faults, and no sequence of client requests can end the process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -69,6 +76,7 @@ class Services:
     metrics: Any = None
     publisher: Any = None
     sandbox: Any = None
+    subsystems: Callable[[], dict[str, Any]] | None = None  # Runtime.subsystems, for /health
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,6 +84,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services = Services(settings=settings)
+        self.services.subsystems = self.subsystems
         self.shutdown = trio.Event()
         self.ready = trio.Event()  # set once every child has started
         self.root: actors.Supervisor | None = None
@@ -84,17 +93,29 @@ class Runtime:
     # -- children -------------------------------------------------------------------------
     def children(self, front: actors.ChildSpec | None, *, front_first: bool = False) -> list[actors.ChildSpec]:
         specs = [
-            actors.actor_child("store", self.make_store_actor, capacity=4096),
-            actors.ChildSpec("policy.firearms", self.start_firearms),
-            actors.ChildSpec("tools", self.start_tools),
-            actors.actor_child("gate_chain", self.make_gate_chain, capacity=8192),
+            subsystem(actors.actor_child("store", self.make_store_actor, capacity=4096)),
+            subsystem(actors.ChildSpec("policy.firearms", self.start_firearms)),
+            actors.ChildSpec("tools", self.start_tools),  # each tool is contained inside
+            subsystem(actors.actor_child("gate_chain", self.make_gate_chain, capacity=8192)),
             actors.ChildSpec("services", self.start_services, restart=actors.Restart.TEMPORARY),
-            *workbench_children(self),
-            actors.ChildSpec("mcp.sessions", self.services.sessions.run),
+            *(subsystem(spec) for spec in workbench_children(self)),
+            subsystem(actors.ChildSpec("mcp.sessions", self.services.sessions.run)),
         ]
         if front is None:
             return specs
         return [front, *specs] if front_first else [*specs, front]
+
+    def subsystems(self) -> dict[str, Any]:
+        """What ``/health`` reports: each contained subsystem ``up`` or ``down``, and tools that are down."""
+        report: dict[str, Any] = {"subsystems": {}, "tools_down": []}
+        if self.root is not None:
+            for child in self.root.stats().children:
+                if child.contained is not None:
+                    report["subsystems"][child.id] = "up" if child.contained.up else "down"
+        if self.tools_sup is not None:
+            report["tools_down"] = [c.id.removeprefix("tool:") for c in self.tools_sup.stats().children
+                                    if c.contained is not None and not c.contained.up]
+        return report
 
     def make_store_actor(self) -> StoreActor:
         return StoreActor(self.services.storage.store)
@@ -128,12 +149,12 @@ class Runtime:
         # Each tool under its own small supervisor: a crash storm stops that tool (503), it
         # never escalates to the root and takes the gateway down.
         contained = [contained_tool_child(f"tool:{t.tool_id}", _tool_factory(t), capacity=1024) for t in tools]
-        self.tools_sup = actors.Supervisor("tools", [spec for spec, _ in contained], max_restarts=10, period=10.0)
+        self.tools_sup = actors.Supervisor("tools", contained, max_restarts=10, period=10.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.tools_sup.run)
-            for tool, (_, inner) in zip(tools, contained, strict=True):
+            for tool in tools:
                 services = svc.media if tool.tool_id == "media_v2" else None
-                svc.catalog.add(tool, inner.get(f"tool:{tool.tool_id}"), services)
+                svc.catalog.add(tool, self.tools_sup.get(f"tool:{tool.tool_id}"), services)
             svc.catalog.listeners.append(svc.sessions.signal)
             task_status.started(self.tools_sup)
 
@@ -194,6 +215,17 @@ class Runtime:
                     with trio.CancelScope(shield=True), trio.move_on_after(self.settings.shutdown_grace_s + 5):
                         await self.root.stop()
                     nursery.cancel_scope.cancel()
+
+
+# A subsystem may restart 5 times in 30 s; past that it is down for 1 s, then 2, 4 ... 30 s
+# between attempts, while the rest of the gateway serves (and answers 503 for it).
+SUBSYSTEM_RESTARTS, SUBSYSTEM_PERIOD_S = 5, 30.0
+SUBSYSTEM_BACKOFF = actors.Backoff(initial=1.0, factor=2.0, maximum=30.0)
+
+
+def subsystem(spec: actors.ChildSpec) -> actors.ChildSpec:
+    return actors.contained(spec, max_restarts=SUBSYSTEM_RESTARTS, period=SUBSYSTEM_PERIOD_S,
+                            backoff=SUBSYSTEM_BACKOFF)
 
 
 # Tools whose handlers never wait serve one message at a time: no task per call.

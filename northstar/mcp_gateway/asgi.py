@@ -49,6 +49,7 @@ from northstar.common.error_envelope import (
     jsonrpc_code,
 )
 from northstar.common.identity import REQUEST_ID_HEADER, Transport, new_request_id
+from northstar.common.limits import INT64_MAX, INT64_MIN, MAX_CURSOR_CHARS, MAX_JSONRPC_ID_CHARS
 from northstar.mcp_gateway.mcp_server import SCOPE_KEY
 
 log = logging.getLogger("northstar.http")
@@ -337,11 +338,55 @@ def parse_strict_json(body: bytes) -> Any:
 
 
 def _valid_id(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    """An id the gateway can echo: a bounded string, or an integer within signed 64 bits.
+
+    Wider integers exist in JSON, but not in the encoder of the answer (nor in most clients):
+    a request with such an id would run and then have no answer it could be given.
+    """
+    if isinstance(value, str):
+        return len(value) <= MAX_JSONRPC_ID_CHARS
+    return type(value) is int and INT64_MIN <= value <= INT64_MAX  # type(...) is int: no bools
+
+
+ID_RULE = f"a string of at most {MAX_JSONRPC_ID_CHARS} characters or an integer within signed 64 bits"
+
+
+def _valid_number(value: Any) -> bool:
+    return _valid_id(value) if type(value) is int else type(value) is float  # floats are finite here
+
+
+def check_params(msg: dict[str, Any], echo: Any) -> None:
+    """The numbers and tokens in ``params`` that the gateway (or the SDK for it) acts on or echoes.
+
+    ``_meta.progressToken`` is echoed in progress notifications; ``requestId`` of a cancel and
+    ``progressToken`` of a progress notification name a request; a ``cursor`` is sent back.
+    Each is a dict lookup or two: no walk over the message.
+    """
+    params = msg.get("params")
+    if not params:
+        return
+    meta = params.get("_meta")
+    if isinstance(meta, dict) and "progressToken" in meta and not _valid_id(meta["progressToken"]):
+        raise InvalidRequest(f'"_meta.progressToken" must be {ID_RULE}', rpc_id=echo)
+    cursor = params.get("cursor")
+    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_CHARS):
+        raise InvalidRequest(f'"cursor" must be a string of at most {MAX_CURSOR_CHARS} characters', rpc_id=echo)
+    method = msg["method"]
+    if method == "notifications/cancelled" and "requestId" in params and not _valid_id(params["requestId"]):
+        raise InvalidRequest(f'"requestId" must be {ID_RULE}')
+    if method == "notifications/progress" and not (
+        _valid_id(params.get("progressToken")) and _valid_number(params.get("progress"))
+        and ("total" not in params or _valid_number(params["total"]))
+    ):
+        raise InvalidRequest(f'"progressToken" must be {ID_RULE}; "progress" and "total" numbers')
 
 
 def check_jsonrpc(msg: Any) -> dict[str, Any]:
-    """One JSON-RPC 2.0 request, notification or response, as MCP allows; else InvalidRequest."""
+    """One JSON-RPC 2.0 request, notification or response, as MCP allows; else InvalidRequest.
+
+    Ids (and the tokens in :func:`check_params`) have a declared range: a request whose id
+    could not be echoed is refused here, before it runs.
+    """
     if isinstance(msg, list):
         raise InvalidRequest("JSON-RPC batches are not supported: send one message per request")
     if not isinstance(msg, dict):
@@ -351,7 +396,7 @@ def check_jsonrpc(msg: Any) -> dict[str, Any]:
     if msg.get("jsonrpc") != "2.0":
         raise InvalidRequest('"jsonrpc" must be "2.0"', rpc_id=echo)
     if "id" in msg and not _valid_id(rid):
-        raise InvalidRequest('"id" must be a string or an integer')
+        raise InvalidRequest(f'"id" must be {ID_RULE}')
     if "method" in msg:
         if not isinstance(msg["method"], str) or not msg["method"]:
             raise InvalidRequest('"method" must be a non-empty string', rpc_id=echo)
@@ -359,6 +404,7 @@ def check_jsonrpc(msg: Any) -> dict[str, Any]:
             raise InvalidRequest('"params" must be an object', rpc_id=echo)
         if "result" in msg or "error" in msg:
             raise InvalidRequest("a message is a request or a response, not both", rpc_id=echo)
+        check_params(msg, echo)
     elif "result" in msg or "error" in msg:
         if "id" not in msg:
             raise InvalidRequest('a JSON-RPC response needs an "id"')
@@ -801,7 +847,7 @@ class FrontDoor:
         if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             return receive
         length = header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:
             raise E.PayloadTooLarge(limit=self.max_body_bytes)
         try:
             with trio.CancelScope(deadline=trio.current_time() + self.read_timeout_s) as deadline:

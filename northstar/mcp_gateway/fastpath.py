@@ -19,12 +19,16 @@ it falls through to the SDK, which owns every error answer. Taken here:
 Cancellation keeps the protocol's meaning: in the 2026-07-28 era a closed connection
 cancels the call (the HTTP server cancels the calls registered on a connection when it reads
 its end, :func:`connection_opened`; without that registry a watcher task per call waits for
-the ASGI disconnect instead); in a session, ``notifications/cancelled`` naming a call running here
-cancels exactly that call. Either way the gate chain audits the outcome ``cancelled``.
+the ASGI disconnect instead); in a session (or on ``/mcp/stateless``), ``notifications/cancelled``
+naming a call running here cancels exactly that call, and only when the sender is the
+principal that made it (:class:`~northstar.mcp_gateway.inflight.InFlight`): a cancel naming
+another principal's call is ignored and audited (``event: cancel``, ``code: not_owner``).
+Either way the gate chain audits the outcome ``cancelled``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,7 +40,10 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from northstar.common import errors as E
 from northstar.common.error_envelope import INVALID_PARAMS, envelope, error_headers, tool_error_result
 from northstar.common.identity import RequestContext
+from northstar.mcp_gateway.inflight import CANCELLED, InFlight
+from northstar.policy.audit_records import refused_cancel_record
 
+log = logging.getLogger("northstar.fastpath")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 SESSION_HEADER = b"mcp-session-id"
@@ -134,7 +141,7 @@ class FastPath:
     def __init__(self, gateway: Any, manager: Any) -> None:
         self.gateway = gateway
         self.manager = manager
-        self.inflight: dict[tuple[str, Any], trio.CancelScope] = {}
+        self.inflight = InFlight()
         self.taken = 0
 
     # -- eligibility ----------------------------------------------------------------------
@@ -173,7 +180,7 @@ class FastPath:
             return False
         message = scope[MESSAGE_KEY]
         if message.get("method") == "notifications/cancelled":
-            return await self.try_cancel(headers, message, send)
+            return await self.try_cancel(scope, headers, message, send)
         msg = call_of(message)
         if msg is None:
             return False
@@ -190,8 +197,8 @@ class FastPath:
             else:
                 reply = await self.call_watching_disconnect(ctx, params, receive)
         else:
-            key = (headers.get(SESSION_HEADER, b"").decode("latin-1"), msg["id"])
-            reply = await self.call_cancellable(ctx, params, key)
+            session = headers.get(SESSION_HEADER, b"").decode("latin-1")
+            reply = await self.call_cancellable(ctx, params, session, msg["id"])
         if reply is None:  # cancelled: the caller is gone or asked for it; nothing to answer
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
@@ -205,13 +212,13 @@ class FastPath:
         except E.NorthstarError as err:
             return err
 
-    async def call_cancellable(self, ctx: RequestContext, params: dict[str, Any], key: tuple[str, Any]) -> Any:
+    async def call_cancellable(self, ctx: RequestContext, params: dict[str, Any], session: str, rid: Any) -> Any:
         with trio.CancelScope() as cs:
-            self.inflight[key] = cs
+            call = self.inflight.add(ctx.principal, session, rid, cs)
             try:
                 return await self.call(ctx, params)
             finally:
-                self.inflight.pop(key, None)
+                self.inflight.remove(call)
         return None
 
     async def call_on_connection(self, ctx: RequestContext, params: dict[str, Any],
@@ -238,19 +245,37 @@ class FastPath:
             nursery.cancel_scope.cancel()
         return reply[0] if reply else None
 
-    async def try_cancel(self, headers: dict[bytes, bytes], msg: dict[str, Any], send: Send) -> bool:
-        session = headers.get(SESSION_HEADER)
+    async def try_cancel(self, scope: dict[str, Any], headers: dict[bytes, bytes], msg: dict[str, Any],
+                         send: Send) -> bool:
+        """Cancel the sender's own call named by a ``notifications/cancelled``; else let the SDK answer.
+
+        The front door has checked ``requestId`` (a valid JSON-RPC id). A cancel naming another
+        principal's live call cancels nothing and is audited once per sender and call; the SDK
+        then answers it as it answers any cancel naming nothing (202, or 404 for a session
+        that is not the sender's), so the sender learns nothing from the answer.
+        """
         params = msg.get("params")
         request_id = params.get("requestId") if isinstance(params, dict) else None
-        if request_id is None or isinstance(request_id, dict | list):
+        if request_id is None or "id" in msg:
             return False
-        scope = self.inflight.get(((session or b"").decode("latin-1"), request_id))
-        if scope is None or msg.get("method") != "notifications/cancelled" or "id" in msg:
+        ctx: RequestContext = scope["northstar.ctx"]
+        session = headers.get(SESSION_HEADER, b"").decode("latin-1")
+        verdict, owners = self.inflight.cancel(ctx.principal, session, request_id)
+        if owners:
+            await self.report_refused(ctx, request_id, owners)
+        if verdict != CANCELLED:
             return False
-        scope.cancel()
         await send({"type": "http.response.start", "status": 202, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return True
+
+    async def report_refused(self, ctx: RequestContext, request_id: Any, owners: list[str]) -> None:
+        log.warning("refused a cancel naming another principal's call", extra={
+            "request_id": ctx.request_id, "principal": ctx.principal, "owners": owners})
+        try:
+            await self.gateway.audit.append(refused_cancel_record(ctx, request_id))
+        except E.NorthstarError:  # the cancel is refused either way; the log above has it
+            log.error("could not audit a refused cancel", extra={"request_id": ctx.request_id})
 
     async def respond(self, send: Send, rid: Any, reply: Any, modern: bool, request_id: str) -> None:
         if isinstance(reply, E.NorthstarError):

@@ -17,6 +17,7 @@ import trio
 import actors
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
+from northstar.common.limits import check_timeout
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.catalog import Catalog, Resolved
 from northstar.policy.gate_chain import CallResult, CallTool, Decide, Ticket
@@ -54,6 +55,8 @@ class Gateway:
         """
         if arguments is not None and not isinstance(arguments, dict):
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
+        if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
+            check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
         msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved)
         ticket: Ticket | None = None
         try:

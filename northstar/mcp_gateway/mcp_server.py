@@ -118,8 +118,13 @@ class McpFace:
 
     Give it the ``gateway``, or ``services`` plus a ``ready`` event: then the transport can
     start (and answer ``initialize``, which needs nothing but the server's identity) while
-    the rest of the tree is still starting; every other handler waits for ``ready``. The
-    stdio door does this, since Claude Desktop spawns it on every launch.
+    the rest of the tree is still starting; every other handler waits for ``ready`` (at most
+    ``STARTUP_WAIT_S``, then ``service_unavailable``). The stdio door does this, since Claude
+    Desktop spawns it on every launch.
+
+    A call cancelled while it waits for start-up (``notifications/cancelled``, which the SDK
+    turns into the cancellation of that handler) ends there: it never reached the gate chain,
+    so it never ran and has no audit record, as any request abandoned before its decision.
     """
 
     def __init__(
@@ -159,9 +164,14 @@ class McpFace:
         return gateway
 
     async def until_ready(self) -> None:
-        if self._ready is not None and not self._ready.is_set():
-            with trio.fail_after(STARTUP_WAIT_S):
-                await self._ready.wait()
+        """Wait for the runtime; cancellable (a cancelled call stops here, before any decision)."""
+        ready = self._ready
+        if ready is None or ready.is_set():
+            return
+        with trio.move_on_after(STARTUP_WAIT_S):
+            await ready.wait()
+        if not ready.is_set():
+            raise E.ServiceUnavailable("the gateway is still starting", retry_after=1)
 
     def init_options(self) -> Any:
         return self.server.create_initialization_options(NotificationOptions(tools_changed=True))
@@ -187,8 +197,11 @@ class McpFace:
         return input_schema(resolved.op)
 
     async def on_list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
-        await self.until_ready()
         rctx = self.identity(ctx)
+        try:
+            await self.until_ready()
+        except E.NorthstarError as err:
+            raise protocol_error(err, rctx.request_id) from None
         gw = self.gateway
         granted = gw.firearms.granted(rctx.tenant, rctx.user)
         key = (gw.catalog.version, tuple(sorted(gw.firearms.bindings().items())), granted)
@@ -202,9 +215,9 @@ class McpFace:
         return cached
 
     async def on_call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        await self.until_ready()
         rctx = self.identity(ctx)
         try:
+            await self.until_ready()
             result = await self.gateway.call_tool(rctx, params.name, params.arguments)
         except E.NorthstarError as err:
             return error_result(err, rctx.request_id)
@@ -219,9 +232,9 @@ class McpFace:
         return error_result(result.error, rctx.request_id)
 
     async def _governed(self, ctx: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        await self.until_ready()
         rctx = self.identity(ctx)
         try:
+            await self.until_ready()
             result = await self.gateway.call_tool(rctx, name, args)
         except E.NorthstarError as err:
             raise protocol_error(err, rctx.request_id) from None
@@ -231,7 +244,10 @@ class McpFace:
         return result.output or {}
 
     async def on_list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
-        await self.until_ready()
+        try:
+            await self.until_ready()
+        except E.NorthstarError as err:
+            raise protocol_error(err, self.identity(ctx).request_id) from None
         if self.gateway.catalog.resolve("media_v2.list_assets") is None:
             return types.ListResourcesResult(resources=[])
         out = await self._governed(ctx, "media_v2.list_assets", {"limit": 100})

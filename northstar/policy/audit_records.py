@@ -59,3 +59,24 @@ def outcome_record(
     base: dict[str, Any], target: dict[str, Any], decision_seq: int | None, **fields: Any
 ) -> dict[str, Any]:
     return {**base, **target, "event": "outcome", "decision_seq": decision_seq, **fields}
+
+
+def refused_cancel_record(ctx: RequestContext, target_request_id: Any) -> dict[str, Any]:
+    """A ``notifications/cancelled`` that named another principal's call: who sent it, which id.
+
+    Whose call it named is left out: the record belongs to the sender's tenant, and the
+    operator's log carries the rest.
+    """
+    return {
+        "event": "cancel",
+        "decision": "deny",
+        "code": "not_owner",
+        "reason": "the cancel named a call of another principal; it was ignored",
+        "request_id": ctx.request_id,
+        "tenant": ctx.tenant,
+        "user": ctx.user,
+        "principal": ctx.principal,
+        "mode": ctx.mode.value,
+        "transport": ctx.transport.value,
+        "target_request_id": target_request_id,
+    }

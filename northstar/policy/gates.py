@@ -3,7 +3,10 @@
 Each gate is a function ``gate(facts) -> Verdict | None``: ``None`` passes the call on, a
 ``Verdict`` with ``allowed=False`` stops it (first deny wins). Gates do no I/O; the gate
 chain actor gathers every fact they need (bindings, grants, limit state, the clock)
-before running them. :data:`GATES` is the declared order.
+before running them. :data:`GATES` is the declared order: identity, resolve, firearm, input,
+limits. The firearm gate comes before input validation so that a caller without the firearm
+learns nothing of the operation's schema (its arguments are not even looked at); the input
+gate still runs every check a published tool narrows its schema with.
 """
 
 from __future__ import annotations
@@ -133,8 +136,8 @@ Gate = Callable[[CallFacts], "Verdict | None"]
 GATES: tuple[tuple[str, Gate], ...] = (
     ("identity", identity_gate),
     ("resolve", resolve_gate),
-    ("input", input_gate),
     ("firearm", firearm_gate),
+    ("input", input_gate),
     ("limits", limits_gate),
 )
 

@@ -6,6 +6,10 @@ Deliberate errors (``Conflict``, ``ValidationFailed``, ``StoreUnavailable`` ...)
 crashes: they travel back as :class:`Failed` and the client re-raises them. Anything else is a
 bug and crashes the actor, so its supervisor restarts it.
 
+Every message checks its fields when it is constructed (the same checks the backends run,
+:mod:`.core`), so a value out of range raises ``ValidationFailed`` in the caller's task and
+never reaches the actor: what a client sends cannot crash the shared store.
+
 ``StoreClient`` implements ``VersionedStore`` over an :class:`actors.ActorRef`; the runtime's
 errors (``Busy``, ``CallTimeout``, ``ActorCrashed``, ``ActorStopped``) become
 ``StoreUnavailable(retry_after=1)``. A write whose call timed out may still commit (the
@@ -23,6 +27,7 @@ import actors
 from northstar.common.errors import NorthstarError, StoreUnavailable
 
 from .base import VersionedStore
+from .core import check_changes_args, check_get_args, check_key, check_list_args, check_save_args
 from .records import ChangeEvent, Record
 
 
@@ -35,6 +40,9 @@ class Save:
     expected_version: int | None = None
     actor: str | None = None
 
+    def __post_init__(self) -> None:
+        check_save_args(self.tenant, self.kind, self.resource_id, self.expected_version, self.actor)
+
 
 @dataclass(frozen=True, slots=True)
 class Get:
@@ -42,6 +50,9 @@ class Get:
     kind: str
     resource_id: str
     version: int | None = None
+
+    def __post_init__(self) -> None:
+        check_get_args(self.tenant, self.kind, self.resource_id, self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,9 @@ class List:
     limit: int = 100
     include_deleted: bool = False
 
+    def __post_init__(self) -> None:
+        check_list_args(self.tenant, self.kind, self.prefix, self.after, self.limit)
+
 
 @dataclass(frozen=True, slots=True)
 class History:
@@ -60,12 +74,18 @@ class History:
     kind: str
     resource_id: str
 
+    def __post_init__(self) -> None:
+        check_key(self.tenant, self.kind, self.resource_id)
+
 
 @dataclass(frozen=True, slots=True)
 class ChangesSince:
     change_id: int
     kinds: tuple[str, ...] | None = None
     limit: int = 1000
+
+    def __post_init__(self) -> None:
+        check_changes_args(self.change_id, self.kinds, self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +148,8 @@ class StoreClient:
         try:
             reply = await self.ref.call(msg, timeout=self.timeout)
         except (actors.Busy, actors.CallTimeout, actors.ActorCrashed, actors.ActorStopped) as exc:
-            raise StoreUnavailable(f"store actor: {exc}", retry_after=1) from exc
+            # The runtime's message names the actor and an exception type: internals, not an answer.
+            raise StoreUnavailable(retry_after=1) from exc
         if isinstance(reply, Failed):
             raise reply.error
         return reply

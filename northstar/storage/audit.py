@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import trio
 
 from northstar.common.errors import AuditUnavailable
+from northstar.common.limits import MAX_FILTER_CHARS, MAX_SEQ, check_int, check_optional_int, check_text
 
 from .audit_chain import AuditRow, PreparedRecord, prepare_record
 from .core import check_limit, normalize_ts
@@ -206,16 +207,24 @@ class GroupCommitAuditLog:
     async def query(self, *, tenant: str | None, tool: str | None = None, user: str | None = None,
                     decision: str | None = None, since: str | None = None, until: str | None = None,
                     after_seq: int | None = None, limit: int = 100) -> builtins.list[AuditEntry]:
-        """Entries in ``seq`` order; ``tenant=None`` means every tenant; ``since`` <= ts < ``until``."""
+        """Entries in ``seq`` order; ``tenant=None`` means every tenant; ``since`` <= ts < ``until``.
+
+        Every argument is checked here, in the caller's task (``ValidationFailed``): nothing out
+        of range reaches the database driver.
+        """
         filters = {
-            "tenant": tenant, "tool": tool, "user_id": user, "decision": decision,
+            "tenant": check_text("tenant", tenant, MAX_FILTER_CHARS),
+            "tool": check_text("tool", tool, MAX_FILTER_CHARS),
+            "user_id": check_text("user", user, MAX_FILTER_CHARS),
+            "decision": check_text("decision", decision, MAX_FILTER_CHARS),
             "ts_from": normalize_ts(since) if since else None,
             "ts_to": normalize_ts(until) if until else None,
         }
-        return await self._io.query(filters, after_seq, check_limit(limit, MAX_QUERY_LIMIT))
+        after = check_optional_int("after_seq", after_seq, 0, MAX_SEQ)
+        return await self._io.query(filters, after, check_limit(limit, MAX_QUERY_LIMIT))
 
     async def get(self, seq: int) -> AuditEntry | None:
-        return await self._io.get(seq)
+        return await self._io.get(check_int("seq", seq, 0, MAX_SEQ))
 
     async def verify(self, tenant: str | None = None) -> VerifyReport:
         return await self._io.verify(tenant)

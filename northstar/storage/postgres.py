@@ -26,7 +26,14 @@ from northstar.common.errors import StoreUnavailable
 
 from . import pg_ops as ops
 from .audit_chain import AuditRow, PreparedRecord
-from .core import MAX_CHANGES_LIMIT, MAX_LIST_LIMIT, check_expected, check_key, check_limit, encode_data
+from .core import (
+    check_changes_args,
+    check_get_args,
+    check_key,
+    check_list_args,
+    check_save_args,
+    encode_data,
+)
 from .pg_schema import migrate
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 
@@ -137,8 +144,7 @@ class PostgresStore:
 
     async def save(self, tenant: str, kind: str, resource_id: str, data: dict[str, Any] | None, *,
                    expected_version: int | None = None, actor: str | None = None) -> Record:
-        check_key(tenant, kind, resource_id)
-        check_expected(expected_version)
+        check_save_args(tenant, kind, resource_id, expected_version, actor)
         text = encode_data(data)
         return await self.db.write(
             ops.save, tenant, kind, resource_id, text, expected_version, actor, self.db.save_attempts
@@ -146,13 +152,12 @@ class PostgresStore:
 
     async def get(self, tenant: str, kind: str, resource_id: str,
                   version: int | None = None) -> Record | None:
-        check_key(tenant, kind, resource_id)
+        check_get_args(tenant, kind, resource_id, version)
         return await self.db.call(ops.get, tenant, kind, resource_id, version)
 
     async def list(self, tenant: str, kind: str, *, prefix: str | None = None, after: str | None = None,
                    limit: int = 100, include_deleted: bool = False) -> builtins.list[Record]:
-        check_key(tenant, kind)
-        limit = check_limit(limit, MAX_LIST_LIMIT)
+        limit = check_list_args(tenant, kind, prefix, after, limit)
         return await self.db.call(ops.list_latest, tenant, kind, prefix, after, limit, include_deleted)
 
     async def history(self, tenant: str, kind: str, resource_id: str) -> builtins.list[Record]:
@@ -161,7 +166,7 @@ class PostgresStore:
 
     async def changes_since(self, change_id: int, kinds: Sequence[str] | None = None,
                             limit: int = 1000) -> builtins.list[ChangeEvent]:
-        limit = check_limit(limit, MAX_CHANGES_LIMIT)
+        limit = check_changes_args(change_id, kinds, limit)
         kinds = None if kinds is None else builtins.list(kinds)
         return await self.db.call(ops.changes_since, int(change_id), kinds, limit)
 

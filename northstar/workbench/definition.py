@@ -16,7 +16,9 @@ operation (``media_v2.create_asset``) and may only narrow it::
 
 :func:`validate_spec` checks a raw spec against the live catalogue and reports *every*
 problem as ``{"path": <JSON pointer into the spec>, "message": ...}`` in
-``InvalidDefinition.details["errors"]``. The rules:
+``InvalidDefinition.details["errors"]``, in one pass: a structural problem (a missing field,
+a bad version string) does not hide the rules below for the parts that are sound on their
+own (each scope, each operation, the tool id, the KPIs). The rules:
 
 * ``wraps`` names an existing built-in operation (canonical dotted form);
 * restrictions only narrow: ``maxLength``/``maximum``/``maxItems`` never above, and
@@ -44,7 +46,8 @@ import copy
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -62,6 +65,7 @@ MAX_PATTERN = 500
 DRAFT_VERSION = "0.0.0"  # the version a draft without one runs under in the sandbox
 
 Problem = dict[str, str]
+ToolId = Annotated[str, Field(min_length=1, max_length=60)]
 
 # --------------------------------------------------------------------------- the spec model
 
@@ -123,7 +127,7 @@ class ScopeSpec(_Strict):
 
 class ToolSpec(_Strict):
     schema_version: Literal[1] = 1
-    tool_id: str = Field(min_length=1, max_length=60)
+    tool_id: ToolId
     title: str = Field(min_length=1, max_length=MAX_TITLE)
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
     version: str | None = Field(default=None, pattern=SEMVER)
@@ -194,53 +198,122 @@ def parse_spec(raw: Any) -> ToolSpec:
 def validate_spec(raw: Any, catalog: Any, *, bindings: Mapping[str, str] | None = None) -> ToolSpec:
     """Check ``raw`` structurally and against the live ``catalog``; raise InvalidDefinition.
 
+    Every problem in one answer: when the structure is wrong, the rules are still applied to
+    every part that is structurally sound on its own (see :func:`_salvage`), at its own path.
     ``bindings`` (the live scope -> firearm map), when given, enables the rule that a scope
     wrapping a firearm-guarded operation must name a firearm itself.
     """
-    spec = parse_spec(raw)
+    if not isinstance(raw, dict):
+        raise invalid([{"path": "", "message": "the spec must be a JSON object"}])
+    try:
+        spec = ToolSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid(_pydantic_problems(exc) + _check_parts(_salvage(raw), catalog, bindings)) from None
     problems = check_spec(spec, catalog, bindings)
     if problems:
         raise invalid(problems)
     return spec
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """The structurally sound parts of a spec, at their positions in it.
+
+    ``scopes``: (index, the scope or None when the scope itself is unsound, its sound
+    operations with their indices).
+    """
+
+    tool_id: str | None
+    scopes: list[tuple[int, ScopeSpec | None, list[tuple[int, OperationSpec]]]]
+    kpis: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+
+def _parts(spec: ToolSpec) -> _Parts:
+    scopes: list[tuple[int, ScopeSpec | None, list[tuple[int, OperationSpec]]]] = [
+        (i, scope, list(enumerate(scope.operations))) for i, scope in enumerate(spec.scopes)
+    ]
+    return _Parts(spec.tool_id, scopes, list(enumerate(spec.kpis)))
+
+
+def _valid(model: type[BaseModel], raw: Any) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+_TOOL_ID = TypeAdapter(ToolId)
+
+
+def _salvage(raw: dict[str, Any]) -> _Parts:
+    """What of a spec that failed its structural check can still be checked against the rules."""
+    try:
+        tool_id: str | None = _TOOL_ID.validate_python(raw.get("tool_id"))
+    except ValidationError:
+        tool_id = None
+    scopes: list[tuple[int, ScopeSpec | None, list[tuple[int, OperationSpec]]]] = []
+    for i, raw_scope in enumerate(_list(raw.get("scopes"))):
+        scope = _valid(ScopeSpec, raw_scope)
+        if scope is not None:
+            scopes.append((i, scope, list(enumerate(scope.operations))))
+            continue
+        raw_ops = _list(raw_scope.get("operations")) if isinstance(raw_scope, dict) else []
+        ops = [(j, op) for j, op in ((j, _valid(OperationSpec, r)) for j, r in enumerate(raw_ops)) if op is not None]
+        scopes.append((i, None, ops))
+    kpis = [(k, kpi) for k, kpi in enumerate(_list(raw.get("kpis"))) if isinstance(kpi, dict)]
+    return _Parts(tool_id, scopes, kpis)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def check_spec(spec: ToolSpec, catalog: Any, bindings: Mapping[str, str] | None = None) -> list[Problem]:
     """Every semantic problem of a structurally valid spec (empty when it is valid)."""
-    problems = _check_names(spec)
-    for i, j, scope, op in spec.operations():
-        at = ("scopes", i, "operations", j)
-        wrapped = _resolve_wrapped(catalog, op.wraps)
-        if isinstance(wrapped, str):
-            problems.append({"path": pointer(*at, "wraps"), "message": wrapped})
-            continue
-        problems += check_operation(op, wrapped.op, at)
-        guard = (bindings or {}).get(wrapped.scope.name)
-        if bindings is not None and guard and scope.firearm is None:
-            problems.append({"path": pointer("scopes", i, "firearm"), "message":
-                             f"{op.wraps} is guarded by {guard}; this scope must name a firearm too"})
-    problems += _check_kpis(spec)
+    return _check_parts(_parts(spec), catalog, bindings)
+
+
+def _check_parts(parts: _Parts, catalog: Any, bindings: Mapping[str, str] | None) -> list[Problem]:
+    problems = _check_names(parts)
+    for i, scope, ops in parts.scopes:
+        for j, op in ops:
+            at = ("scopes", i, "operations", j)
+            wrapped = _resolve_wrapped(catalog, op.wraps)
+            if isinstance(wrapped, str):
+                problems.append({"path": pointer(*at, "wraps"), "message": wrapped})
+                continue
+            problems += check_operation(op, wrapped.op, at)
+            guard = (bindings or {}).get(wrapped.scope.name)
+            if bindings is not None and guard and scope is not None and scope.firearm is None:
+                problems.append({"path": pointer("scopes", i, "firearm"), "message":
+                                 f"{op.wraps} is guarded by {guard}; this scope must name a firearm too"})
+    problems += _check_kpis(parts)
     return problems
 
 
-def _check_names(spec: ToolSpec) -> list[Problem]:
+def _check_names(parts: _Parts) -> list[Problem]:
     problems: list[Problem] = []
-    try:
-        naming.check_part("tool id", spec.tool_id)
-    except ValueError as exc:
-        problems.append({"path": "/tool_id", "message": str(exc)})
+    if parts.tool_id is not None:
+        try:
+            naming.check_part("tool id", parts.tool_id)
+        except ValueError as exc:
+            problems.append({"path": "/tool_id", "message": str(exc)})
     scopes: set[str] = set()
     ops: set[str] = set()
-    for i, scope in enumerate(spec.scopes):
-        if scope.name in scopes:
-            problems.append({"path": pointer("scopes", i, "name"), "message": f"scope {scope.name!r} twice"})
-        scopes.add(scope.name)
-        for j, op in enumerate(scope.operations):
+    for i, scope, scope_ops in parts.scopes:
+        if scope is not None:
+            if scope.name in scopes:
+                problems.append({"path": pointer("scopes", i, "name"), "message": f"scope {scope.name!r} twice"})
+            scopes.add(scope.name)
+        for j, op in scope_ops:
             at = pointer("scopes", i, "operations", j, "name")
             if op.name in ops:
                 problems.append({"path": at, "message": f"operation {op.name!r} appears twice"})
             ops.add(op.name)
+            if parts.tool_id is None:
+                continue
             try:
-                naming.to_wire(f"{spec.tool_id}.{op.name}")
+                naming.to_wire(f"{parts.tool_id}.{op.name}")
             except ValueError as exc:
                 problems.append({"path": at, "message": str(exc)})
     return problems
@@ -255,19 +328,20 @@ def _resolve_wrapped(catalog: Any, wraps: str) -> Any:
     return res
 
 
-def _check_kpis(spec: ToolSpec) -> list[Problem]:
+def _check_kpis(parts: _Parts) -> list[Problem]:
     try:
         from northstar.kpi.models import KpiBinding
     except ImportError:  # the KPI package is optional for validation
         return []
     problems: list[Problem] = []
-    for k, raw in enumerate(spec.kpis):
+    tool_name = parts.tool_id or "tool"  # an unsound tool id is reported already; check the rest
+    for k, raw in parts.kpis:
         if "tool_name" in raw:
             problems.append({"path": pointer("kpis", k, "tool_name"),
                              "message": "tool_name is implied by the tool; leave it out"})
             continue
         try:
-            KpiBinding.model_validate({"owner": "publisher", **raw, "tool_name": spec.tool_id})
+            KpiBinding.model_validate({"owner": "publisher", **raw, "tool_name": tool_name})
         except ValidationError as exc:
             problems += _pydantic_problems(exc, "kpis", k)
     return problems

@@ -159,7 +159,10 @@ async def ash(command: str, cwd: Path, timeout: float = 60.0, **env: str) -> sub
     return await trio.to_thread.run_sync(lambda: sh(command, cwd, timeout, **env))
 
 
-def require_curl() -> None:
+# Skips happen in sync fixtures: pytest-trio drops the reason of a skip raised in an async test
+# or fixture ("Skipped" with no why), so the async tests below ask for these instead.
+@pytest.fixture
+def curl() -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed; the guide's curl commands cannot run")
 
@@ -265,9 +268,8 @@ def test_activate_puts_northstar_on_path() -> None:
     assert done.stdout.strip() == str(REPO / ".venv" / "bin" / "northstar")
 
 
-async def test_loopback_gateway(tmp_path: Path) -> None:
+async def test_loopback_gateway(tmp_path: Path, curl: None) -> None:
     """serve on loopback, /health, header identity over REST, stdio, the admin REST grant."""
-    require_curl()
     with served(guide_command("northstar serve --host 127.0.0.1"), tmp_path) as gw:
         health = json.loads(sh(with_port(guide_command("curl -s http://127.0.0.1:8000/health"), gw.port),
                                tmp_path).stdout)
@@ -320,8 +322,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiGateway]:
         yield ApiGateway(gw, cwd, keys)
 
 
-async def test_api_key_mode(api: ApiGateway) -> None:
-    require_curl()
+async def test_api_key_mode(api: ApiGateway, curl: None) -> None:
     key, admin_key, gw, tmp_path = api.keys["alice"], api.keys["ops"], api.gw, api.cwd
     no_key = sh(with_port(guide_command("curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:8000/v1/tools"),
                           gw.port), tmp_path)
@@ -415,11 +416,17 @@ def npm_install(package: str, into: Path) -> Path:
     return into
 
 
-async def test_mcp_remote_config_reaches_an_api_key_gateway(tmp_path: Path, api: ApiGateway) -> None:
-    """The guide's mcp-remote entry (npx -y mcp-remote URL --header Authorization:${...})."""
+@pytest.fixture
+def mcp_remote() -> Path:
+    """Where mcp-remote is installed (skips, with the reason, when it cannot be)."""
     if shutil.which("npx") is None:
         pytest.skip("npx is not installed (mcp-remote needs Node.js)")
-    where = npm_install("mcp-remote", CACHE_ROOT / "mcp-remote")
+    return npm_install("mcp-remote", CACHE_ROOT / "mcp-remote")
+
+
+async def test_mcp_remote_config_reaches_an_api_key_gateway(tmp_path: Path, api: ApiGateway, mcp_remote: Path) -> None:
+    """The guide's mcp-remote entry (npx -y mcp-remote URL --header Authorization:${...})."""
+    where = mcp_remote
     gw, keys = api.gw, api.keys
     entry = json_config("northstar-remote")
     args = [a.replace("https://mcp.example.com/mcp", f"{gw.url}/mcp") for a in entry["args"]]
@@ -463,12 +470,9 @@ async def test_public_bind_host_and_origin_rules(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def nginx_in_front(cwd: Path, gateway_port: int) -> Iterator[str]:
+def nginx_in_front(cwd: Path, gateway_port: int, nginx: str) -> Iterator[str]:
     """The guide's nginx server block (only its port and certificate paths changed), with a
     throwaway self-signed certificate; yields its https URL."""
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if nginx is None or shutil.which("openssl") is None:
-        pytest.skip("nginx or openssl is not installed")
     cert, key_file = cwd / "cert.pem", cwd / "key.pem"
     made = sh(f"openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=mcp.example.com "
               f"-keyout {key_file} -out {cert}", cwd)
@@ -502,11 +506,19 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_nginx_snippet_terminates_tls_in_front_of_the_gateway(tmp_path: Path) -> None:
+@pytest.fixture
+def nginx() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found is None or shutil.which("openssl") is None:
+        pytest.skip("nginx or openssl is not installed: the guide's TLS snippet cannot be tried")
+    return found
+
+
+async def test_nginx_snippet_terminates_tls_in_front_of_the_gateway(tmp_path: Path, nginx: str) -> None:
     key = json.loads(sh("northstar keys create --tenant acme --user alice --data-dir ./data", tmp_path).stdout)["key"]
     public = {"Host": "mcp.example.com", "Authorization": f"Bearer {key}"}
     with served(guide_command("NORTHSTAR_AUTH_MODE=api_key NORTHSTAR_ALLOWED_HOSTS="), tmp_path) as gw, \
-            nginx_in_front(tmp_path, gw.port) as url:
+            nginx_in_front(tmp_path, gw.port, nginx) as url:
         assert httpx2.get(f"{url}/health", headers=public, verify=False).status_code == 200
         assert httpx2.get(f"{url}/v1/tools", headers={"Host": "mcp.example.com"}, verify=False).status_code == 401
         async with httpx2.AsyncClient(headers=public, verify=False, timeout=30) as http, Client(
@@ -559,6 +571,11 @@ class Inspector:
         return f"{self.node} {self.launcher}" + with_port(guide_line, port)[len(prefix):]
 
 
+@pytest.fixture
+def inspector() -> Inspector:
+    return cached_inspector()
+
+
 def cached_inspector() -> Inspector:
     base = CACHE_ROOT / INSPECTOR_VERSION / "node_modules"
     launcher = base / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
@@ -569,8 +586,7 @@ def cached_inspector() -> Inspector:
     return Inspector(str(node), str(launcher))
 
 
-async def test_inspector_cli_with_api_key(tmp_path: Path, api: ApiGateway) -> None:
-    inspector = cached_inspector()
+async def test_inspector_cli_with_api_key(tmp_path: Path, api: ApiGateway, inspector: Inspector) -> None:
     line = guide_command("npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/mcp --transport http "
                          "--header")
     gw, keys = api.gw, api.keys
@@ -585,9 +601,8 @@ async def test_inspector_cli_with_api_key(tmp_path: Path, api: ApiGateway) -> No
     assert refused.returncode != 0
 
 
-def test_inspector_web_ui_starts(tmp_path: Path) -> None:
+def test_inspector_web_ui_starts(tmp_path: Path, inspector: Inspector) -> None:
     """The guide's web UI command starts and serves its page (the browser part is manual)."""
-    inspector = cached_inspector()
     line = guide_command("npx @modelcontextprotocol/inspector --transport http --server-url")
     env = clean_env(HOME=str(tmp_path), CLIENT_PORT=str(free_port()), MCP_SANDBOX_PORT=str(free_port()),
                     MCP_APP_ORIGIN_PORT=str(free_port()), MCP_AUTO_OPEN_ENABLED="false",

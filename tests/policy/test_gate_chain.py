@@ -106,7 +106,8 @@ async def test_a_denied_write_leaves_one_deny_record_and_never_runs(rig: Rig) ->
 
 @pytest.mark.parametrize(("name", "args", "gate"), [
     ("no.such_tool", {}, "resolve"),
-    ("media_v2.create_asset", {"name": 1}, "input"),
+    ("media_v2.create_asset", {"name": 1}, "firearm"),  # unlicensed: refused before its input is read
+    ("echo.ping", {"message": 1}, "input"),
 ])
 async def test_every_denial_is_one_record(rig: Rig, name: str, args: dict[str, Any], gate: str) -> None:
     result = await rig.call(name, args)

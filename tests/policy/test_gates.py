@@ -50,13 +50,13 @@ TOO_MANY = {"in_flight": 4}
 
 
 def test_the_declared_order() -> None:
-    assert [name for name, _ in GATES] == ["identity", "resolve", "input", "firearm", "limits"]
+    assert [name for name, _ in GATES] == ["identity", "resolve", "firearm", "input", "limits"]
 
 
 def test_a_clean_call_passes_every_gate_with_a_full_trace() -> None:
     verdict, trace = evaluate(facts())
     assert verdict.allowed and verdict.gate == "all"
-    assert [v.gate for v in trace] == ["identity", "resolve", "input", "firearm", "limits"]
+    assert [v.gate for v in trace] == ["identity", "resolve", "firearm", "input", "limits"]
     assert all(v.allowed for v in trace)
     assert verdict.validated.name == "a.txt"  # the validated input model is carried to the tool
     assert [t["decision"] for t in (v.to_trace() for v in trace)] == ["allow"] * 5
@@ -67,8 +67,8 @@ def test_a_clean_call_passes_every_gate_with_a_full_trace() -> None:
     [
         ({**BAD_MODE, **UNKNOWN_TOOL, **NO_FIREARM, **TOO_MANY}, "identity", "policy_denied"),
         ({**UNKNOWN_TOOL, **TOO_MANY}, "resolve", "unknown_tool"),
-        ({**BAD_ARGS, **NO_FIREARM, **TOO_MANY}, "input", "validation_error"),
-        ({**NO_FIREARM, **TOO_MANY, "rate_retry_after": 3.0}, "firearm", "firearm_required"),
+        ({**BAD_ARGS, **NO_FIREARM, **TOO_MANY}, "firearm", "firearm_required"),
+        ({**BAD_ARGS, **TOO_MANY, "rate_retry_after": 3.0}, "input", "validation_error"),
         (TOO_MANY, "limits", "rate_limited"),
     ],
 )
@@ -80,6 +80,14 @@ def test_first_deny_wins_and_later_gates_do_not_run(broken: dict[str, Any], gate
     assert [v.gate for v in trace][-1] == gate
     assert all(v.allowed for v in trace[:-1])
     assert len(trace) == [name for name, _ in GATES].index(gate) + 1
+
+
+def test_an_unlicensed_caller_gets_firearm_required_before_any_input_check() -> None:
+    """It learns nothing of the schema: not even that its arguments are wrong."""
+    verdict, trace = evaluate(facts(**BAD_ARGS, **NO_FIREARM))
+    assert (verdict.gate, verdict.code) == ("firearm", "firearm_required")
+    assert "input" not in [v.gate for v in trace]
+    assert "mime_type" not in str(verdict.error.details) and "schema" not in verdict.error.message
 
 
 def test_firearm_denial_names_the_scope_and_the_firearm() -> None:

@@ -454,9 +454,13 @@ def test_e4_tool_timeout_cancels_and_audits(tgw: GatewayProcess, http: httpx2.Cl
     shorter = rest_call(http, tgw, tenant, "diagnostics.sleep", {"seconds": 30}, timeout_s=0.1)
     assert assert_envelope(shorter, 504, "tool_timeout")["details"]["timeout_s"] == 0.1
     began = time.monotonic()
-    capped = rest_call(http, tgw, tenant, "diagnostics.sleep", {"seconds": 30}, timeout_s=3600)
-    assert assert_envelope(capped, 504, "tool_timeout")["details"]["timeout_s"] == TOOL_TIMEOUT_MAX_S
+    longest = rest_call(http, tgw, tenant, "diagnostics.sleep", {"seconds": 30}, timeout_s=TOOL_TIMEOUT_MAX_S)
+    assert assert_envelope(longest, 504, "tool_timeout")["details"]["timeout_s"] == TOOL_TIMEOUT_MAX_S
     assert TOOL_TIMEOUT_MAX_S - 0.1 < time.monotonic() - began < TOOL_TIMEOUT_MAX_S + 2.0
+    for beyond in (3600, TOOL_TIMEOUT_MAX_S + 0.001, 1e308):  # a declared range: refused, not capped
+        refused = assert_envelope(rest_call(http, tgw, tenant, "diagnostics.sleep", {"seconds": 30}, timeout_s=beyond),
+                                  400, "validation_error")
+        assert refused["details"] == {"field": "timeout_s", "maximum": TOOL_TIMEOUT_MAX_S}
     outcomes = [r for r in audit(tgw.url, tenant=tenant) if r["requested_name"] in ("diagnostics__sleep",
                                                                                    "diagnostics.sleep")]
     assert len(outcomes) == 4 and {r["outcome"] for r in outcomes} == {"timeout"}

@@ -179,6 +179,27 @@ def test_kpis_are_checked_as_bindings_of_the_tool() -> None:
     validate_spec(notes_spec(kpis=[{"kpi_id": "x", "metric": "calls", "target": 1}]), builtin_catalog())
 
 
+def test_every_problem_is_reported_in_one_pass() -> None:
+    """Structural problems (pydantic) do not hide the rules for the parts that are sound:
+    a newcomer fixes everything after one answer, not in rounds."""
+    spec = notes_spec(version="1.0")  # structural: not x.y.z
+    spec["scopes"][0]["description"] = ""  # structural: this scope is unsound (its operations are not)
+    spec["scopes"][0]["operations"][0]["input"]["restrict"]["name"]["maxLength"] = 10_000  # widens
+    spec["scopes"][1]["operations"][0]["wraps"] = "media_v2.nope"  # semantic: no such operation
+    spec["scopes"][1]["operations"].append({"name": "bad title", "title": "", "description": "d",
+                                             "wraps": "echo.ping"})  # structural: empty title
+    spec["kpis"][0]["metric"] = "nope"  # a KPI binding problem
+    assert paths(spec) == {
+        "/version", "/scopes/0/description", "/scopes/1/operations/1/title",
+        f"{OP0}/input/restrict/name/maxLength", "/scopes/1/operations/0/wraps", "/kpis/0/metric",
+    }
+
+
+def test_a_spec_that_is_only_structurally_wrong_reports_only_that() -> None:
+    assert paths(notes_spec(version="1.0")) == {"/version"}
+    assert paths({"tool_id": "x"}) == {"/title", "/description", "/scopes"}
+
+
 def test_a_non_object_spec_is_refused() -> None:
     with pytest.raises(InvalidDefinition):
         parse_spec([1, 2])

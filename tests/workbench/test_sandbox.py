@@ -41,7 +41,7 @@ async def test_a_sandbox_write_is_audited_as_sandbox_and_leaves_no_trace(svc: An
     assert result.ok and result.sandbox and result.error is None
     assert result.tool == "media_v2.create_asset"
     assert result.output["name"] == "hello" and result.output["asset_id"].startswith("ast_")
-    assert [t["gate"] for t in result.trace] == ["identity", "resolve", "input", "firearm", "limits"]
+    assert [t["gate"] for t in result.trace] == ["identity", "resolve", "firearm", "input", "limits"]
     entry = await svc.audit.get(result.audit_seq)
     assert entry.record["sandbox"] is True and entry.record["transport"] == "sandbox"
     assert (entry.record["tenant"], entry.record["user"]) == ("acme", "alice")

@@ -9,6 +9,7 @@ from quart import current_app, g, request
 
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
+from northstar.common.limits import MAX_VERSION, check_int, parse_int
 
 MAX_JSON_DEPTH = 64
 
@@ -66,23 +67,21 @@ async def json_body() -> dict[str, Any]:
 
 
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    """A query parameter in ``[lo, hi]``, ASCII digits only (400 ``validation_error`` otherwise)."""
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise E.ValidationFailed(f"{name} must be an integer", field=name) from None
-    if not lo <= value <= hi:
-        raise E.ValidationFailed(f"{name} must be between {lo} and {hi}", field=name)
-    return value
+    return parse_int(name, raw, lo, hi)
+
+
+def optional_int_arg(name: str, lo: int, hi: int) -> int | None:
+    """Like :func:`int_arg`; absent or empty means None."""
+    raw = request.args.get(name)
+    return parse_int(name, raw, lo, hi) if raw else None
 
 
 def expected_version(body: dict[str, Any]) -> int | None:
     value = body.get("expected_version")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise E.ValidationFailed("expected_version must be a non-negative integer or null",
-                                 field="expected_version")
-    return value
+    return check_int("expected_version", value, 0, MAX_VERSION)

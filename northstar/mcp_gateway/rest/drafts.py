@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from quart import Blueprint, request
 
 from northstar.common import errors as E
+from northstar.common.limits import MAX_VERSION, parse_int
 from northstar.mcp_gateway.rest.common import ctx, expected_version, int_arg, json_body, services
 
 bp = Blueprint("drafts", __name__)
@@ -47,9 +48,11 @@ async def draft_history(draft_id: str) -> dict[str, Any]:
     return {"draft_id": draft_id, "versions": [r.to_dict() for r in recs]}
 
 
-@bp.get("/v1/drafts/<draft_id>/versions/<int:version>")
-async def get_draft_version(draft_id: str, version: int) -> dict[str, Any]:
-    rec = await services().drafts.get_draft(ctx().tenant, draft_id, version)
+@bp.get("/v1/drafts/<draft_id>/versions/<version>")
+async def get_draft_version(draft_id: str, version: str) -> dict[str, Any]:
+    # Not the <int:> converter: it takes any number of (Unicode) digits, unbounded.
+    number = parse_int("version", version, 1, MAX_VERSION)
+    rec = await services().drafts.get_draft(ctx().tenant, draft_id, number)
     return rec.to_dict()  # type: ignore[no-any-return]
 
 

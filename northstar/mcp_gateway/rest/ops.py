@@ -24,13 +24,19 @@ async def health() -> tuple[dict[str, Any], int]:
     except Exception:
         store_ok = False
     audit_ok = bool(svc.audit.healthy) or (store_ok and await probe_audit(svc.audit))
-    status = "ok" if store_ok and audit_ok else "degraded"
+    # Contained subsystems (store, gate_chain, ...) that are down right now, by name; a tool that
+    # is down is reported too, but costs only its own calls, not the instance's health.
+    report = svc.subsystems() if getattr(svc, "subsystems", None) is not None else {}
+    down = sorted(name for name, state in report.get("subsystems", {}).items() if state != "up")
+    status = "ok" if store_ok and audit_ok and not down else "degraded"
     body = {
         "status": status,
         "version": __version__,
         "store": "ok" if store_ok else "unavailable",
         "audit": "ok" if audit_ok else "unavailable",
         "tools": len(svc.gateway.catalog.tools()),
+        **report,
+        "down": down,
     }
     return body, 200 if status == "ok" else 503
 

@@ -11,7 +11,8 @@ from typing import Any
 from quart import Blueprint, request
 
 from northstar.common import errors as E
-from northstar.mcp_gateway.rest.common import ctx, int_arg, json_body, require_admin, services
+from northstar.common.limits import MAX_SEQ
+from northstar.mcp_gateway.rest.common import ctx, int_arg, json_body, optional_int_arg, require_admin, services
 
 bp = Blueprint("policy", __name__)
 
@@ -97,7 +98,6 @@ async def audit_query() -> dict[str, Any]:
     c = ctx()
     tenant = request.args.get("tenant") if c.is_admin else c.tenant
     limit = int_arg("limit", 100, 1, 1000)
-    after = request.args.get("after_seq")
     entries = await services().audit.query(
         tenant=tenant,
         tool=request.args.get("tool"),
@@ -105,7 +105,7 @@ async def audit_query() -> dict[str, Any]:
         decision=request.args.get("decision"),
         since=request.args.get("since"),
         until=request.args.get("until"),
-        after_seq=int(after) if after and after.isdigit() else None,
+        after_seq=optional_int_arg("after_seq", 0, MAX_SEQ),
         limit=limit,
     )
     items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, **e.record} for e in entries]

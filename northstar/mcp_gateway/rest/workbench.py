@@ -17,6 +17,7 @@ from typing import Any
 from quart import Blueprint
 
 from northstar.common import errors as E
+from northstar.common.limits import MAX_VERSION, check_int
 from northstar.mcp_gateway.rest.common import ctx, json_body, require_admin, services
 
 bp = Blueprint("workbench", __name__)
@@ -24,11 +25,7 @@ bp = Blueprint("workbench", __name__)
 
 def _optional_int(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise E.ValidationFailed(f"{name} must be a positive integer", field=name)
-    return value
+    return None if value is None else check_int(name, value, 1, MAX_VERSION)
 
 
 def _publisher() -> Any:

@@ -195,16 +195,16 @@ def contained_tool_child(
     capacity: int = DEFAULT_CAPACITY,
     max_restarts: int = 5,
     period: float = 10.0,
+    backoff: actors.Backoff | None = None,
     shutdown_timeout: float = 6.0,
-) -> tuple[actors.ChildSpec, actors.Supervisor]:
-    """A tool actor under its own one-child supervisor, as a TEMPORARY child of ``tools``.
+) -> actors.ChildSpec:
+    """A tool actor contained (:func:`actors.contained`) as a child of ``tools``.
 
-    A crashing handler is restarted (the :class:`actors.ActorRef` stays the same) within this
-    small supervisor's intensity; past it only this tool stops (its callers get 503), and
-    the crash storm never escalates to the tools supervisor or the root. Returns the spec to
-    start and the inner supervisor, whose ``get(child_id)`` is the tool's ref once started.
+    A crashing handler is restarted (the :class:`actors.ActorRef` stays the same) within the
+    tool's own intensity; past it only this tool is down (its callers get 503) until its
+    backoff has passed and it is started again, and the crash storm never escalates to the
+    tools supervisor or the root. The spec's started value is the tool's ref.
     """
-    inner = actors.Supervisor(child_id, [actors.actor_child(child_id, factory, capacity=capacity)],
-                              max_restarts=max_restarts, period=period)
-    spec = actors.supervisor_child(inner, restart=actors.Restart.TEMPORARY, shutdown_timeout=shutdown_timeout)
-    return spec, inner
+    spec = actors.actor_child(child_id, factory, capacity=capacity)
+    return actors.contained(spec, max_restarts=max_restarts, period=period, backoff=backoff,
+                            shutdown_timeout=shutdown_timeout)

@@ -5,8 +5,10 @@
 * :class:`DraftStoreActor` serves a :class:`~northstar.workbench.drafts.DraftService` by
   messages (``PutDraft``, ``GetDraft``, ``ListDrafts``).
 
-Deliberate errors (``NorthstarError``) travel back as :class:`Failed` replies, so they never
-crash an actor; the clients re-raise them and turn the runtime's own errors (busy, timeout,
+Messages check their numbers when they are constructed (``ValidationFailed`` in the caller's
+task), so an out-of-range version never reaches an actor. Deliberate errors
+(``NorthstarError``) travel back as :class:`Failed` replies, so they never crash an actor;
+the clients re-raise them and turn the runtime's own errors (busy, timeout,
 crash, stopped) into ``ServiceUnavailable`` (503).
 """
 
@@ -19,6 +21,8 @@ from typing import Any
 import actors
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
+from northstar.common.limits import MAX_SEQ, MAX_VERSION, check_int, check_optional_int
+from northstar.storage.core import check_expected
 
 CALL_TIMEOUT_S = 60.0
 
@@ -34,6 +38,9 @@ class Publish:
     ctx: RequestContext
     draft_id: str
     version: int | None = None
+
+    def __post_init__(self) -> None:
+        check_optional_int("version", self.version, 1, MAX_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,9 @@ class PutDraft:
     expected_version: int | None = None
     actor: str | None = None
 
+    def __post_init__(self) -> None:
+        check_expected(self.expected_version)
+
 
 @dataclass(frozen=True, slots=True)
 class GetDraft:
@@ -89,12 +99,18 @@ class GetDraft:
     draft_id: str
     version: int | None = None
 
+    def __post_init__(self) -> None:
+        check_optional_int("version", self.version, 1, MAX_VERSION)
+
 
 @dataclass(frozen=True, slots=True)
 class ListDrafts:
     tenant: str
     after: str | None = None
     limit: int = 100
+
+    def __post_init__(self) -> None:
+        check_int("limit", self.limit, 1, MAX_SEQ)
 
 
 DraftMessage = PutDraft | GetDraft | ListDrafts

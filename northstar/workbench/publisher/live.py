@@ -40,9 +40,9 @@ TOOL_CAPACITY = 1024
 class ToolHost:
     """Runs published tool actors as dynamic children of the runtime's ``tools`` supervisor.
 
-    Each published version is a TEMPORARY child wrapping its own one-child supervisor: a
-    crashing handler is restarted (stable :class:`actors.ActorRef`) within that small
-    supervisor's intensity; past it, only that tool stops, never the built-ins beside it.
+    Each published version is a contained child (:func:`actors.contained`): a crashing
+    handler is restarted (stable :class:`actors.ActorRef`) within its own intensity; past it,
+    only that tool is down (503) until its backoff has passed, never the built-ins beside it.
     """
 
     def __init__(self, supervisor: Callable[[], actors.Supervisor | None], *, max_restarts: int = 5,
@@ -69,13 +69,12 @@ class ToolHost:
         return sup
 
     async def start(self, child_id: str, factory: Callable[[], actors.Actor[Any, Any]]) -> actors.ActorRef[Any, Any]:
-        spec, inner = contained_tool_child(child_id, factory, capacity=TOOL_CAPACITY, max_restarts=self.max_restarts,
-                                           period=self.period, shutdown_timeout=STOP_GRACE_S + 1)
+        spec = contained_tool_child(child_id, factory, capacity=TOOL_CAPACITY, max_restarts=self.max_restarts,
+                                    period=self.period, shutdown_timeout=STOP_GRACE_S + 1)
         try:
-            await self._current().start_child(spec)
+            ref: actors.ActorRef[Any, Any] = await self._current().start_child(spec)  # type: ignore[assignment]
         except actors.ActorStopped:
             raise StoreUnavailable("the tools supervisor is stopping", retry_after=1) from None
-        ref: actors.ActorRef[Any, Any] = inner.get(child_id)  # type: ignore[assignment]
         return ref
 
     async def stop(self, child_id: str) -> None:
