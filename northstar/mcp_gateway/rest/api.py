@@ -148,14 +148,22 @@ def _validate(model: type[BaseModel], data: Any, where: str, problems: list[dict
     try:
         return model.model_validate(data, strict=strict)
     except ValidationError as exc:
-        problems.extend(pydantic_problems(exc, where))
+        problems.extend(pydantic_problems(exc, where, tags=getattr(model, "union_tags", frozenset())))
         return None
 
 
-def pydantic_problems(exc: ValidationError, where: str, *prefix: str | int) -> list[dict[str, Any]]:
-    """Each pydantic error as a problem; the input itself is never echoed (it may be huge or secret)."""
-    return [{"path": E.json_pointer(*prefix, *e["loc"]), "message": e["msg"], "type": e["type"], "in": where}
-            for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+def pydantic_problems(exc: ValidationError, where: str, *prefix: str | int,
+                      tags: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Each pydantic error as a problem; the input itself is never echoed (it may be huge or secret).
+
+    ``tags`` are the names of a tagged union's branches: pydantic puts the branch first in the
+    location, but it is no part of the input's path.
+    """
+    out = []
+    for e in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = e["loc"][1:] if e["loc"] and e["loc"][0] in tags else e["loc"]
+        out.append({"path": E.json_pointer(*prefix, *loc), "message": e["msg"], "type": e["type"], "in": where})
+    return out
 
 
 def _query_args(problems: list[dict[str, Any]]) -> dict[str, str]:

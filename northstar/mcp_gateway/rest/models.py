@@ -10,7 +10,7 @@ Bodies forbid unknown keys: a misspelt or misplaced field is an error, never sil
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
 
@@ -173,6 +173,8 @@ def _kpi_shape(value: Any) -> str:
 class KpiPutBody(RootModel[Annotated[Annotated[KpiBindingsBody, Tag("many")] | Annotated[KpiBindingBody, Tag("one")],
                                      Discriminator(_kpi_shape)]]):
     """One binding, or ``{"bindings": [...]}``: the tool's whole set."""
+
+    union_tags: ClassVar[frozenset[str]] = frozenset({"many", "one"})
 
     def items(self) -> list[KpiBindingBody]:
         root = self.root
