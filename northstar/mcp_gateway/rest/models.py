@@ -41,19 +41,22 @@ def _iso_timestamp(value: str) -> str:
 
 IsoTimestamp = Annotated[str, Field(min_length=1, max_length=L.MAX_TIMESTAMP_LEN, json_schema_extra={
     "format": "date-time"}), AfterValidator(_iso_timestamp)]
-Tenant = Annotated[str, Field(pattern=L.TENANT_PATTERN, max_length=L.MAX_NAME_LEN)]
-User = Annotated[str, Field(pattern=L.USER_PATTERN, max_length=L.MAX_NAME_LEN)]
-Scope = Annotated[str, Field(pattern=L.SCOPE_PATTERN, max_length=L.MAX_NAME_LEN)]
-Firearm = Annotated[str, Field(pattern=L.FIREARM_PATTERN, max_length=L.MAX_NAME_LEN)]
+Tenant = Annotated[str, Field(pattern=L.TENANT_PATTERN, max_length=L.MAX_NAME_LEN, examples=["acme"])]
+User = Annotated[str, Field(pattern=L.USER_PATTERN, max_length=L.MAX_NAME_LEN, examples=["alice"])]
+Scope = Annotated[str, Field(pattern=L.SCOPE_PATTERN, max_length=L.MAX_NAME_LEN, examples=["media.write"])]
+Firearm = Annotated[str, Field(pattern=L.FIREARM_PATTERN, max_length=L.MAX_NAME_LEN,
+                                examples=["firearm.media.write"])]
 ToolName = Annotated[str, Field(pattern=TOOL_NAME_PATTERN, max_length=L.MAX_NAME_LEN,
+                                examples=["echo.ping", "media_v2__list_assets"],
                                 description="canonical (media_v2.create_asset) or wire (media_v2__create_asset)")]
-ToolId = Annotated[str, Field(pattern=L.TOOL_ID_PATTERN, max_length=64)]
-DraftId = Annotated[str, Field(pattern=DRAFT_ID_PATTERN, max_length=64)]
-KpiId = Annotated[str, Field(pattern=KPI_ID_PATTERN, max_length=64)]
-PackageVersion = Annotated[str, Field(pattern=L.PACKAGE_VERSION_PATTERN, max_length=32,
-                                      description="MAJOR.MINOR.PATCH, e.g. 1.0.0")]
+ToolId = Annotated[str, Field(pattern=L.TOOL_ID_PATTERN, max_length=64, examples=["media_v2"])]
+DraftId = Annotated[str, Field(pattern=DRAFT_ID_PATTERN, max_length=64, examples=["notes"])]
+KpiId = Annotated[str, Field(pattern=KPI_ID_PATTERN, max_length=64, examples=["p95"])]
+PackageVersion = Annotated[str, Field(pattern=L.PACKAGE_VERSION_PATTERN, max_length=32, examples=["1.0.0"],
+                                      description="MAJOR.MINOR.PATCH")]
 Version = Annotated[int, Field(ge=1, le=L.MAX_VERSION, description="a version number, 1 for the first")]
-Arguments = Annotated[dict[str, Any], Field(description="the tool's arguments (its inputSchema)")]
+Arguments = Annotated[dict[str, Any], Field(description="the tool's arguments (its inputSchema)",
+                                             examples=[{"message": "hello"}])]
 
 
 class _Params(BaseModel):
@@ -100,7 +103,7 @@ class GrantPath(_Params):
 
 
 class KeyPath(_Params):
-    key_id: Annotated[str, Field(pattern=L.KEY_ID_PATTERN, max_length=16)]
+    key_id: Annotated[str, Field(pattern=L.KEY_ID_PATTERN, max_length=16, examples=["0123456789abcdef"])]
 
 
 class ToolIdPath(_Params):
