@@ -9,7 +9,8 @@ gateway's RSS, open descriptors, threads, trio tasks, sessions and SSE streams a
 the end traffic stops, the gateway settles (bounded), and a table of baseline / peak / final /
 drift is printed. Exit status 1 on any 5xx, any unexpected error, a traceback, or drift beyond
 the stated tolerance; 0 otherwise. ``--suites`` then runs the fuzz, race and kill -9 suites with
-larger counts (NORTHSTAR_FUZZ_EXAMPLES=2000, NORTHSTAR_RACE_OPS=5000, NORTHSTAR_KILL_ROUNDS=100).
+larger counts (NORTHSTAR_FUZZ_EXAMPLES=2000, NORTHSTAR_FUZZ_REST_EXAMPLES=100, NORTHSTAR_RACE_OPS=5000,
+NORTHSTAR_KILL_ROUNDS=100).
 """
 
 from __future__ import annotations
@@ -284,9 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the gateway exited {code} on SIGTERM")
             status = 1
     if args.suites:
-        env = {**os.environ, "NORTHSTAR_FUZZ_EXAMPLES": "2000", "NORTHSTAR_RACE_OPS": "5000",
-               "NORTHSTAR_KILL_ROUNDS": "100"}
+        env = {**os.environ, "NORTHSTAR_FUZZ_EXAMPLES": "2000", "NORTHSTAR_FUZZ_REST_EXAMPLES": "100",
+               "NORTHSTAR_RACE_OPS": "5000", "NORTHSTAR_KILL_ROUNDS": "100"}
         suites = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/reliability/test_fuzz.py",
+                                 "tests/reliability/test_fuzz_openapi.py",
                                  "tests/reliability/test_races.py", "tests/reliability/test_durability.py",
                                  "-k", "fuzz or races or kill"], env=env, check=False)
         status = status or suites.returncode

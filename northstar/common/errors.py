@@ -80,9 +80,48 @@ class InvalidJson(BadRequest):
     default_message = "request body is not valid JSON"
 
 
+def json_pointer(*parts: object) -> str:
+    """A JSON pointer (RFC 6901) from path parts: ``("a", 0)`` -> ``"/a/0"``; none -> ``""``."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def problem(item: Any, default_message: str) -> dict[str, Any]:
+    """One ``errors[]`` entry as ``{"path": <JSON pointer>, "message": ..., **extras}``.
+
+    Accepts what the layers below produce: ``{"path", "message"}`` (a pointer, or a
+    slash-joined path without its leading slash), pydantic-style ``{"loc": [...], "msg"}``.
+    """
+    if not isinstance(item, dict):
+        return {"path": "", "message": str(item)}
+    extras = {k: v for k, v in item.items() if k not in ("path", "loc", "message", "msg")}
+    if "loc" in item:
+        loc = item["loc"]
+        path = json_pointer(*(loc if isinstance(loc, list | tuple) else [loc]))
+    else:
+        path = str(item.get("path") or "")
+        if path and not path.startswith("/"):
+            path = "/" + path
+    message = item.get("message") or item.get("msg") or default_message
+    return {"path": path, "message": str(message), **extras}
+
+
 class ValidationFailed(BadRequest):
+    """The input does not fit: ``details.errors`` is always a non-empty list of problems,
+    each ``{"path": <JSON pointer into the input>, "message": ...}``.
+
+    ``field="name"`` is a shorthand for one problem at ``/name``.
+    """
+
     code = "validation_error"
     default_message = "request validation failed"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None,
+                 errors: list[Any] | None = None, **details: Any) -> None:
+        text = message or self.default_message
+        items = [problem(e, text) for e in errors or []]
+        if not items:
+            items = [{"path": json_pointer(field) if field else "", "message": text}]
+        super().__init__(message, errors=items, **details)
 
 
 class Unauthorized(NorthstarError):

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from northstar.common.errors import InvalidHeader
+from northstar.common.limits import TENANT_PATTERN, USER_PATTERN
 
 TENANT_HEADER = "x-tenant-id"
 USER_HEADER = "x-user-id"
@@ -56,8 +57,8 @@ class Transport(enum.StrEnum):
 
 _rng = random.Random()
 _PATTERNS = {
-    TENANT_HEADER: re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}"),
-    USER_HEADER: re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}"),
+    TENANT_HEADER: re.compile(TENANT_PATTERN),
+    USER_HEADER: re.compile(USER_PATTERN),
     REQUEST_ID_HEADER: re.compile(r"[A-Za-z0-9._:-]{1,128}"),
 }
 

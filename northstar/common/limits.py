@@ -1,9 +1,11 @@
-"""Declared ranges for every number and bounded string a client can send, and their checks.
+"""Declared ranges for every number, name and bounded string a client can send, and their checks.
 
-One place for the bounds the edges (REST, the JSON-RPC front door, stdio) and the layers
-behind them (the store's messages and core, the audit query) all enforce, so that a value
-out of range is refused as ``ValidationFailed`` (400 ``validation_error``) in the caller's
-task and never reaches a database driver or a shared actor as an exception.
+One place for the bounds the edges (the REST models and the OpenAPI document, the JSON-RPC
+front door, stdio) and the layers behind them (the store's messages and core, the audit
+query) all enforce, so that a value out of range is refused as ``ValidationFailed`` (400
+``validation_error``) in the caller's task and never reaches a database driver or a shared
+actor as an exception; names match the same patterns whether they arrive in a header, a
+path, a query or a body.
 
     INT64_MIN .. INT64_MAX   what SQLite's INTEGER and PostgreSQL's BIGINT hold, and what
                              orjson can echo back: the widest integer anything may carry
@@ -38,6 +40,29 @@ MAX_JSONRPC_ID_CHARS: Final = 256
 MAX_CURSOR_CHARS: Final = 1024
 #: Free-text filters (audit ``tool``, ``user``, ``decision``, ``tenant``).
 MAX_FILTER_CHARS: Final = 512
+MAX_INT64: Final = INT64_MAX
+MAX_CURSOR_LEN: Final = 512
+
+# -- time -----------------------------------------------------------------------------------------
+# The longest tool timeout a caller may ask for; the gateway further refuses anything above its
+# ``tool_timeout_max_s`` setting.
+MAX_TOOL_TIMEOUT_S: Final = 3600.0
+
+# -- names ----------------------------------------------------------------------------------------
+MAX_NAME_LEN: Final = 128
+TENANT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
+USER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"
+SCOPE_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
+FIREARM_PATTERN: Final = r"^firearm\.[a-z0-9][a-z0-9_.-]{0,126}$"
+TOOL_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# A published package's version: MAJOR.MINOR.PATCH in ASCII digits.
+PACKAGE_VERSION_PATTERN: Final = r"^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$"
+KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
+
+# -- free text ------------------------------------------------------------------------------------
+MAX_REASON_LEN: Final = 1024
+MAX_LABEL_LEN: Final = 200
+MAX_TIMESTAMP_LEN: Final = 64
 
 
 def is_int(value: Any) -> bool:

@@ -28,6 +28,7 @@ Either way the gate chain audits the outcome ``cancelled``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -79,7 +80,12 @@ def connection_closed(client: Any, server: Any, calls: set[trio.CancelScope]) ->
 
 
 def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+    """JSON bytes; orjson refuses integers beyond 64 bits (a caller may send them as tool
+    arguments, and a tool may echo them), which the standard library writes exactly."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, bytes] | None:
@@ -121,7 +127,7 @@ def call_of(msg: Any) -> dict[str, Any] | None:
 
 def call_result(output: dict[str, Any], modern: bool) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "content": [{"type": "text", "text": orjson.dumps(output).decode()}],
+        "content": [{"type": "text", "text": _dumps(output).decode()}],
         "structuredContent": output,
         "isError": False,
     }

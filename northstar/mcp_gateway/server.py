@@ -27,7 +27,7 @@ from mcp.server import streamable_http_manager as mcp_streamable_manager
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from quart import Response, g, request
+from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 from sse_starlette import EventSourceResponse
 
@@ -38,25 +38,43 @@ from northstar.mcp_gateway import fastpath
 from northstar.mcp_gateway.asgi import CapacityLimits, FrontDoor, HostOriginPolicy, send_error
 from northstar.mcp_gateway.fastpath import FastPath
 from northstar.mcp_gateway.mcp_server import McpFace
+from northstar.mcp_gateway.rest import openapi
+from northstar.mcp_gateway.rest.api import Api
+from northstar.mcp_gateway.rest.api import Response as Answer
+from northstar.mcp_gateway.rest.responses import RuntimeCounts
 
 log = logging.getLogger("northstar.server")
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/.well-known/oauth-protected-resource",
                           "/.well-known/oauth-protected-resource/mcp"})
 
 
-def build_rest_app(services: Any) -> QuartTrio:
+def rest_apis() -> list[Api]:
+    """Every REST API surface, in document order."""
     from northstar.mcp_gateway.rest import drafts, ops, policy, tools, workbench
 
+    return [ops.api, RUNTIME, tools.api, drafts.api, workbench.api, policy.api]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every REST route (served at ``/openapi.json``)."""
+    from northstar import __version__
+
+    operations = [op for api in rest_apis() for op in api.operations]
+    return openapi.document(operations, version=__version__, public_paths=PUBLIC_PATHS)
+
+
+def build_rest_app(services: Any) -> QuartTrio:
     app = QuartTrio("northstar")
     app.config.update(
         NORTHSTAR_SERVICES=services,
+        NORTHSTAR_OPENAPI=openapi_document(),
         MAX_CONTENT_LENGTH=services.settings.max_body_bytes,
         BODY_TIMEOUT=services.settings.read_timeout_s,
         RESPONSE_TIMEOUT=services.settings.tool_timeout_max_s + 30,
         JSON_SORT_KEYS=False,
     )
-    for bp in (ops.bp, tools.bp, drafts.bp, policy.bp, workbench.bp):
-        app.register_blueprint(bp)
+    for api in rest_apis():
+        app.register_blueprint(api.blueprint)
     register_error_handlers(app)
 
     @app.before_request
@@ -74,29 +92,33 @@ def build_rest_app(services: Any) -> QuartTrio:
             response.headers[REQUEST_ID_HEADER] = ctx.request_id
         return response
 
-    @app.get("/v1/ops/runtime")
-    async def runtime_counts() -> dict[str, Any]:
-        """What the process holds right now (admin): for soak tests and leak hunting."""
-        if not g.ctx.is_admin:
-            raise E.AdminRequired()
-        face = services.extras.get("http")
-        counts: dict[str, Any] = {"tasks": count_tasks()}
-        audit = services.audit
-        if audit is not None and hasattr(audit, "stats"):
-            st = audit.stats
-            counts["audit"] = {"appended": st.appended, "flushes": st.flushes, "failed_flushes": st.failed_flushes,
-                               "largest_batch": st.largest_batch, "pending": audit.pending,
-                               "mean_batch": round(st.appended / st.flushes, 2) if st.flushes else None}
-        if face is not None:
-            capacity = face.app.capacity
-            counts.update(
-                sessions=len(face.manager._server_instances),
-                sse_streams=capacity.total_streams,
-                sessions_opening=sum(capacity.pending.values()),
-            )
-        return counts
-
     return app
+
+
+RUNTIME = Api("runtime", "operations")
+
+
+@RUNTIME.route("GET", "/v1/ops/runtime", summary="What the process holds right now", admin=True,
+               responses={200: Answer(RuntimeCounts)})
+async def runtime_counts() -> dict[str, Any]:
+    """Trio tasks, open sessions and SSE streams, the audit log's group commit: for soak tests and leak hunting."""
+    services = current_app.config["NORTHSTAR_SERVICES"]
+    face = services.extras.get("http")
+    counts: dict[str, Any] = {"tasks": count_tasks()}
+    audit = services.audit
+    if audit is not None and hasattr(audit, "stats"):
+        st = audit.stats
+        counts["audit"] = {"appended": st.appended, "flushes": st.flushes, "failed_flushes": st.failed_flushes,
+                           "largest_batch": st.largest_batch, "pending": audit.pending,
+                           "mean_batch": round(st.appended / st.flushes, 2) if st.flushes else None}
+    if face is not None:
+        capacity = face.app.capacity
+        counts.update(
+            sessions=len(face.manager._server_instances),
+            sse_streams=capacity.total_streams,
+            sessions_opening=sum(capacity.pending.values()),
+        )
+    return counts
 
 
 def count_tasks() -> int:

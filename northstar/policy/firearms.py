@@ -28,13 +28,14 @@ import trio
 
 from northstar.common import errors as E
 from northstar.common.identity import TENANT_HEADER, USER_HEADER, RequestContext, validate_value
+from northstar.common.limits import FIREARM_PATTERN, SCOPE_PATTERN
 from northstar.storage import kinds
 
 log = logging.getLogger("northstar.policy.firearms")
 
 GLOBAL_TENANT = "_global"
-FIREARM_NAME = re.compile(r"^firearm\.[a-z0-9][a-z0-9_.-]{0,126}$")
-SCOPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+FIREARM_NAME = re.compile(FIREARM_PATTERN)
+SCOPE_NAME = re.compile(SCOPE_PATTERN)
 
 
 class PolicyUnavailable(E.ServiceUnavailable):

@@ -106,7 +106,7 @@ def input_gate(f: CallFacts) -> Verdict | None:
         validated = f.op.input_model.model_validate(args)
     except ValidationError as exc:
         errors = [
-            {"path": "/".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+            {"path": E.json_pointer(*e["loc"]), "message": e["msg"], "type": e["type"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
         return deny("input", E.ValidationFailed("arguments do not match the input schema", errors=errors))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart_trio import QuartTrio
 
 from northstar.common import errors as E
-from northstar.common.error_envelope import jsonrpc_code, register_error_handlers
+from northstar.common.error_envelope import jsonrpc_code, jsonrpc_error, register_error_handlers
 
 
 def make_app() -> QuartTrio:
@@ -60,3 +60,15 @@ def test_jsonrpc_codes() -> None:
     assert jsonrpc_code(E.ValidationFailed()) == -32602
     assert jsonrpc_code(E.BadRequest()) == -32600
     assert jsonrpc_code(E.NorthstarError()) == -32603
+
+
+def test_validation_errors_always_list_problems_with_json_pointer_paths() -> None:
+    assert E.ValidationFailed("bad", field="arguments").details == {
+        "errors": [{"path": "/arguments", "message": "bad"}]}
+    assert E.ValidationFailed().details == {"errors": [{"path": "", "message": "request validation failed"}]}
+    from_pydantic = E.ValidationFailed("x", errors=[{"loc": ["a/b", 0, "c~d"], "msg": "too big", "type": "t"}])
+    assert from_pydantic.details["errors"] == [{"path": "/a~1b/0/c~0d", "message": "too big", "type": "t"}]
+    relative = E.ValidationFailed("x", errors=[{"path": "mime_type", "message": "m"}, {"loc": ["spec"]}])
+    assert relative.details["errors"] == [{"path": "/mime_type", "message": "m"}, {"path": "/spec", "message": "x"}]
+    data = jsonrpc_error(E.ValidationFailed("bad", field="name"), "rid")["data"]
+    assert data["details"] == {"errors": [{"path": "/name", "message": "bad"}]}

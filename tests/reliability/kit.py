@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -75,11 +76,15 @@ def modern_request(method: str, params: dict[str, Any] | None = None, rid: Any =
 
 
 def sse_messages(text: str) -> list[dict[str, Any]]:
-    """The JSON-RPC messages in an SSE body (``data:`` lines; each event is one line here)."""
+    """The JSON-RPC messages in an SSE body (``data:`` lines; each event is one line here).
+
+    Lines end at CR, LF or CRLF only: ``str.splitlines`` would also split at U+2028, U+0085
+    and the like, which JSON strings may carry unescaped.
+    """
     out = []
-    for line in text.splitlines():
+    for line in re.split(r"\r\n|\r|\n", text):
         if line.startswith("data:"):
-            data = line[5:].strip()
+            data = line[5:].strip(" ")
             if data:
                 out.append(json.loads(data))
     return out
@@ -159,14 +164,15 @@ class Session:
     """An initialised 2025-era session on ``/mcp`` driven by raw POSTs (sync client)."""
 
     def __init__(self, http: httpx2.Client, url: str, tenant: str, user: str = "u",
-                 version: str = HANDSHAKE) -> None:
+                 version: str = HANDSHAKE, *, auth: dict[str, str] | None = None) -> None:
         self.http, self.url, self.tenant, self.user, self.version = http, url, tenant, user, version
+        self.auth = dict(auth or {})  # e.g. an Authorization header, sent with every request
         self.id: str | None = None
         self.next_id = 1
 
     def open(self) -> Session:
         resp = self.http.post(f"{self.url}/mcp", json=rpc("initialize", init_params(self.version), 0),
-                              headers=mcp_headers(self.tenant, self.user))
+                              headers=mcp_headers(self.tenant, self.user, **self.auth))
         assert resp.status_code == 200, resp.text
         self.id = resp.headers["mcp-session-id"]
         assert "result" in reply_of(resp)
@@ -176,7 +182,7 @@ class Session:
         return self
 
     def headers(self, **extra: str) -> dict[str, str]:
-        return mcp_headers(self.tenant, self.user, version=self.version, session=self.id, **extra)
+        return mcp_headers(self.tenant, self.user, version=self.version, session=self.id, **self.auth, **extra)
 
     def post(self, body: Any, **extra: str) -> httpx2.Response:
         return self.http.post(f"{self.url}/mcp", json=body, headers=self.headers(**extra))
@@ -326,8 +332,9 @@ class LegacySse:
     """A legacy HTTP+SSE session: the GET /sse stream on a raw socket, messages POSTed."""
 
     def __init__(self, gw: GatewayProcess, tenant: str, user: str = "u", *, rcvbuf: int | None = None,
-                 initialize: bool = True) -> None:
+                 initialize: bool = True, auth: dict[str, str] | None = None) -> None:
         self.gw, self.tenant, self.user, self.rcvbuf, self.initialize = gw, tenant, user, rcvbuf, initialize
+        self.auth = dict(auth or {})  # e.g. an Authorization header, sent with the stream and every message
         self.sock: socket.socket | None = None
         self.buffer = b""
         self.endpoint = ""
@@ -335,8 +342,9 @@ class LegacySse:
 
     def __enter__(self) -> LegacySse:
         self.sock = connect(self.gw, rcvbuf=self.rcvbuf)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.auth.items())
         head = (f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{self.gw.port}\r\nAccept: text/event-stream\r\n"
-                f"X-Tenant-Id: {self.tenant}\r\nX-User-Id: {self.user}\r\n\r\n")
+                f"X-Tenant-Id: {self.tenant}\r\nX-User-Id: {self.user}\r\n{extra}\r\n")
         self.sock.sendall(head.encode())
         while "session_id=" not in self.buffer.decode("latin-1"):
             chunk = self.sock.recv(65536)
@@ -364,7 +372,7 @@ class LegacySse:
         return self.endpoint.split("session_id=", 1)[1]
 
     def post(self, body: Any, *, raw: bytes | None = None, **headers: str) -> httpx2.Response:
-        hdrs = {"Content-Type": "application/json", **ident(self.tenant, self.user), **headers}
+        hdrs = {"Content-Type": "application/json", **ident(self.tenant, self.user), **self.auth, **headers}
         content = raw if raw is not None else json.dumps(body).encode()
         return self.http.post(f"{self.gw.url}{self.endpoint}", content=content, headers=hdrs)
 

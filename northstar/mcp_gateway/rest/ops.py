@@ -1,21 +1,26 @@
-"""Health and metrics."""
+"""Health, metrics, the OAuth resource metadata and the OpenAPI document."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import trio
-from quart import Blueprint, Response
+from quart import Response, current_app
 
 from northstar import __version__
 from northstar.common import errors as E
+from northstar.mcp_gateway.rest import responses as R
+from northstar.mcp_gateway.rest.api import Api
+from northstar.mcp_gateway.rest.api import Response as Answer
 from northstar.mcp_gateway.rest.common import services
 
 AUDIT_PROBE_S = 2.0
-bp = Blueprint("ops", __name__)
+api = Api("ops", "operations")
+bp = api.blueprint
 
 
-@bp.get("/health")
+@api.route("GET", "/health", summary="Is the gateway serving (store and audit log reachable)?",
+           responses={200: Answer(R.Health), 503: Answer(R.Health, "degraded: the store or the audit log is down")})
 async def health() -> tuple[dict[str, Any], int]:
     svc = services()
     store_ok = True
@@ -56,8 +61,11 @@ async def probe_audit(audit: Any) -> bool:
     return False
 
 
-@bp.get("/.well-known/oauth-protected-resource")
-@bp.get("/.well-known/oauth-protected-resource/mcp")
+@api.route("GET", "/.well-known/oauth-protected-resource", summary="RFC 9728 protected resource metadata",
+           responses={200: Answer(R.OAuthMetadata)}, description="404 when OAuth is not configured.")
+@api.route("GET", "/.well-known/oauth-protected-resource/mcp", summary="RFC 9728 metadata of the MCP endpoint",
+           responses={200: Answer(R.OAuthMetadata)}, operation_id="oauth_protected_resource_mcp",
+           description="404 when OAuth is not configured.")
 async def oauth_protected_resource() -> dict[str, Any]:
     """RFC 9728 Protected Resource Metadata; 404 when OAuth is not configured."""
     verifier = getattr(services().authenticator, "oauth", None)
@@ -67,8 +75,16 @@ async def oauth_protected_resource() -> dict[str, Any]:
     return body
 
 
-@bp.get("/metrics")
+@api.route("GET", "/metrics", summary="Prometheus metrics: calls, latency, KPI values and targets",
+           responses={200: Answer(None, "the text exposition format 0.0.4", "text/plain")})
 async def metrics() -> Response:
     svc = services()
     text = svc.metrics.prometheus() if getattr(svc, "metrics", None) else ""
     return Response(text, content_type="text/plain; version=0.0.4")
+
+
+@api.route("GET", "/openapi.json", summary="This document (OpenAPI 3.1)",
+           responses={200: Answer(None, "the OpenAPI document")})
+async def openapi_document() -> dict[str, Any]:
+    doc: dict[str, Any] = current_app.config["NORTHSTAR_OPENAPI"]
+    return doc

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, request
+from northstar.mcp_gateway.rest import models as M
+from northstar.mcp_gateway.rest import responses as R
+from northstar.mcp_gateway.rest.api import Api, Response
+from northstar.mcp_gateway.rest.common import ctx, services
 
-from northstar.common import errors as E
-from northstar.common.limits import MAX_SEQ
-from northstar.mcp_gateway.rest.common import ctx, int_arg, json_body, optional_int_arg, require_admin, services
-
-bp = Blueprint("policy", __name__)
+api = Api("policy", "policy")
+bp = api.blueprint
 
 
 async def audit_policy(action: str, **fields: Any) -> int:
@@ -25,118 +25,91 @@ async def audit_policy(action: str, **fields: Any) -> int:
     return int(entry.seq)
 
 
-def _str_field(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise E.ValidationFailed(f"{name} must be a non-empty string", field=name)
-    return value
-
-
-@bp.get("/v1/firearms/bindings")
+@api.route("GET", "/v1/firearms/bindings", summary="Which firearm each scope needs",
+           responses={200: Response(R.Bindings)})
 async def list_bindings() -> dict[str, Any]:
     return {"bindings": services().firearms.list_bindings()}
 
 
-@bp.put("/v1/firearms/bindings/<scope>")
-async def bind(scope: str) -> dict[str, Any]:
-    c = require_admin()
-    body = await json_body()
-    firearm = _str_field(body, "firearm")
-    binding = await services().firearms.bind(scope, firearm, actor=c.principal)
-    seq = await audit_policy("bind", scope=scope, firearm=firearm)
+@api.route("PUT", "/v1/firearms/bindings/{scope}", summary="Bind a scope to a firearm", path=M.ScopePath,
+           body=M.BindBody, admin=True, responses={200: Response(R.AuditedBinding)})
+async def bind(path: M.ScopePath, body: M.BindBody) -> dict[str, Any]:
+    binding = await services().firearms.bind(path.scope, body.firearm, actor=ctx().principal)
+    seq = await audit_policy("bind", scope=path.scope, firearm=body.firearm)
     return {**binding, "audit_seq": seq}
 
 
-@bp.delete("/v1/firearms/bindings/<scope>")
-async def unbind(scope: str) -> dict[str, Any]:
-    c = require_admin()
-    await services().firearms.unbind(scope, actor=c.principal)
-    seq = await audit_policy("unbind", scope=scope)
-    return {"scope": scope, "firearm": None, "audit_seq": seq}
+@api.route("DELETE", "/v1/firearms/bindings/{scope}", summary="Open a scope again", path=M.ScopePath,
+           admin=True, responses={200: Response(R.AuditedBinding)})
+async def unbind(path: M.ScopePath) -> dict[str, Any]:
+    await services().firearms.unbind(path.scope, actor=ctx().principal)
+    seq = await audit_policy("unbind", scope=path.scope)
+    return {"scope": path.scope, "firearm": None, "audit_seq": seq}
 
 
-@bp.get("/v1/firearms/grants")
-async def list_grants() -> dict[str, Any]:
+@api.route("GET", "/v1/firearms/grants", summary="Firearm grants (non-admins: their own)", query=M.GrantsQuery,
+           responses={200: Response(R.Grants)})
+async def list_grants(query: M.GrantsQuery) -> dict[str, Any]:
     c = ctx()
-    tenant = request.args.get("tenant") if c.is_admin else c.tenant
-    grants = services().firearms.list_grants(tenant)
+    grants = services().firearms.list_grants(query.tenant if c.is_admin else c.tenant)
     if not c.is_admin:
         grants = [g for g in grants if g["user"] == c.user]
     return {"grants": grants}
 
 
-@bp.post("/v1/firearms/grants")
-async def grant() -> tuple[dict[str, Any], int]:
-    c = require_admin()
-    body = await json_body()
-    tenant, user, firearm = (_str_field(body, k) for k in ("tenant", "user", "firearm"))
-    from northstar.common.identity import TENANT_HEADER, USER_HEADER, validate_value
-
-    validate_value(TENANT_HEADER, tenant or "")
-    validate_value(USER_HEADER, user or "")
-    reason = _str_field(body, "reason", required=False)
-    expires = _str_field(body, "expires_at", required=False)
-    g = await services().firearms.grant(tenant, user, firearm, granted_by=c.principal, reason=reason,
-                                        expires_at=expires)
-    seq = await audit_policy("grant", grant_tenant=tenant, grant_user=user, firearm=firearm, reason=reason,
-                             expires_at=expires)
+@api.route("POST", "/v1/firearms/grants", summary="Grant a firearm to a user", body=M.GrantBody, admin=True,
+           responses={201: Response(R.AuditedGrant)})
+async def grant(body: M.GrantBody) -> tuple[dict[str, Any], int]:
+    g = await services().firearms.grant(body.tenant, body.user, body.firearm, granted_by=ctx().principal,
+                                        reason=body.reason, expires_at=body.expires_at)
+    seq = await audit_policy("grant", grant_tenant=body.tenant, grant_user=body.user, firearm=body.firearm,
+                             reason=body.reason, expires_at=body.expires_at)
     return {**g.to_dict(), "audit_seq": seq}, 201
 
 
-@bp.delete("/v1/firearms/grants/<tenant>/<user>/<firearm>")
-async def revoke(tenant: str, user: str, firearm: str) -> dict[str, Any]:
-    c = require_admin()
-    await services().firearms.revoke(tenant, user, firearm, actor=c.principal)
-    seq = await audit_policy("revoke", grant_tenant=tenant, grant_user=user, firearm=firearm)
-    return {"tenant": tenant, "user": user, "firearm": firearm, "revoked": True, "audit_seq": seq}
+@api.route("DELETE", "/v1/firearms/grants/{tenant}/{user}/{firearm}", summary="Revoke a grant", path=M.GrantPath,
+           admin=True, responses={200: Response(R.Revoked)}, description="It takes effect on the next call.")
+async def revoke(path: M.GrantPath) -> dict[str, Any]:
+    await services().firearms.revoke(path.tenant, path.user, path.firearm, actor=ctx().principal)
+    seq = await audit_policy("revoke", grant_tenant=path.tenant, grant_user=path.user, firearm=path.firearm)
+    return {"tenant": path.tenant, "user": path.user, "firearm": path.firearm, "revoked": True, "audit_seq": seq}
 
 
-@bp.get("/v1/audit")
-async def audit_query() -> dict[str, Any]:
+@api.route("GET", "/v1/audit", summary="Audit records, a page at a time", query=M.AuditQuery,
+           responses={200: Response(R.AuditPage)},
+           description="Non-admins see their tenant's records; admins may pick a `tenant`.")
+async def audit_query(query: M.AuditQuery) -> dict[str, Any]:
     c = ctx()
-    tenant = request.args.get("tenant") if c.is_admin else c.tenant
-    limit = int_arg("limit", 100, 1, 1000)
     entries = await services().audit.query(
-        tenant=tenant,
-        tool=request.args.get("tool"),
-        user=request.args.get("user"),
-        decision=request.args.get("decision"),
-        since=request.args.get("since"),
-        until=request.args.get("until"),
-        after_seq=optional_int_arg("after_seq", 0, MAX_SEQ),
-        limit=limit,
+        tenant=query.tenant if c.is_admin else c.tenant, tool=query.tool, user=query.user, decision=query.decision,
+        since=query.since, until=query.until, after_seq=query.after_seq, limit=query.limit,
     )
     items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, **e.record} for e in entries]
-    next_cursor = items[-1]["seq"] if len(items) == limit else None
+    next_cursor = items[-1]["seq"] if len(items) == query.limit else None
     return {"entries": items, "next_after_seq": next_cursor}
 
 
-@bp.get("/v1/audit/verify")
+@api.route("GET", "/v1/audit/verify", summary="Verify the whole audit chain", admin=True,
+           responses={200: Response(R.AuditReport)})
 async def audit_verify() -> dict[str, Any]:
     # Admins only: it walks the whole chain (every tenant's records), so it is both costly
     # and a count of everyone's activity.
-    require_admin()
     report = await services().audit.verify()
     return {"ok": report.ok, "count": report.count, "first_bad_seq": report.first_bad_seq, "reason": report.reason}
 
 
-@bp.post("/v1/keys")
-async def create_key() -> tuple[dict[str, Any], int]:
-    c = require_admin()
-    body = await json_body()
-    tenant, user = _str_field(body, "tenant"), _str_field(body, "user")
-    admin = bool(body.get("admin", False))
-    secret, key = await services().keys.create(tenant, user, admin=admin, label=body.get("label"),
-                                               actor=c.principal)
-    await audit_policy("key_create", key_id=key.key_id, key_tenant=tenant, key_user=user, admin=admin)
+@api.route("POST", "/v1/keys", summary="Create an API key", body=M.KeyBody, admin=True,
+           responses={201: Response(R.NewApiKey)})
+async def create_key(body: M.KeyBody) -> tuple[dict[str, Any], int]:
+    secret, key = await services().keys.create(body.tenant, body.user, admin=body.admin, label=body.label,
+                                               actor=ctx().principal)
+    await audit_policy("key_create", key_id=key.key_id, key_tenant=body.tenant, key_user=body.user, admin=body.admin)
     return {"key": secret, **key.public()}, 201
 
 
-@bp.delete("/v1/keys/<key_id>")
-async def revoke_key(key_id: str) -> dict[str, Any]:
-    c = require_admin()
-    await services().keys.revoke(key_id, actor=c.principal)
-    await audit_policy("key_revoke", key_id=key_id)
-    return {"key_id": key_id, "revoked": True}
+@api.route("DELETE", "/v1/keys/{key_id}", summary="Revoke an API key", path=M.KeyPath, admin=True,
+           responses={200: Response(R.KeyRevoked)})
+async def revoke_key(path: M.KeyPath) -> dict[str, Any]:
+    await services().keys.revoke(path.key_id, actor=ctx().principal)
+    await audit_policy("key_revoke", key_id=path.key_id)
+    return {"key_id": path.key_id, "revoked": True}

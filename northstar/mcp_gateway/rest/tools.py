@@ -4,29 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
+from northstar.mcp_gateway.rest import models as M
+from northstar.mcp_gateway.rest import responses as R
+from northstar.mcp_gateway.rest.api import Api, Response
+from northstar.mcp_gateway.rest.common import ctx, services
 
-from northstar.common import errors as E
-from northstar.mcp_gateway.rest.common import ctx, json_body, services
-
-bp = Blueprint("tools", __name__)
+api = Api("tools", "tools")
+bp = api.blueprint
 
 
-@bp.get("/v1/tools")
+@api.route("GET", "/v1/tools", summary="The tool inventory",
+           responses={200: Response(R.ToolInventory)})
 async def inventory() -> dict[str, Any]:
     return {"tools": services().gateway.inventory()}
 
 
-@bp.post("/v1/tools/<name>/call")
-async def call(name: str) -> tuple[dict[str, Any], int]:
-    body = await json_body()
-    arguments = body.get("arguments", {})
-    if not isinstance(arguments, dict):
-        raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
-    timeout = body.get("timeout_s")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
-        raise E.ValidationFailed("timeout_s must be a positive number", field="timeout_s")
-    result = await services().gateway.call_tool(ctx(), name, arguments, timeout_s=timeout)
+@api.route("POST", "/v1/tools/{name}/call", summary="Call a tool", path=M.ToolNamePath,
+           body=M.ToolCallBody, responses={200: Response(R.ToolCallResult)},
+           description="The arguments go in `arguments`; any other top-level key is refused (400). A denial or "
+                       "failure is the error envelope, `details.audit_seq` naming its audit record.")
+async def call(path: M.ToolNamePath, body: M.ToolCallBody) -> tuple[dict[str, Any], int]:
+    result = await services().gateway.call_tool(ctx(), path.name, dict(body.arguments), timeout_s=body.timeout_s)
     if not result.ok:
         assert result.error is not None
         if result.audit_seq is not None:

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
-
 from northstar.common import errors as E
-from northstar.common.limits import MAX_VERSION, check_int
-from northstar.mcp_gateway.rest.common import ctx, json_body, require_admin, services
+from northstar.mcp_gateway.rest import models as M
+from northstar.mcp_gateway.rest import responses as R
+from northstar.mcp_gateway.rest.api import Api, Response
+from northstar.mcp_gateway.rest.common import ctx, services
 
-bp = Blueprint("workbench", __name__)
-
-
-def _optional_int(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    return None if value is None else check_int(name, value, 1, MAX_VERSION)
+api = Api("workbench", "workbench")
+bp = api.blueprint
 
 
 def _publisher() -> Any:
@@ -45,67 +41,60 @@ def _redacted(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in ("source", "published_by", "actor")}
 
 
-@bp.post("/v1/sandbox/run")
-async def sandbox_run() -> tuple[dict[str, Any], int]:
-    body = await json_body()
-    tool = body.get("tool")
-    if not isinstance(tool, str) or not tool:
-        raise E.ValidationFailed("tool must be a tool name", field="tool")
-    arguments = body.get("arguments", {})
-    if not isinstance(arguments, dict):
-        raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
-    mock = body.get("mock_policy")
-    if mock is not None and not isinstance(mock, dict):
-        raise E.ValidationFailed("mock_policy must be a JSON object", field="mock_policy")
-    draft_id = body.get("draft_id")
-    if draft_id is not None and not isinstance(draft_id, str):
-        raise E.ValidationFailed("draft_id must be a string", field="draft_id")
-    result = await services().sandbox.run(ctx(), tool, arguments, mock, draft_id=draft_id,
-                                          draft_version=_optional_int(body, "draft_version"))
+@api.route("POST", "/v1/sandbox/run", summary="Dry-run a tool (or a draft's) with a what-if policy",
+           body=M.SandboxBody, responses={200: Response(R.SandboxResult)},
+           description="A denial is a 200 sandbox result with `ok: false`.")
+async def sandbox_run(body: M.SandboxBody) -> tuple[dict[str, Any], int]:
+    mock = body.mock_policy.model_dump() if body.mock_policy is not None else None
+    result = await services().sandbox.run(ctx(), body.tool, dict(body.arguments), mock, draft_id=body.draft_id,
+                                          draft_version=body.draft_version)
     return result.to_dict(), 200
 
 
-@bp.post("/v1/drafts/<draft_id>/publish")
-async def publish(draft_id: str) -> tuple[dict[str, Any], int]:
-    c = require_admin()
-    body = await json_body()
-    return await _publisher().publish(c, draft_id, _optional_int(body, "version")), 201
+@api.route("POST", "/v1/drafts/{draft_id}/publish", summary="Publish a draft as an immutable package",
+           path=M.DraftPath, body=M.PublishBody, body_required=False, admin=True,
+           responses={201: Response(R.Published)},
+           description="The body is optional (default: the draft's latest version). 409 on a name collision, "
+                       "422 when the definition fails validation or the publish lint.")
+async def publish(path: M.DraftPath, body: M.PublishBody) -> tuple[dict[str, Any], int]:
+    return await _publisher().publish(ctx(), path.draft_id, body.version), 201
 
 
-@bp.get("/v1/registry/packages/<tool_id>")
-async def packages(tool_id: str) -> dict[str, Any]:
-    return {"tool_id": tool_id, "packages": [_redacted(p) for p in await _publisher().packages(tool_id)]}
+@api.route("GET", "/v1/registry/packages/{tool_id}", summary="Every published version of a tool",
+           path=M.ToolIdPath, responses={200: Response(R.Packages)})
+async def packages(path: M.ToolIdPath) -> dict[str, Any]:
+    docs = await _publisher().packages(path.tool_id)
+    return {"tool_id": path.tool_id, "packages": [_redacted(p) for p in docs]}
 
 
-@bp.get("/v1/registry/packages/<tool_id>/<version>")
-async def package(tool_id: str, version: str) -> dict[str, Any]:
-    return _redacted(await _publisher().package(tool_id, version))
+@api.route("GET", "/v1/registry/packages/{tool_id}/{version}", summary="One immutable package",
+           path=M.PackagePath, responses={200: Response(R.Package)})
+async def package(path: M.PackagePath) -> dict[str, Any]:
+    return _redacted(await _publisher().package(path.tool_id, path.version))
 
 
-@bp.get("/v1/overlays/<tool_id>")
-async def overlay(tool_id: str) -> dict[str, Any]:
-    view = await _publisher().overlay(tool_id)
+@api.route("GET", "/v1/overlays/{tool_id}", summary="The tool's activation overlay and its history",
+           path=M.ToolIdPath, responses={200: Response(R.Overlays)})
+async def overlay(path: M.ToolIdPath) -> dict[str, Any]:
+    view = await _publisher().overlay(path.tool_id)
     return {**view, "current": _redacted(view["current"]), "history": [_redacted(h) for h in view["history"]]}
 
 
-@bp.post("/v1/overlays/<tool_id>/rollback")
-async def rollback(tool_id: str) -> dict[str, Any]:
-    c = require_admin()
-    body = await json_body()
-    version = body.get("version")
-    if not isinstance(version, str) or not version:
-        raise E.ValidationFailed("version must be a package version such as 1.0.0", field="version")
-    return await _publisher().rollback(c, tool_id, version)  # type: ignore[no-any-return]
+@api.route("POST", "/v1/overlays/{tool_id}/rollback", summary="Point the tool at an earlier package",
+           path=M.ToolIdPath, body=M.RollbackBody, admin=True, responses={200: Response(R.Published)})
+async def rollback(path: M.ToolIdPath, body: M.RollbackBody) -> dict[str, Any]:
+    return await _publisher().rollback(ctx(), path.tool_id, body.version)  # type: ignore[no-any-return]
 
 
-@bp.delete("/v1/overlays/<tool_id>")
-async def unpublish(tool_id: str) -> dict[str, Any]:
-    c = require_admin()
-    return await _publisher().unpublish(c, tool_id)  # type: ignore[no-any-return]
+@api.route("DELETE", "/v1/overlays/{tool_id}", summary="Unpublish: the tool leaves the catalogue, packages stay",
+           path=M.ToolIdPath, admin=True, responses={200: Response(R.OverlayChange)})
+async def unpublish(path: M.ToolIdPath) -> dict[str, Any]:
+    return await _publisher().unpublish(ctx(), path.tool_id)  # type: ignore[no-any-return]
 
 
-@bp.get("/v1/kpi/status/<tool_name>")
-async def kpi_status(tool_name: str) -> dict[str, Any]:
+@api.route("GET", "/v1/kpi/status/{tool_name}", summary="Each KPI binding's measured value and verdict",
+           path=M.KpiToolPath, responses={200: Response(R.KpiStatus)})
+async def kpi_status(path: M.KpiToolPath) -> dict[str, Any]:
     svc = services()
-    bindings = await svc.kpi.list_kpi_bindings(ctx().tenant, tool_name)
-    return {"tool_name": tool_name, "kpis": svc.metrics.status(tool_name, bindings)}
+    bindings = await svc.kpi.list_kpi_bindings(ctx().tenant, path.tool_name)
+    return {"tool_name": path.tool_name, "kpis": svc.metrics.status(path.tool_name, bindings)}
