@@ -12,6 +12,7 @@ COMPONENT_REGISTRY: Final = "component_registry"
 ACTIVATION_OVERLAYS: Final = "activation_overlays"
 MEDIA_ASSETS: Final = "media_assets"
 API_KEYS: Final = "api_keys"
+BOOTSTRAP: Final = "bootstrap"
 
 ALL_KINDS: Final[frozenset[str]] = frozenset(
     {
@@ -23,5 +24,6 @@ ALL_KINDS: Final[frozenset[str]] = frozenset(
         ACTIVATION_OVERLAYS,
         MEDIA_ASSETS,
         API_KEYS,
+        BOOTSTRAP,
     }
 )
