@@ -40,7 +40,7 @@ from northstar.mcp_gateway.fastpath import FastPath
 from northstar.mcp_gateway.mcp_server import McpFace
 
 log = logging.getLogger("northstar.server")
-PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/.well-known/oauth-protected-resource",
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/.well-known/oauth-protected-resource",
                           "/.well-known/oauth-protected-resource/mcp"})
 
 

@@ -1,4 +1,5 @@
-"""Health and metrics."""
+"""Health and metrics. ``/health`` is public; ``/metrics`` needs an admin credential (it counts
+every tenant's calls)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from quart import Blueprint, Response
 
 from northstar import __version__
 from northstar.common import errors as E
-from northstar.mcp_gateway.rest.common import services
+from northstar.mcp_gateway.rest.common import require_admin, services
 
 AUDIT_PROBE_S = 2.0
 bp = Blueprint("ops", __name__)
@@ -63,6 +64,7 @@ async def oauth_protected_resource() -> dict[str, Any]:
 
 @bp.get("/metrics")
 async def metrics() -> Response:
+    require_admin()
     svc = services()
     text = svc.metrics.prometheus() if getattr(svc, "metrics", None) else ""
     return Response(text, content_type="text/plain; version=0.0.4")

@@ -1,7 +1,9 @@
 """Firearm bindings and grants, API keys and the audit log over REST.
 
 Changing policy needs the admin permission, and every change is itself written to the
-audit log (``event: policy``).
+audit log (``event: policy``). Admins read the whole audit log by its global ``seq``; anyone
+else reads only the records of their own calls, numbered by ``principal_seq``
+(:func:`own_view`).
 """
 
 from __future__ import annotations
@@ -92,23 +94,41 @@ async def revoke(tenant: str, user: str, firearm: str) -> dict[str, Any]:
     return {"tenant": tenant, "user": user, "firearm": firearm, "revoked": True, "audit_seq": seq}
 
 
+def own_view(entry: Any) -> dict[str, Any]:
+    """A caller's own record as a non-admin sees it: numbered by ``principal_seq``.
+
+    The global ``seq`` and the chain hashes stay out: the hashes link to other principals'
+    entries, and (a hash being over the global seq) would let a caller with two consecutive
+    records of its own work out how much happened in between.
+    """
+    record = {k: v for k, v in entry.record.items() if k not in ("decision_seq", "decision_principal_seq")}
+    if "decision_principal_seq" in entry.record:
+        record["decision_seq"] = entry.record["decision_principal_seq"]
+    return {"seq": entry.principal_seq, "ts": entry.ts, **record}
+
+
 @bp.get("/v1/audit")
 async def audit_query() -> dict[str, Any]:
     c = ctx()
-    tenant = request.args.get("tenant") if c.is_admin else c.tenant
     limit = int_arg("limit", 100, 1, 1000)
     after = request.args.get("after_seq")
+    # Non-admins: only their own records (whatever tenant / user they ask for), paged by principal_seq.
     entries = await services().audit.query(
-        tenant=tenant,
+        tenant=request.args.get("tenant") if c.is_admin else c.tenant,
         tool=request.args.get("tool"),
-        user=request.args.get("user"),
+        user=request.args.get("user") if c.is_admin else c.user,
         decision=request.args.get("decision"),
         since=request.args.get("since"),
         until=request.args.get("until"),
         after_seq=int(after) if after and after.isdigit() else None,
         limit=limit,
+        by_principal=not c.is_admin,
     )
-    items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, **e.record} for e in entries]
+    if c.is_admin:
+        items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, "principal_seq": e.principal_seq,
+                  **e.record} for e in entries]
+    else:
+        items = [own_view(e) for e in entries]
     next_cursor = items[-1]["seq"] if len(items) == limit else None
     return {"entries": items, "next_after_seq": next_cursor}
 
@@ -118,8 +138,8 @@ async def audit_verify() -> dict[str, Any]:
     # Admins only: it walks the whole chain (every tenant's records), so it is both costly
     # and a count of everyone's activity.
     require_admin()
-    report = await services().audit.verify()
-    return {"ok": report.ok, "count": report.count, "first_bad_seq": report.first_bad_seq, "reason": report.reason}
+    report: dict[str, Any] = (await services().audit.verify()).to_dict()
+    return report
 
 
 @bp.post("/v1/keys")
@@ -128,9 +148,11 @@ async def create_key() -> tuple[dict[str, Any], int]:
     body = await json_body()
     tenant, user = _str_field(body, "tenant"), _str_field(body, "user")
     admin = bool(body.get("admin", False))
+    # The key records how its minting request was authenticated (an admin key or an admin token).
     secret, key = await services().keys.create(tenant, user, admin=admin, label=body.get("label"),
-                                               actor=c.principal)
-    await audit_policy("key_create", key_id=key.key_id, key_tenant=tenant, key_user=user, admin=admin)
+                                               actor=c.principal, provenance=c.authenticated_by)
+    await audit_policy("key_create", key_id=key.key_id, key_tenant=tenant, key_user=user, admin=admin,
+                       provenance=c.authenticated_by)
     return {"key": secret, **key.public()}, 201
 
 

@@ -1,0 +1,120 @@
+"""Who reads which audit records (finding 5), against a real gateway.
+
+A non-admin reads only the records of their own calls, numbered by their own sequence: nothing
+of another user of the same tenant, nothing of the admin's policy actions, and no number that
+moves with anyone else's traffic (not in ``GET /v1/audit``, not in a call's ``audit_seq``, not in
+a sandbox run's). Admins keep the global view.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.harness import GatewayProcess, bearer
+
+FA = "firearm.media.write"
+WRITE = {"name": "n.txt", "mime_type": "text/plain", "content_text": "x"}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with GatewayProcess(tmp_path_factory.mktemp("visibility")) as gw:  # headers mode: many principals
+        yield gw
+
+
+def who(tenant: str, user: str) -> dict[str, str]:
+    return {"X-Tenant-Id": tenant, "X-User-Id": user}
+
+
+def call(gw: GatewayProcess, headers: dict[str, str], name: str = "echo.ping",
+         args: dict[str, Any] | None = None) -> httpx2.Response:
+    return httpx2.post(f"{gw.url}/v1/tools/{name}/call", headers=headers,
+                       json={"arguments": {"message": "hi"} if args is None else args}, timeout=30)
+
+
+def own(gw: GatewayProcess, headers: dict[str, str], **params: str) -> dict[str, Any]:
+    resp = httpx2.get(f"{gw.url}/v1/audit", headers=headers, params=params, timeout=30)
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def test_a_user_reads_only_their_own_calls_and_numbers_of_their_own(gw: GatewayProcess) -> None:
+    tenant, other_tenant = f"t-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
+    alice, bob, outsider = who(tenant, "alice"), who(tenant, "bob"), who(other_tenant, "carol")
+    boss_key = httpx2.post(f"{gw.url}/v1/keys", headers=gw.admin_headers,
+                           json={"tenant": tenant, "user": "boss", "admin": True}).json()["key"]
+    seqs = []
+    for round_ in range(3):  # alice's calls interleaved with bob's, the admin's and another tenant's
+        for _ in range(round_ + 2):
+            assert call(gw, outsider).status_code == 200
+            assert call(gw, bob).status_code == 200
+        resp = call(gw, alice)
+        assert resp.status_code == 200
+        seqs.append(resp.json()["audit_seq"])
+        granted = httpx2.post(f"{gw.url}/v1/firearms/grants", headers=bearer(boss_key),
+                              json={"tenant": tenant, "user": f"u{round_}", "firearm": FA})
+        assert granted.status_code == 201
+    denied = call(gw, alice, "media_v2.create_asset", WRITE)
+    assert denied.status_code == 403
+    seqs.append(denied.json()["error"]["details"]["audit_seq"])
+    assert seqs == [1, 2, 3, 4]  # her own count: nobody else's traffic shows
+
+    mine = own(gw, alice, tenant=other_tenant, user="bob", limit="1000")  # asking for others changes nothing
+    entries = mine["entries"]
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4] and mine["next_after_seq"] is None
+    assert {(e["tenant"], e["user"]) for e in entries} == {(tenant, "alice")}
+    assert not [e for e in entries if {"hash", "prev_hash", "principal_seq"} & set(e)]
+    assert [e["decision"] for e in entries] == ["allow", "allow", "allow", "deny"]
+
+    page = own(gw, alice, limit="2")
+    assert [e["seq"] for e in page["entries"]] == [1, 2] and page["next_after_seq"] == 2
+    rest = own(gw, alice, limit="2", after_seq="2")
+    assert [e["seq"] for e in rest["entries"]] == [3, 4]
+
+    # the admin sees everything, by the global seq, with each record's principal_seq beside it
+    everyone = httpx2.get(f"{gw.url}/v1/audit", headers=gw.admin_headers, params={"tenant": tenant, "limit": "1000"})
+    rows = everyone.json()["entries"]
+    assert {e["user"] for e in rows} >= {"alice", "bob", "boss"}
+    hers = [e for e in rows if e.get("user") == "alice"]
+    assert [e["principal_seq"] for e in hers] == [1, 2, 3, 4]
+    assert [e["seq"] for e in hers] != [1, 2, 3, 4] and all("hash" in e for e in hers)
+    policy = [e for e in rows if e.get("event") == "policy"]
+    assert len(policy) == 3 and {e["user"] for e in policy} == {"boss"}
+    assert not [e for e in own(gw, bob, limit="1000")["entries"] if e["user"] != "bob" or e.get("event") == "policy"]
+
+
+def test_an_outcome_record_names_its_decision_by_the_callers_own_number(gw: GatewayProcess) -> None:
+    tenant = f"w-{uuid.uuid4().hex[:8]}"
+    writer = who(tenant, "writer")
+    assert httpx2.post(f"{gw.url}/v1/firearms/grants", headers=gw.admin_headers,
+                       json={"tenant": tenant, "user": "writer", "firearm": FA}).status_code == 201
+    assert call(gw, who(tenant, "someone")).status_code == 200
+    created = call(gw, writer, "media_v2.create_asset", WRITE)  # decision first, then its outcome
+    assert created.status_code == 200, created.text
+    entries = own(gw, writer)["entries"]
+    decision, outcome = entries
+    assert (decision["event"], outcome["event"]) == ("decision", "outcome")
+    assert (decision["seq"], outcome["seq"], created.json()["audit_seq"]) == (1, 2, 2)
+    assert outcome["decision_seq"] == decision["seq"] and "decision_principal_seq" not in outcome
+    admin_view = [e for e in httpx2.get(f"{gw.url}/v1/audit", headers=gw.admin_headers,
+                                        params={"tenant": tenant, "user": "writer"}).json()["entries"]]
+    assert admin_view[1]["decision_seq"] == admin_view[0]["seq"]  # the global numbers, for admins
+
+
+def test_a_sandbox_run_reports_the_callers_own_number(gw: GatewayProcess) -> None:
+    tenant = f"s-{uuid.uuid4().hex[:8]}"
+    tester = who(tenant, "tester")
+    for _ in range(3):
+        assert call(gw, who(tenant, "busy")).status_code == 200
+    run = httpx2.post(f"{gw.url}/v1/sandbox/run", headers=tester,
+                      json={"tool": "echo.ping", "arguments": {"message": "dry"}})
+    assert run.status_code == 200, run.text
+    assert run.json()["audit_seq"] == 1
+    [entry] = own(gw, tester)["entries"]
+    assert entry["seq"] == 1 and entry["sandbox"] is True
