@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 
 from tests.harness import GatewayProcess
 from tests.reliability.kit import (
-    ADMIN,
     HANDSHAKE,
     META,
     MODERN,
@@ -274,6 +273,8 @@ ROUTES = [
     ("DELETE", "/v1/overlays/{s}"), ("POST", "/v1/overlays/{s}/rollback"), ("GET", "/v1/registry/packages/{s}"),
     ("GET", "/v1/registry/packages/{s}/{s}"), ("POST", "/v1/sandbox/run"), ("GET", "/{s}"), ("POST", "/v1/{s}"),
 ]
+# Drawn like any identity, replaced by the gateway's admin key when the request is sent.
+AS_ADMIN = {"Authorization": "Bearer <the admin key>"}
 segment = st.text(alphabet=string.ascii_letters + string.digits + "._-~%:@!$&'()*+,;=", min_size=1, max_size=30)
 query = st.dictionaries(st.sampled_from(["limit", "after", "after_seq", "tenant", "tool", "user", "decision",
                                          "since", "until", "x"]), st.text(max_size=20), max_size=4)
@@ -301,7 +302,7 @@ def rest_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | No
                 "firearm": json_values, "tenant": json_values, "user": json_values, "reason": json_values,
                 "timeout_s": json_values, "bindings": json_values, "admin": json_values,
                 "draft_id": json_values, "tool": json_values}))).encode()
-    who = draw(st.sampled_from([ADMIN, {"X-User-Id": "fuzzer", "X-Tenant-Id": "fuzz"}, {}]))
+    who = draw(st.sampled_from([AS_ADMIN, {"X-User-Id": "fuzzer", "X-Tenant-Id": "fuzz"}, {}]))
     ctype = draw(st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", ""]))
     headers = {**who, **({"Content-Type": ctype} if ctype else {})}
     return method, path, draw(query), body, headers
@@ -313,6 +314,8 @@ def test_fuzz_rest(fgw: GatewayProcess, client: httpx2.Client) -> None:
     def run(req: tuple[str, str, dict[str, str], bytes | None, dict[str, str]]) -> None:
         count("rest")
         method, path, params, body, headers = req
+        if headers.get("Authorization") == AS_ADMIN["Authorization"]:
+            headers = {**headers, **fgw.admin_headers}
         resp = client.request(method, f"{fgw.url}{path}", params=params, content=body, headers=headers)
         assert resp.status_code < 500, (method, path, resp.status_code, resp.text[:500])
         if resp.status_code >= 400:
