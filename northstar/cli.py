@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -78,10 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    from northstar.storage.audit_seal import AuditSealError
+
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 0
+    except (AuditSealError, BaseExceptionGroup) as exc:
+        # The store cannot be opened with this audit key: a configuration problem, said plainly.
+        sealed = exc if isinstance(exc, AuditSealError) else exc.split(AuditSealError)[0]
+        if sealed is None:
+            raise
+        while isinstance(sealed, BaseExceptionGroup):
+            sealed = sealed.exceptions[0]
+        sys.stderr.write(f"northstar: {sealed}\n")
+        return 1
 
 
 # -- serve ----------------------------------------------------------------------------------

@@ -127,9 +127,13 @@ def load_or_create_key(path: Path) -> bytes:
     and hard-links it into place; ``link`` refuses to replace an existing file, so the first one
     wins and the others read what it wrote (never a half-written file).
     """
-    path = Path(path)
+    return _load_or_create(Path(path))[0]
+
+
+def _load_or_create(path: Path) -> tuple[bytes, bool]:
+    """``(key, whether this call created the file)``."""
     if path.exists():
-        return _read_key(path)
+        return _read_key(path), False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -138,12 +142,15 @@ def load_or_create_key(path: Path) -> bytes:
             out.write(secrets.token_bytes(KEY_BYTES).hex() + "\n")
             out.flush()
             os.fsync(out.fileno())
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(tmp, path)
+            created = True
+        except FileExistsError:
+            created = False
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    return _read_key(path)
+    return _read_key(path), created
 
 
 def append_anchor(path: Path, anchor: Anchor) -> None:
@@ -179,12 +186,24 @@ def read_anchors(path: Path | None) -> tuple[list[Anchor], list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class AuditSeal:
-    """The key and the anchoring policy one audit log is sealed with."""
+    """The key and the anchoring policy one audit log is sealed with.
+
+    ``key_file`` / ``new_key``: where the key came from, and whether opening the seal just
+    created that file; a store sealed with another key then gets it removed again (it sealed
+    nothing), so a mistaken start leaves no stray key behind.
+    """
 
     key: bytes
     anchor_file: Path | None = None
     anchor_every: int = ANCHOR_EVERY
     anchor_interval_s: float = ANCHOR_INTERVAL_S
+    key_file: Path | None = None
+    new_key: bool = False
+
+    def discard_new_key(self) -> None:
+        if self.new_key and self.key_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.key_file)
 
     def __post_init__(self) -> None:
         if len(self.key) != KEY_BYTES:
@@ -208,8 +227,9 @@ class AuditSeal:
 
 def open_seal(key_file: Path, anchor_file: Path | None, **policy: Any) -> AuditSeal:
     """The seal of a data directory: its key (created on first use) and its anchor file."""
-    return AuditSeal(load_or_create_key(Path(key_file)), None if anchor_file is None else Path(anchor_file),
-                     **policy)
+    key, created = _load_or_create(Path(key_file))
+    return AuditSeal(key, None if anchor_file is None else Path(anchor_file), key_file=Path(key_file),
+                     new_key=created, **policy)
 
 
 def valid_anchors(key: bytes, anchors: Iterable[Anchor]) -> tuple[dict[int, Anchor], list[tuple[int, str]]]:
@@ -253,5 +273,7 @@ def registration_problem(registered: str | None, seal: AuditSeal | None) -> str 
         return None
     if seal is None:
         return f"this store's audit log is sealed with audit key {registered}: open it with that key"
-    return (f"this store's audit log is sealed with audit key {registered}, not {seal.key_id}: use the key "
-            "file of the gateway that first opened this store (NORTHSTAR_AUDIT_KEY_FILE)")
+    where = f" in {seal.key_file}" if seal.key_file is not None else ""
+    return (f"this store's audit log is sealed with audit key {registered}, not {seal.key_id}{where}: use the "
+            "key file of the gateway that first opened this store (copy it, or point NORTHSTAR_AUDIT_KEY_FILE "
+            "at it)")

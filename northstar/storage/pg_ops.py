@@ -208,6 +208,8 @@ async def audit_register_seal(pool: Any, seal: AuditSeal | None) -> None:
         registered = await conn.fetchval("SELECT key_id FROM audit_seal WHERE id = 1")
         problem = registration_problem(registered, seal)
         if problem is not None:
+            if seal is not None:
+                seal.discard_new_key()  # it sealed nothing: leave no stray key behind
             raise AuditSealError(problem)
         if registered is None and seal is not None:
             await conn.execute("INSERT INTO audit_seal (id, key_id, sealed_at, sealed_seq) VALUES (1, $1, $2, $3)",

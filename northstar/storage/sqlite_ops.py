@@ -252,6 +252,8 @@ def audit_register_seal(conn: sqlite3.Connection, seal: AuditSeal | None) -> Non
         row = conn.execute("SELECT key_id FROM audit_seal WHERE id = 1").fetchone()
         problem = registration_problem(row[0] if row else None, seal)
         if problem is not None:
+            if seal is not None:
+                seal.discard_new_key()  # it sealed nothing: leave no stray key behind
             raise AuditSealError(problem)
         if row is None and seal is not None:
             head_seq, head_hash = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()

@@ -8,14 +8,17 @@ a sandbox run's). Admins keep the global view.
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
-from tests.harness import GatewayProcess, bearer
+from tests.harness import GatewayProcess, bearer, northstar_cli
 
 FA = "firearm.media.write"
 WRITE = {"name": "n.txt", "mime_type": "text/plain", "content_text": "x"}
@@ -118,3 +121,26 @@ def test_a_sandbox_run_reports_the_callers_own_number(gw: GatewayProcess) -> Non
     assert run.json()["audit_seq"] == 1
     [entry] = own(gw, tester)["entries"]
     assert entry["seq"] == 1 and entry["sandbox"] is True
+
+
+def test_a_store_refuses_to_open_without_its_audit_key(tmp_path: Path) -> None:
+    """The key lives outside the database: a gateway or a CLI that lacks it says so and stops,
+    without a traceback, and leaves no stray key of its own behind."""
+    first = northstar_cli(tmp_path, "firearms", "bind", "x.write", "firearm.x.write")
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "audit.key"
+    original = key_file.read_bytes()
+    key_file.unlink()  # lost (or never copied to this host)
+    refused = northstar_cli(tmp_path, "audit", "verify")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "sealed with audit key" in refused.stderr and str(key_file) in refused.stderr
+    assert not key_file.exists()  # the key it made for itself sealed nothing: removed
+    gw = GatewayProcess(tmp_path)
+    with pytest.raises(RuntimeError, match="gateway exited at start"):
+        gw.start()
+    assert "sealed with audit key" in gw.stderr_text() and "Traceback" not in gw.stderr_text()
+    assert gw.proc is not None and gw.proc.wait(timeout=10) == 1
+    key_file.write_bytes(original)
+    os.chmod(key_file, 0o600)
+    back = northstar_cli(tmp_path, "audit", "verify")
+    assert back.returncode == 0 and json.loads(back.stdout)["ok"] is True, back.stdout + back.stderr
