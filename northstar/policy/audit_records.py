@@ -57,6 +57,6 @@ def outcome_fields(outcome: str, latency_ms: float, error_code: str | None) -> d
 
 def outcome_record(base: dict[str, Any], target: dict[str, Any], decision: Any, **fields: Any) -> dict[str, Any]:
     """The record after the tool ran; it points at its decision both ways the decision is numbered:
-    ``decision_seq`` (global, for admins) and ``decision_principal_seq`` (the caller's own count)."""
+    ``decision_seq`` (global, for admins) and ``decision_tenant_seq`` (the tenant's count, for the caller)."""
     return {**base, **target, "event": "outcome", "decision_seq": decision.seq,
-            "decision_principal_seq": decision.principal_seq, **fields}
+            "decision_tenant_seq": decision.tenant_seq, **fields}

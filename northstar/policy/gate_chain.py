@@ -65,12 +65,12 @@ class Decide:
 def seen_seq(ctx: RequestContext, entry: Any) -> int:
     """The number of a call's audit record as its caller may see it.
 
-    Admins see the global ``seq``; anyone else the record's ``principal_seq`` (its place among
-    the caller's own records), which says nothing about other principals' traffic.
+    Admins see the global ``seq``; anyone else the record's ``tenant_seq`` (its place among
+    their tenant's records), which says nothing about other tenants' traffic.
     """
-    if ctx.is_admin or entry.principal_seq is None:
+    if ctx.is_admin or entry.tenant_seq is None:
         return int(entry.seq)
-    return int(entry.principal_seq)
+    return int(entry.tenant_seq)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ class AuditIO(Protocol):
     async def write_anchor(self, anchor: Anchor) -> None: ...
 
     async def query(self, filters: dict[str, Any], after_seq: int | None,
-                    limit: int, by_principal: bool = False) -> builtins.list[AuditEntry]: ...
+                    limit: int, by_tenant_seq: bool = False) -> builtins.list[AuditEntry]: ...
 
     async def get(self, seq: int) -> AuditEntry | None: ...
 
@@ -272,20 +272,20 @@ class GroupCommitAuditLog:
     async def query(self, *, tenant: str | None, tool: str | None = None, user: str | None = None,
                     decision: str | None = None, since: str | None = None, until: str | None = None,
                     after_seq: int | None = None, limit: int = 100,
-                    by_principal: bool = False) -> builtins.list[AuditEntry]:
+                    by_tenant_seq: bool = False) -> builtins.list[AuditEntry]:
         """Entries in ``seq`` order; ``tenant=None`` means every tenant; ``since`` <= ts < ``until``.
 
-        ``by_principal`` (``tenant`` and ``user`` required): that principal's entries in
-        ``principal_seq`` order, ``after_seq`` being a ``principal_seq``.
+        ``by_tenant_seq`` (``tenant`` required): that tenant's entries in ``tenant_seq`` order,
+        ``after_seq`` being a ``tenant_seq``.
         """
-        if by_principal and (tenant is None or user is None):
-            raise ValueError("a query by principal needs the tenant and the user")
+        if by_tenant_seq and tenant is None:
+            raise ValueError("a query by tenant_seq needs the tenant")
         filters = {
             "tenant": tenant, "tool": tool, "user_id": user, "decision": decision,
             "ts_from": normalize_ts(since) if since else None,
             "ts_to": normalize_ts(until) if until else None,
         }
-        return await self._io.query(filters, after_seq, check_limit(limit, MAX_QUERY_LIMIT), by_principal)
+        return await self._io.query(filters, after_seq, check_limit(limit, MAX_QUERY_LIMIT), by_tenant_seq)
 
     async def get(self, seq: int) -> AuditEntry | None:
         return await self._io.get(seq)

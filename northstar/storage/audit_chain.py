@@ -11,10 +11,9 @@ move the head back: the keyed seal (:mod:`.audit_seal`) catches those. With a ke
 also checks the head's MAC and every anchor (an anchored seq must still hash to the anchored
 value, and must still exist).
 
-Besides its global ``seq``, an entry with a tenant and a user carries ``principal_seq``: its
-place among that principal's own entries (1, 2, 3 ...), assigned in the same transaction. It is
-the cursor a non-admin pages with, so it reveals nothing of anyone else's traffic; the verifier
-recomputes it.
+Besides its global ``seq``, an entry with a tenant carries ``tenant_seq``: its place among that
+tenant's entries (1, 2, 3 ...), assigned in the same transaction. It is the number a non-admin
+sees and pages by, so it reveals nothing of other tenants' traffic; the verifier recomputes it.
 
 Sync, no I/O: the backends feed rows in ``seq`` order to a :class:`ChainVerifier`.
 """
@@ -104,45 +103,42 @@ def prepare_record(record: Any) -> PreparedRecord:
     return PreparedRecord(record=record, text=text, columns=record_columns(record))
 
 
-Principal = tuple[str, str]
+def tenant_of(columns: tuple[Any, ...]) -> str | None:
+    """The tenant of an entry's columns; None when it has none (then it gets no tenant_seq)."""
+    tenant: str | None = columns[0]
+    return tenant
 
 
-def principal_of(columns: tuple[Any, ...]) -> Principal | None:
-    """``(tenant, user)`` of an entry's columns; None when either is missing (no principal_seq)."""
-    tenant, user = columns[0], columns[1]
-    return None if tenant is None or user is None else (tenant, user)
+def tenants_of(batch: Iterable[PreparedRecord]) -> set[str]:
+    """The tenants whose current ``tenant_seq`` a backend must read before chaining a batch."""
+    found = (tenant_of(item.columns or record_columns(item.record)) for item in batch)
+    return {t for t in found if t is not None}
 
 
-def principals_of(batch: Iterable[PreparedRecord]) -> set[Principal]:
-    """The principals whose current ``principal_seq`` a backend must read before chaining a batch."""
-    found = (principal_of(item.columns or record_columns(item.record)) for item in batch)
-    return {p for p in found if p is not None}
+class TenantHeads:
+    """The last ``tenant_seq`` of recently seen tenants, as of the head this writer left.
 
-
-class PrincipalHeads:
-    """The last ``principal_seq`` of recently seen principals, as of the head this writer left.
-
-    Reading a principal's last ``principal_seq`` is an index probe per principal per batch. The
-    writer that made the current head knows them already: while the head it reads under the
-    write lock is the one it committed last (no other process appended since), the cached
-    values are exact and no probe is needed. Any other head, or a failed write (its outcome is
-    unknown), empties the cache. Bounded: emptied when it holds ``max_principals``.
+    Reading a tenant's last ``tenant_seq`` is an index probe per tenant per batch. The writer
+    that made the current head knows them already: while the head it reads under the write lock
+    is the one it committed last (no other process appended since), the cached values are exact
+    and no probe is needed. Any other head, or a failed write (its outcome is unknown), empties
+    the cache. Bounded: emptied when it holds ``max_tenants``.
     """
 
-    def __init__(self, max_principals: int = 10_000) -> None:
-        self._seqs: dict[Principal, int] = {}
+    def __init__(self, max_tenants: int = 10_000) -> None:
+        self._seqs: dict[str, int] = {}
         self._as_of: int | None = None
-        self._max = max_principals
+        self._max = max_tenants
 
-    def known(self, head_seq: int, principals: Iterable[Principal]) -> tuple[dict[Principal, int], list[Principal]]:
-        """``(cached values, principals to probe)`` for a batch chained onto ``head_seq``."""
+    def known(self, head_seq: int, tenants: Iterable[str]) -> tuple[dict[str, int], list[str]]:
+        """``(cached values, tenants to probe)`` for a batch chained onto ``head_seq``."""
         if self._as_of != head_seq:
             self._seqs.clear()
-        cached = {p: self._seqs[p] for p in principals if p in self._seqs}
-        missing = [p for p in principals if p not in cached]
+        cached = {t: self._seqs[t] for t in tenants if t in self._seqs}
+        missing = [t for t in tenants if t not in cached]
         return cached, missing
 
-    def committed(self, head_seq: int, heads: dict[Principal, int]) -> None:
+    def committed(self, head_seq: int, heads: dict[str, int]) -> None:
         if len(self._seqs) + len(heads) > self._max:
             self._seqs.clear()
         self._seqs.update(heads)
@@ -163,7 +159,7 @@ class AuditRow:
     prev_hash: str
     hash: str
     record: dict[str, Any]
-    principal_seq: int | None = None
+    tenant_seq: int | None = None
     known_columns: tuple[Any, ...] = ()
 
     @property
@@ -171,15 +167,15 @@ class AuditRow:
         return self.known_columns or record_columns(self.record)
 
     def to_entry(self) -> AuditEntry:
-        return AuditEntry(self.seq, self.ts, self.record, self.prev_hash, self.hash, self.principal_seq)
+        return AuditEntry(self.seq, self.ts, self.record, self.prev_hash, self.hash, self.tenant_seq)
 
 
 def build_rows(batch: Iterable[PreparedRecord], head_seq: int, head_hash: str, ts: str,
-               principal_heads: dict[Principal, int] | None = None) -> list[AuditRow]:
+               tenant_heads: dict[str, int] | None = None) -> list[AuditRow]:
     """Chain a batch onto the head ``(head_seq, head_hash)``; every entry of a batch shares ``ts``.
 
-    ``principal_heads`` maps each principal of the batch to its last ``principal_seq`` (0: none
-    yet) and is advanced in place; without it, entries get no ``principal_seq``.
+    ``tenant_heads`` maps each tenant of the batch to its last ``tenant_seq`` (0: none
+    yet) and is advanced in place; without it, entries get no ``tenant_seq``.
     """
     rows: list[AuditRow] = []
     seq, prev = head_seq, head_hash
@@ -189,8 +185,8 @@ def build_rows(batch: Iterable[PreparedRecord], head_seq: int, head_hash: str, t
         digest = entry_hash_of_text(prev, seq, ts, item.text, ts_json=ts_json)
         columns = item.columns or record_columns(item.record)
         own: int | None = None
-        if principal_heads is not None and (principal := principal_of(columns)) is not None:
-            own = principal_heads[principal] = principal_heads.get(principal, 0) + 1
+        if tenant_heads is not None and (tenant := tenant_of(columns)) is not None:
+            own = tenant_heads[tenant] = tenant_heads.get(tenant, 0) + 1
         rows.append(AuditRow(seq, ts, item.text, prev, digest, item.record, own, columns))
         prev = digest
     return rows
@@ -206,7 +202,7 @@ class StoredRow:
     prev_hash: str
     hash: str
     columns: tuple[Any, ...]
-    principal_seq: int | None = None
+    tenant_seq: int | None = None
 
 
 class ChainVerifier:
@@ -217,15 +213,15 @@ class ChainVerifier:
     only ``count`` is restricted to that tenant.
 
     With ``key`` (the audit seal's), anchors given to :meth:`add_anchors` are checked against
-    the rows and the head's MAC against the head in :meth:`finish`. ``principal_seqs`` makes it
-    recompute every entry's ``principal_seq`` too (memory: one counter per principal).
+    the rows and the head's MAC against the head in :meth:`finish`. ``tenant_seqs`` makes it
+    recompute every entry's ``tenant_seq`` too (memory: one counter per tenant).
     """
 
     def __init__(self, tenant: str | None = None, *, key: bytes | None = None,
-                 principal_seqs: bool = False) -> None:
+                 tenant_seqs: bool = False) -> None:
         self._tenant = tenant
         self._key = key
-        self._principals: dict[Principal, int] | None = {} if principal_seqs else None
+        self._tenants: dict[str, int] | None = {} if tenant_seqs else None
         self._expected_seq = 1
         self._prev = GENESIS_HASH
         self._anchors: dict[int, Anchor] = {}
@@ -259,7 +255,7 @@ class ChainVerifier:
             return False
         if row.seq != self._expected_seq:
             return self._fail(min(row.seq, self._expected_seq), "entry missing: sequence has a gap")
-        problem = self._problem(row) or self._principal_problem(row)
+        problem = self._problem(row) or self._tenant_seq_problem(row)
         if problem is not None:
             return self._fail(row.seq, problem)
         anchor = self._anchors.get(row.seq)
@@ -290,15 +286,15 @@ class ChainVerifier:
             return "indexed columns disagree with the record"
         return None
 
-    def _principal_problem(self, row: StoredRow) -> str | None:
-        if self._principals is None:
+    def _tenant_seq_problem(self, row: StoredRow) -> str | None:
+        if self._tenants is None:
             return None
-        principal = principal_of(tuple(row.columns))
-        expected = None if principal is None else self._principals.get(principal, 0) + 1
-        if row.principal_seq != expected:
-            return f"principal_seq is {row.principal_seq}, expected {expected}"
-        if principal is not None and expected is not None:
-            self._principals[principal] = expected
+        tenant = tenant_of(tuple(row.columns))
+        expected = None if tenant is None else self._tenants.get(tenant, 0) + 1
+        if row.tenant_seq != expected:
+            return f"tenant_seq is {row.tenant_seq}, expected {expected}"
+        if tenant is not None and expected is not None:
+            self._tenants[tenant] = expected
         return None
 
     def finish(self, head_seq: int | None, head_hash: str | None, head_mac: str | None = None) -> VerifyReport:
@@ -343,9 +339,9 @@ class ChainVerifier:
 
 def verify_rows(rows: Iterable[StoredRow], head: tuple[int, str] | tuple[int, str, str | None] | None = None,
                 tenant: str | None = None, *, key: bytes | None = None, anchors: Iterable[Anchor] = (),
-                principal_seqs: bool = False) -> VerifyReport:
+                tenant_seqs: bool = False) -> VerifyReport:
     """Verify a whole chain held in memory (the backends stream pages into a verifier instead)."""
-    verifier = ChainVerifier(tenant, key=key, principal_seqs=principal_seqs)
+    verifier = ChainVerifier(tenant, key=key, tenant_seqs=tenant_seqs)
     verifier.add_anchors(anchors)
     for row in rows:
         if not verifier.feed(row):

@@ -22,17 +22,17 @@ from .audit_chain import (
     AuditRow,
     ChainVerifier,
     PreparedRecord,
-    PrincipalHeads,
     StoredRow,
+    TenantHeads,
     build_rows,
-    principals_of,
+    tenants_of,
 )
 from .audit_seal import Anchor, AuditSeal, AuditSealError, check_head, registration_problem
 from .core import backoff_delays, conflict, decode_data, next_version, utc_now_iso
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 
 RECORD_COLUMNS = "r.tenant, r.kind, r.resource_id, r.version, r.data, r.created_at, r.actor, r.change_id"
-AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash, principal_seq"
+AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash, tenant_seq"
 
 _SAVE_SQL = """
 WITH c AS (
@@ -54,7 +54,7 @@ SELECT change_id FROM r
 _AUDIT_APPEND = """
 WITH ins AS (
     INSERT INTO audit_log (seq, ts, tenant, user_id, tool, operation, decision, request_id, sandbox,
-                           record, prev_hash, hash, principal_seq)
+                           record, prev_hash, hash, tenant_seq)
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
                          $13::bigint[])
@@ -62,14 +62,12 @@ WITH ins AS (
 UPDATE audit_head SET seq = $14, hash = $15, mac = $16 WHERE id = 1
 """
 
-# The head row locked, then each principal of the batch's last principal_seq (an index probe
-# each), in one round trip: this statement's snapshot is taken after the lock was granted, so it
-# sees every batch committed before ours.
-_AUDIT_PRINCIPAL_HEADS = """
-SELECT p.tenant, p.user_id,
-       coalesce((SELECT max(a.principal_seq) FROM audit_log a
-                 WHERE a.tenant = p.tenant AND a.user_id = p.user_id), 0)
-FROM unnest($1::text[], $2::text[]) AS p (tenant, user_id)
+# The head row locked, then each tenant of the batch's last tenant_seq (an index probe each),
+# in one round trip: this statement's snapshot is taken after the lock was granted, so it sees
+# every batch committed before ours.
+_AUDIT_TENANT_HEADS = """
+SELECT t.tenant, coalesce((SELECT max(a.tenant_seq) FROM audit_log a WHERE a.tenant = t.tenant), 0)
+FROM unnest($1::text[]) AS t (tenant)
 """
 
 
@@ -173,7 +171,7 @@ async def check(pool: Any) -> None:
 
 
 async def audit_write(pool: Any, batch: list[PreparedRecord], seal: AuditSeal | None,
-                      cache: PrincipalHeads) -> list[AuditRow]:
+                      cache: TenantHeads) -> list[AuditRow]:
     """Chain one batch onto the head row locked FOR UPDATE: gap-free and linear across replicas."""
     try:
         return await _audit_write(pool, batch, seal, cache)
@@ -183,16 +181,16 @@ async def audit_write(pool: Any, batch: list[PreparedRecord], seal: AuditSeal | 
 
 
 async def _audit_write(pool: Any, batch: list[PreparedRecord], seal: AuditSeal | None,
-                       cache: PrincipalHeads) -> list[AuditRow]:
+                       cache: TenantHeads) -> list[AuditRow]:
     async with pool.acquire() as conn, conn.transaction():
         head = await conn.fetchrow("SELECT seq, hash, mac FROM audit_head WHERE id = 1 FOR UPDATE")
         check_head(seal, int(head[0]), str(head[1]), head[2])
-        heads, missing = cache.known(int(head[0]), principals_of(batch))
+        heads, missing = cache.known(int(head[0]), tenants_of(batch))
         if missing:
-            found = await conn.fetch(_AUDIT_PRINCIPAL_HEADS, [p[0] for p in missing], [p[1] for p in missing])
-            heads.update(((row[0], row[1]), int(row[2])) for row in found)
+            found = await conn.fetch(_AUDIT_TENANT_HEADS, missing)
+            heads.update((row[0], int(row[1])) for row in found)
         rows = build_rows(batch, int(head[0]), str(head[1]), utc_now_iso(), heads)
-        columns = zip(*[(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash, r.principal_seq) for r in rows],
+        columns = zip(*[(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash, r.tenant_seq) for r in rows],
                       strict=True)
         last = rows[-1]
         mac = None if seal is None else seal.head_mac(last.seq, last.hash)
@@ -227,14 +225,14 @@ def _entry(row: Sequence[Any]) -> AuditEntry:
 
 
 async def audit_query(pool: Any, filters: dict[str, Any], after_seq: int | None,
-                      limit: int, by_principal: bool = False) -> list[AuditEntry]:
+                      limit: int, by_tenant_seq: bool = False) -> list[AuditEntry]:
     ops = {"ts_from": "ts >= ", "ts_to": "ts < "}
     clauses, args = [], []
     for column, value in filters.items():
         if value is not None:
             args.append(value)
             clauses.append(f"{ops.get(column, column + ' = ')}${len(args)}")
-    order = "principal_seq" if by_principal else "seq"
+    order = "tenant_seq" if by_tenant_seq else "seq"
     if after_seq is not None:
         args.append(after_seq)
         clauses.append(f"{order} > ${len(args)}")
@@ -258,7 +256,7 @@ async def audit_verify(pool: Any, verifier: ChainVerifier) -> VerifyReport:
         verifier.add_anchors(Anchor(*row) for row in anchors)
         query = (
             "SELECT seq, ts, record, prev_hash, hash, tenant, user_id, tool, operation, decision,"
-            " request_id, sandbox, principal_seq FROM audit_log ORDER BY seq"
+            " request_id, sandbox, tenant_seq FROM audit_log ORDER BY seq"
         )
         async for row in conn.cursor(query, prefetch=1000):
             stored = StoredRow(row[0], row[1], row[2], row[3], row[4], (*row[5:11], bool(row[11])), row[12])

@@ -84,18 +84,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
-        "principal sequence numbers and the keyed audit seal",
+        "tenant sequence numbers and the keyed audit seal",
         (
-            # Each principal's own numbering of its entries, given to existing rows in seq order
+            # Each tenant's own numbering of its entries, given to existing rows in seq order
             # (the append-only trigger is lifted for that one UPDATE, inside this transaction).
-            "ALTER TABLE audit_log ADD COLUMN principal_seq BIGINT",
+            "ALTER TABLE audit_log ADD COLUMN tenant_seq BIGINT",
             "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
-            """UPDATE audit_log SET principal_seq = numbered.n FROM (
-                   SELECT seq, row_number() OVER (PARTITION BY tenant, user_id ORDER BY seq) AS n
-                   FROM audit_log WHERE tenant IS NOT NULL AND user_id IS NOT NULL
+            """UPDATE audit_log SET tenant_seq = numbered.n FROM (
+                   SELECT seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n
+                   FROM audit_log WHERE tenant IS NOT NULL
                ) AS numbered WHERE audit_log.seq = numbered.seq""",
             "ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only",
-            "CREATE UNIQUE INDEX audit_log_principal ON audit_log (tenant, user_id, principal_seq)",
+            # Appended at the end of each tenant's range (like the (tenant, seq) index): a commit
+            # dirties one leaf per tenant it touches, not one per user.
+            "CREATE UNIQUE INDEX audit_log_tenant_number ON audit_log (tenant, tenant_seq)",
             "ALTER TABLE audit_head ADD COLUMN mac TEXT",
             """CREATE TABLE audit_seal (
                 id         INT PRIMARY KEY CHECK (id = 1),

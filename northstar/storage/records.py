@@ -35,8 +35,8 @@ class Record:
 class AuditEntry:
     """One committed audit record with its place in the hash chain.
 
-    ``seq`` is global (every tenant's entries share it); ``principal_seq`` counts only the
-    entries of the record's own tenant and user (None when the record names no principal).
+    ``seq`` is global (every tenant's entries share it); ``tenant_seq`` counts only the
+    entries of the record's own tenant (None when the record names no tenant).
     """
 
     seq: int
@@ -44,7 +44,7 @@ class AuditEntry:
     record: dict[str, Any]
     prev_hash: str
     hash: str
-    principal_seq: int | None = None
+    tenant_seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,10 +20,10 @@ from .audit_chain import (
     AuditRow,
     ChainVerifier,
     PreparedRecord,
-    PrincipalHeads,
     StoredRow,
+    TenantHeads,
     build_rows,
-    principals_of,
+    tenants_of,
 )
 from .audit_seal import Anchor, AuditSeal, AuditSealError, check_head, registration_problem
 from .core import conflict, decode_data, next_version, utc_now_iso
@@ -32,7 +32,7 @@ from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 T = TypeVar("T")
 
 RECORD_COLUMNS = "r.tenant, r.kind, r.resource_id, r.version, r.data, r.created_at, r.actor, r.change_id"
-AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash, principal_seq"
+AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash, tenant_seq"
 #: The writer's own auto-checkpoint: only a safety net behind the background checkpointer.
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
@@ -210,14 +210,13 @@ def integrity_check(conn: sqlite3.Connection) -> str:
 # -- audit log ------------------------------------------------------------------------------------
 
 
-def _principal_head(conn: sqlite3.Connection, principal: tuple[str, str]) -> int:
-    row = conn.execute("SELECT max(principal_seq) FROM audit_log WHERE tenant = ? AND user_id = ?",
-                       principal).fetchone()
+def _tenant_head(conn: sqlite3.Connection, tenant: str) -> int:
+    row = conn.execute("SELECT max(tenant_seq) FROM audit_log WHERE tenant = ?", (tenant,)).fetchone()
     return int(row[0] or 0)
 
 
 def audit_write(conn: sqlite3.Connection, batch: list[PreparedRecord], seal: AuditSeal | None,
-                cache: PrincipalHeads) -> list[AuditRow]:
+                cache: TenantHeads) -> list[AuditRow]:
     """Chain and insert one batch in one transaction (the group commit), moving the sealed head."""
     try:
         return _audit_write(conn, batch, seal, cache)
@@ -227,17 +226,17 @@ def audit_write(conn: sqlite3.Connection, batch: list[PreparedRecord], seal: Aud
 
 
 def _audit_write(conn: sqlite3.Connection, batch: list[PreparedRecord], seal: AuditSeal | None,
-                 cache: PrincipalHeads) -> list[AuditRow]:
+                 cache: TenantHeads) -> list[AuditRow]:
     with write_tx(conn):
         head_seq, head_hash, head_mac = conn.execute("SELECT seq, hash, mac FROM audit_head WHERE id = 1").fetchone()
         check_head(seal, int(head_seq), str(head_hash), head_mac)
-        heads, missing = cache.known(int(head_seq), principals_of(batch))
-        heads.update((p, _principal_head(conn, p)) for p in missing)
+        heads, missing = cache.known(int(head_seq), tenants_of(batch))
+        heads.update((t, _tenant_head(conn, t)) for t in missing)
         rows = build_rows(batch, int(head_seq), str(head_hash), utc_now_iso(), heads)
         conn.executemany(
             "INSERT INTO audit_log (seq, ts, tenant, user_id, tool, operation, decision, request_id,"
-            " sandbox, record, prev_hash, hash, principal_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash, r.principal_seq) for r in rows],
+            " sandbox, record, prev_hash, hash, tenant_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash, r.tenant_seq) for r in rows],
         )
         last = rows[-1]
         mac = None if seal is None else seal.head_mac(last.seq, last.hash)
@@ -273,10 +272,10 @@ def _entry(row: Sequence[Any]) -> AuditEntry:
 
 
 def audit_query(conn: sqlite3.Connection, filters: dict[str, Any], after_seq: int | None,
-                limit: int, by_principal: bool = False) -> list[AuditEntry]:
+                limit: int, by_tenant_seq: bool = False) -> list[AuditEntry]:
     """``filters`` maps column -> value; ``ts_from`` / ``ts_to`` bound ``ts`` (from inclusive).
 
-    ``by_principal`` orders and pages by ``principal_seq`` (``after_seq`` is one) instead of ``seq``.
+    ``by_tenant_seq`` orders and pages by ``tenant_seq`` (``after_seq`` is one) instead of ``seq``.
     """
     clauses, args = [], []
     for column, value in filters.items():
@@ -289,7 +288,7 @@ def audit_query(conn: sqlite3.Connection, filters: dict[str, Any], after_seq: in
         else:
             clauses.append(f"{column} = ?")
         args.append(value)
-    order = "principal_seq" if by_principal else "seq"
+    order = "tenant_seq" if by_tenant_seq else "seq"
     if after_seq is not None:
         clauses.append(f"{order} > ?")
         args.append(after_seq)
@@ -312,7 +311,7 @@ def audit_verify(conn: sqlite3.Connection, verifier: ChainVerifier) -> VerifyRep
             "SELECT seq, hash, ts, key_id, mac FROM audit_anchors ORDER BY id"))
         with contextlib.closing(conn.execute(
             "SELECT seq, ts, record, prev_hash, hash, tenant, user_id, tool, operation, decision,"
-            " request_id, sandbox, principal_seq FROM audit_log ORDER BY seq"
+            " request_id, sandbox, tenant_seq FROM audit_log ORDER BY seq"
         )) as rows:
             for row in rows:
                 stored = StoredRow(row[0], row[1], row[2], row[3], row[4], (*row[5:11], bool(row[11])), row[12])

@@ -82,19 +82,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
-        "principal sequence numbers and the keyed audit seal",
+        "tenant sequence numbers and the keyed audit seal",
         (
-            # Each principal's own numbering of its entries, given to existing rows in seq order
+            # Each tenant's own numbering of its entries, given to existing rows in seq order
             # (the append-only trigger is lifted for that one UPDATE, inside this transaction).
-            "ALTER TABLE audit_log ADD COLUMN principal_seq INTEGER",
+            "ALTER TABLE audit_log ADD COLUMN tenant_seq INTEGER",
             "DROP TRIGGER audit_log_no_update",
-            """UPDATE audit_log SET principal_seq = numbered.n FROM (
-                   SELECT seq, row_number() OVER (PARTITION BY tenant, user_id ORDER BY seq) AS n
-                   FROM audit_log WHERE tenant IS NOT NULL AND user_id IS NOT NULL
+            """UPDATE audit_log SET tenant_seq = numbered.n FROM (
+                   SELECT seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n
+                   FROM audit_log WHERE tenant IS NOT NULL
                ) AS numbered WHERE audit_log.seq = numbered.seq""",
             """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-            "CREATE UNIQUE INDEX audit_log_principal ON audit_log (tenant, user_id, principal_seq)",
+            # Appended at the end of each tenant's range (like the (tenant, seq) index): a commit
+            # dirties one leaf per tenant it touches, not one per user.
+            "CREATE UNIQUE INDEX audit_log_tenant_number ON audit_log (tenant, tenant_seq)",
             "ALTER TABLE audit_head ADD COLUMN mac TEXT",
             """CREATE TABLE audit_seal (
                 id         INTEGER PRIMARY KEY CHECK (id = 1),

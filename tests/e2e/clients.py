@@ -70,7 +70,7 @@ def revoke(url: str, tenant: str, user: str, firearm: str) -> None:
 
 
 def audit(url: str, **filters: str) -> list[dict]:
-    """Audit entries as an admin sees them (global ``seq``; ``principal_seq`` beside it)."""
+    """Audit entries as an admin sees them (global ``seq``; ``tenant_seq`` beside it)."""
     resp = httpx2.get(f"{url}/v1/audit", params={**filters, "limit": "1000"}, headers=admin_headers(url))
     assert resp.status_code == 200, resp.text
     return list(resp.json()["entries"])

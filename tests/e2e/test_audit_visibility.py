@@ -47,49 +47,48 @@ def own(gw: GatewayProcess, headers: dict[str, str], **params: str) -> dict[str,
     return body
 
 
-def test_a_user_reads_only_their_own_calls_and_numbers_of_their_own(gw: GatewayProcess) -> None:
+def test_a_user_reads_only_their_own_calls_numbered_within_their_tenant(gw: GatewayProcess) -> None:
     tenant, other_tenant = f"t-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
     alice, bob, outsider = who(tenant, "alice"), who(tenant, "bob"), who(other_tenant, "carol")
-    boss_key = httpx2.post(f"{gw.url}/v1/keys", headers=gw.admin_headers,
-                           json={"tenant": tenant, "user": "boss", "admin": True}).json()["key"]
     seqs = []
-    for round_ in range(3):  # alice's calls interleaved with bob's, the admin's and another tenant's
+    for round_ in range(3):  # alice's calls, with another tenant's traffic in between
         for _ in range(round_ + 2):
             assert call(gw, outsider).status_code == 200
-            assert call(gw, bob).status_code == 200
         resp = call(gw, alice)
         assert resp.status_code == 200
         seqs.append(resp.json()["audit_seq"])
-        granted = httpx2.post(f"{gw.url}/v1/firearms/grants", headers=bearer(boss_key),
-                              json={"tenant": tenant, "user": f"u{round_}", "firearm": FA})
-        assert granted.status_code == 201
-    denied = call(gw, alice, "media_v2.create_asset", WRITE)
-    assert denied.status_code == 403
-    seqs.append(denied.json()["error"]["details"]["audit_seq"])
-    assert seqs == [1, 2, 3, 4]  # her own count: nobody else's traffic shows
+    assert seqs == [1, 2, 3]  # the other tenant's calls do not show in her numbers
+    boss_key = httpx2.post(f"{gw.url}/v1/keys", headers=gw.admin_headers,
+                           json={"tenant": tenant, "user": "boss", "admin": True}).json()["key"]
+    assert call(gw, bob).status_code == 200  # tenant-mates and the admin's policy actions do count
+    granted = httpx2.post(f"{gw.url}/v1/firearms/grants", headers=bearer(boss_key),
+                          json={"tenant": tenant, "user": "alice", "firearm": FA})
+    assert granted.status_code == 201
+    created = call(gw, alice, "media_v2.create_asset", WRITE)  # allowed by the grant: decision + outcome
+    assert created.status_code == 200, created.text
+    seqs.append(created.json()["audit_seq"])
+    decision_and_outcome = own(gw, alice, limit="1000")["entries"][-2:]
+    assert seqs[-1] == decision_and_outcome[-1]["seq"]
 
     mine = own(gw, alice, tenant=other_tenant, user="bob", limit="1000")  # asking for others changes nothing
     entries = mine["entries"]
-    assert [e["seq"] for e in entries] == [1, 2, 3, 4] and mine["next_after_seq"] is None
+    assert [e["seq"] for e in entries] == [1, 2, 3, 6, 7] and mine["next_after_seq"] is None
     assert {(e["tenant"], e["user"]) for e in entries} == {(tenant, "alice")}
-    assert not [e for e in entries if {"hash", "prev_hash", "principal_seq"} & set(e)]
-    assert [e["decision"] for e in entries] == ["allow", "allow", "allow", "deny"]
+    assert not [e for e in entries if {"hash", "prev_hash", "tenant_seq"} & set(e)]
+    assert not [e for e in entries if e.get("event") == "policy"]  # the grant for her is the admin's record
 
     page = own(gw, alice, limit="2")
     assert [e["seq"] for e in page["entries"]] == [1, 2] and page["next_after_seq"] == 2
     rest = own(gw, alice, limit="2", after_seq="2")
-    assert [e["seq"] for e in rest["entries"]] == [3, 4]
+    assert [e["seq"] for e in rest["entries"]] == [3, 6]
 
-    # the admin sees everything, by the global seq, with each record's principal_seq beside it
+    # the admin sees everything, by the global seq, with each record's tenant_seq beside it
     everyone = httpx2.get(f"{gw.url}/v1/audit", headers=gw.admin_headers, params={"tenant": tenant, "limit": "1000"})
     rows = everyone.json()["entries"]
-    assert {e["user"] for e in rows} >= {"alice", "bob", "boss"}
-    hers = [e for e in rows if e.get("user") == "alice"]
-    assert [e["principal_seq"] for e in hers] == [1, 2, 3, 4]
-    assert [e["seq"] for e in hers] != [1, 2, 3, 4] and all("hash" in e for e in hers)
-    policy = [e for e in rows if e.get("event") == "policy"]
-    assert len(policy) == 3 and {e["user"] for e in policy} == {"boss"}
-    assert not [e for e in own(gw, bob, limit="1000")["entries"] if e["user"] != "bob" or e.get("event") == "policy"]
+    assert [e["tenant_seq"] for e in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e["user"] for e in rows] == ["alice", "alice", "alice", "bob", "boss", "alice", "alice"]
+    assert [e["seq"] for e in rows] != [1, 2, 3, 4, 5, 6, 7] and all("hash" in e for e in rows)
+    assert [e["user"] for e in own(gw, bob, limit="1000")["entries"]] == ["bob"]
 
 
 def test_an_outcome_record_names_its_decision_by_the_callers_own_number(gw: GatewayProcess) -> None:
@@ -103,8 +102,10 @@ def test_an_outcome_record_names_its_decision_by_the_callers_own_number(gw: Gate
     entries = own(gw, writer)["entries"]
     decision, outcome = entries
     assert (decision["event"], outcome["event"]) == ("decision", "outcome")
-    assert (decision["seq"], outcome["seq"], created.json()["audit_seq"]) == (1, 2, 2)
-    assert outcome["decision_seq"] == decision["seq"] and "decision_principal_seq" not in outcome
+    # the tenant's records: someone's call (1), then the writer's two (the grant is the admin's,
+    # in the admin's own tenant)
+    assert (decision["seq"], outcome["seq"], created.json()["audit_seq"]) == (2, 3, 3)
+    assert outcome["decision_seq"] == decision["seq"] and "decision_tenant_seq" not in outcome
     admin_view = [e for e in httpx2.get(f"{gw.url}/v1/audit", headers=gw.admin_headers,
                                         params={"tenant": tenant, "user": "writer"}).json()["entries"]]
     assert admin_view[1]["decision_seq"] == admin_view[0]["seq"]  # the global numbers, for admins
@@ -114,7 +115,7 @@ def test_a_sandbox_run_reports_the_callers_own_number(gw: GatewayProcess) -> Non
     tenant = f"s-{uuid.uuid4().hex[:8]}"
     tester = who(tenant, "tester")
     for _ in range(3):
-        assert call(gw, who(tenant, "busy")).status_code == 200
+        assert call(gw, who(f"busy-{uuid.uuid4().hex[:8]}", "busy")).status_code == 200  # other tenants
     run = httpx2.post(f"{gw.url}/v1/sandbox/run", headers=tester,
                       json={"tool": "echo.ping", "arguments": {"message": "dry"}})
     assert run.status_code == 200, run.text

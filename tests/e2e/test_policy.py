@@ -191,7 +191,7 @@ def test_firearm_flow_over_rest(gw: GatewayProcess) -> None:
     assert {k: err["details"][k] for k in ("scope", "firearm")} == {"scope": "media.write", "firearm": FA}
     rec = assert_denied_once(gw.url, tenant, user, rid)
     # the caller's audit_seq numbers its own records (admins see the global seq beside it)
-    assert err["details"]["audit_seq"] == rec["principal_seq"] and rec["transport"] == "http"
+    assert err["details"]["audit_seq"] == rec["tenant_seq"] and rec["transport"] == "http"
     assert assets(gw.url, tenant) == []
     assert not [e for e in audit(gw.url, tenant=tenant, user=user) if e.get("event") == "outcome"]
 

@@ -37,7 +37,7 @@ class FakeIO:
         return rows
 
     async def query(self, filters: dict[str, Any], after_seq: int | None, limit: int,
-                    by_principal: bool = False) -> list[AuditEntry]:
+                    by_tenant_seq: bool = False) -> list[AuditEntry]:
         return [r.to_entry() for r in self.rows][:limit]
 
     async def get(self, seq: int) -> AuditEntry | None:

@@ -110,7 +110,7 @@ def chain(n: int) -> list[AuditRow]:
 
 
 def stored(rows: list[AuditRow]) -> list[StoredRow]:
-    return [StoredRow(r.seq, r.ts, r.text, r.prev_hash, r.hash, r.columns, r.principal_seq) for r in rows]
+    return [StoredRow(r.seq, r.ts, r.text, r.prev_hash, r.hash, r.columns, r.tenant_seq) for r in rows]
 
 
 def sealed_head(rows: list[AuditRow], key: bytes = KEY) -> tuple[int, str, str]:
@@ -131,17 +131,20 @@ def rehash(rows: list[StoredRow], start: int) -> list[StoredRow]:
 def test_an_honest_sealed_chain_verifies_with_its_anchors() -> None:
     rows = chain(10)
     anchors = [make_anchor(KEY, r.seq, r.hash, TS) for r in (rows[3], rows[7])]
-    report = verify_rows(stored(rows), sealed_head(rows), key=KEY, anchors=anchors, principal_seqs=True)
+    report = verify_rows(stored(rows), sealed_head(rows), key=KEY, anchors=anchors, tenant_seqs=True)
     assert (report.ok, report.sealed, report.anchors, report.anchored_seq, report.count) == (True, True, 2, 8, 10)
 
 
-def test_principal_seqs_are_contiguous_per_principal_and_checked() -> None:
-    rows = chain(9)
-    assert [(r.record["user"], r.principal_seq) for r in rows[:4]] == [("u0", 1), ("u1", 1), ("u2", 1), ("u0", 2)]
+def test_tenant_seqs_are_contiguous_per_tenant_and_checked() -> None:
+    records = [prepare_record({"tenant": f"t{i % 2}", "user": "u", "i": i}) for i in range(9)]
+    records.insert(4, prepare_record({"event": "no tenant"}))
+    rows = build_rows(records, 0, GENESIS_HASH, TS, {})
+    assert [r.tenant_seq for r in rows[:6]] == [1, 1, 2, 2, None, 3]
+    assert verify_rows(stored(rows), tenant_seqs=True).ok
     tampered = stored(rows)
-    tampered[4] = dataclasses.replace(tampered[4], principal_seq=7)
-    report = verify_rows(tampered, principal_seqs=True)
-    assert (report.ok, report.first_bad_seq) == (False, 5) and "principal_seq" in (report.reason or "")
+    tampered[4] = dataclasses.replace(tampered[4], tenant_seq=7)
+    report = verify_rows(tampered, tenant_seqs=True)
+    assert (report.ok, report.first_bad_seq) == (False, 5) and "tenant_seq" in (report.reason or "")
 
 
 def test_truncation_with_the_head_moved_back_is_caught_by_the_head_mac() -> None:
@@ -376,23 +379,23 @@ async def test_an_unsealed_log_is_sealed_as_it_stands_and_keeps_verifying(
         assert report.ok and report.sealed and report.count == 7 and report.anchored_seq == 7
 
 
-# -- principal_seq on the real backends ------------------------------------------------------------
-async def test_principal_seq_numbers_each_principals_records(storage: Storage) -> None:
+# -- tenant_seq on the real backends ------------------------------------------------------------
+async def test_tenant_seq_numbers_each_tenants_records(storage: Storage) -> None:
     entries = [await storage.audit.append(rec(i)) for i in range(1, 13)]
-    await storage.audit.append({"event": "health_probe"})  # no principal: no principal_seq
-    by_principal: dict[tuple[str, str], list[int]] = {}
+    await storage.audit.append({"event": "health_probe"})  # no tenant: no tenant_seq
+    by_tenant: dict[str, list[int]] = {}
     for e in entries:
-        by_principal.setdefault((str(e.record["tenant"]), str(e.record["user"])), []).append(e.principal_seq or 0)
-    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in by_principal.values())
-    own = await storage.audit.query(tenant="acme", user="u1", by_principal=True, limit=2)
-    more = await storage.audit.query(tenant="acme", user="u1", by_principal=True, after_seq=own[-1].principal_seq)
-    assert [e.principal_seq for e in own + more] == [1, 2]  # acme/u1: i = 1 and 7
+        by_tenant.setdefault(str(e.record["tenant"]), []).append(e.tenant_seq or 0)
+    assert by_tenant == {"acme": [1, 2, 3, 4, 5, 6], "globex": [1, 2, 3, 4, 5, 6]}
+    own = await storage.audit.query(tenant="acme", user="u1", by_tenant_seq=True, limit=1)
+    more = await storage.audit.query(tenant="acme", user="u1", by_tenant_seq=True, after_seq=own[-1].tenant_seq)
+    assert [e.tenant_seq for e in own + more] == [1, 4]  # acme/u1: i = 1 and 7 (acme's 1st and 4th)
     assert [e.record["i"] for e in own + more] == [1, 7]
-    assert (await storage.audit.get(13)).principal_seq is None  # type: ignore[union-attr]
+    assert (await storage.audit.get(13)).tenant_seq is None  # type: ignore[union-attr]
     assert (await storage.audit.verify()).ok
 
 
-async def test_principal_seq_stays_exact_with_two_writers(store_url: str, tmp_path: Path) -> None:
+async def test_tenant_seq_stays_exact_with_two_writers(store_url: str, tmp_path: Path) -> None:
     """Two processes' flushers on one store: each reads the other's numbering, never its own stale one."""
     seal = seal_in(tmp_path)
     async with open_store(store_url, audit_seal=seal) as one, open_store(store_url, audit_seal=seal) as two:
@@ -401,8 +404,8 @@ async def test_principal_seq_stays_exact_with_two_writers(store_url: str, tmp_pa
                 for i in range(40):
                     nursery.start_soon((one if i % 2 else two).audit.append,
                                        {"tenant": "acme", "user": "alice", "i": i})
-        own = await one.audit.query(tenant="acme", user="alice", by_principal=True, limit=100)
-        assert [e.principal_seq for e in own] == list(range(1, 41))
+        own = await one.audit.query(tenant="acme", user="alice", by_tenant_seq=True, limit=100)
+        assert [e.tenant_seq for e in own] == list(range(1, 41))
         report = await two.audit.verify()
         assert report.ok and report.sealed
 
@@ -421,7 +424,7 @@ def test_key_file_env_path_is_honoured(tmp_path: Path, monkeypatch: pytest.Monke
 
 # -- the migration of an existing log -------------------------------------------------------------
 def old_rows(n: int) -> list[AuditRow]:
-    """Entries as the previous schema stored them (no principal_seq), two tenants interleaved."""
+    """Entries as the previous schema stored them (no tenant_seq), two tenants interleaved."""
     records = [prepare_record({"tenant": "acme" if i % 2 else "globex", "user": f"u{i % 3}", "i": i})
                for i in range(1, n + 1)]
     records.append(prepare_record({"event": "policy", "principal": "cli/root"}))  # no principal
@@ -447,7 +450,7 @@ def old_schema_statements(backend: str, rows: list[AuditRow]) -> list[str]:
     return statements
 
 
-async def test_an_existing_log_is_numbered_per_principal_and_sealed_on_upgrade(
+async def test_an_existing_log_is_numbered_per_tenant_and_sealed_on_upgrade(
     raw: RawDB, store_url: str, tmp_path: Path
 ) -> None:
     rows = old_rows(9)
@@ -459,14 +462,14 @@ async def test_an_existing_log_is_numbered_per_principal_and_sealed_on_upgrade(
     async with open_store(store_url, audit_seal=seal) as storage:
         report = await storage.audit.verify()
         assert report.ok and report.sealed and report.count == 10, report
-        numbered = {(e.record.get("tenant"), e.record.get("user"), e.record.get("i")): e.principal_seq
+        numbered = {(e.record.get("tenant"), e.record.get("user"), e.record.get("i")): e.tenant_seq
                     for e in await storage.audit.query(tenant=None, limit=100)}
-        # acme/u1 held i = 1 and 7, globex/u2 held i = 2 and 8: numbered in seq order
-        assert (numbered[("acme", "u1", 1)], numbered[("acme", "u1", 7)]) == (1, 2)
-        assert (numbered[("globex", "u2", 2)], numbered[("globex", "u2", 8)]) == (1, 2)
+        # acme held i = 1, 3, 5, 7, 9 and globex 2, 4, 6, 8: each numbered in seq order
+        assert [numbered[("acme", f"u{i % 3}", i)] for i in (1, 3, 5, 7, 9)] == [1, 2, 3, 4, 5]
+        assert [numbered[("globex", f"u{i % 3}", i)] for i in (2, 4, 6, 8)] == [1, 2, 3, 4]
         assert numbered[(None, None, None)] is None
         entry = await storage.audit.append({"tenant": "acme", "user": "u1", "i": 13})
-        assert (entry.seq, entry.principal_seq) == (11, 3)  # new entries continue each numbering
+        assert (entry.seq, entry.tenant_seq) == (11, 6)  # new entries continue each numbering
         assert (await storage.audit.verify()).ok
     [(sealed_seq,)] = await raw.fetch("SELECT sealed_seq FROM audit_seal")
     assert sealed_seq == 10  # the log was sealed as it stood when this version first opened it

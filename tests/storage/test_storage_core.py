@@ -82,7 +82,7 @@ async def test_migrations_are_recorded_and_idempotent(store_url: str, raw: RawDB
             await storage.store.save("acme", "api_keys", "k", {"n": 1})
     rows = await raw.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
     assert [tuple(r) for r in rows] == [(1, "versioned records"), (2, "hash-chained audit log"),
-                                        (3, "principal sequence numbers and the keyed audit seal")]
+                                        (3, "tenant sequence numbers and the keyed audit seal")]
 
 
 async def test_concurrent_openers_migrate_once(store_url: str, raw: RawDB) -> None:

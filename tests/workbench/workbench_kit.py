@@ -98,9 +98,9 @@ async def admin_headers(services: Any, tenant: str = "acme", user: str = "admin"
 
 
 async def own_record(services: Any, ctx: RequestContext, audit_seq: int) -> dict[str, Any]:
-    """The audit record a non-admin caller's ``audit_seq`` (its ``principal_seq``) names."""
-    [entry] = await services.audit.query(tenant=ctx.tenant, user=ctx.user, by_principal=True,
+    """The audit record a non-admin caller's ``audit_seq`` (its ``tenant_seq``) names."""
+    [entry] = await services.audit.query(tenant=ctx.tenant, user=ctx.user, by_tenant_seq=True,
                                          after_seq=audit_seq - 1, limit=1)
-    assert entry.principal_seq == audit_seq
+    assert entry.tenant_seq == audit_seq
     record: dict[str, Any] = entry.record
     return record

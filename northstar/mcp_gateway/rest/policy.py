@@ -2,7 +2,7 @@
 
 Changing policy needs the admin permission, and every change is itself written to the
 audit log (``event: policy``). Admins read the whole audit log by its global ``seq``; anyone
-else reads only the records of their own calls, numbered by ``principal_seq``
+else reads only the records of their own calls, numbered by their tenant's ``tenant_seq``
 (:func:`own_view`).
 """
 
@@ -95,16 +95,16 @@ async def revoke(tenant: str, user: str, firearm: str) -> dict[str, Any]:
 
 
 def own_view(entry: Any) -> dict[str, Any]:
-    """A caller's own record as a non-admin sees it: numbered by ``principal_seq``.
+    """A caller's own record as a non-admin sees it: numbered by its tenant's ``tenant_seq``.
 
-    The global ``seq`` and the chain hashes stay out: the hashes link to other principals'
+    The global ``seq`` and the chain hashes stay out: the hashes link to other tenants'
     entries, and (a hash being over the global seq) would let a caller with two consecutive
-    records of its own work out how much happened in between.
+    records of its own work out how much happened in between, everywhere.
     """
-    record = {k: v for k, v in entry.record.items() if k not in ("decision_seq", "decision_principal_seq")}
-    if "decision_principal_seq" in entry.record:
-        record["decision_seq"] = entry.record["decision_principal_seq"]
-    return {"seq": entry.principal_seq, "ts": entry.ts, **record}
+    record = {k: v for k, v in entry.record.items() if k not in ("decision_seq", "decision_tenant_seq")}
+    if "decision_tenant_seq" in entry.record:
+        record["decision_seq"] = entry.record["decision_tenant_seq"]
+    return {"seq": entry.tenant_seq, "ts": entry.ts, **record}
 
 
 @bp.get("/v1/audit")
@@ -112,7 +112,7 @@ async def audit_query() -> dict[str, Any]:
     c = ctx()
     limit = int_arg("limit", 100, 1, 1000)
     after = request.args.get("after_seq")
-    # Non-admins: only their own records (whatever tenant / user they ask for), paged by principal_seq.
+    # Non-admins: only their own records (whatever tenant / user they ask for), paged by tenant_seq.
     entries = await services().audit.query(
         tenant=request.args.get("tenant") if c.is_admin else c.tenant,
         tool=request.args.get("tool"),
@@ -122,10 +122,10 @@ async def audit_query() -> dict[str, Any]:
         until=request.args.get("until"),
         after_seq=int(after) if after and after.isdigit() else None,
         limit=limit,
-        by_principal=not c.is_admin,
+        by_tenant_seq=not c.is_admin,
     )
     if c.is_admin:
-        items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, "principal_seq": e.principal_seq,
+        items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, "tenant_seq": e.tenant_seq,
                   **e.record} for e in entries]
     else:
         items = [own_view(e) for e in entries]
