@@ -1,8 +1,10 @@
 """Audit appends per second under 32 concurrent callers, on SQLite and on PostgreSQL.
 
 The measuring process (``python -m bench.audit_load --url URL --seconds S``, pinned to the
-server core) opens the store in-process with :func:`northstar.storage.open_store` and runs 32
-trio tasks appending records for S seconds; each append returns only once its record is
+server core) opens the store in-process with :func:`northstar.storage.open_store`, sealed as a
+gateway seals it (a key file and an anchor file in a temporary directory: the head's MAC on
+every commit, anchors off the commit path), and runs 32 trio tasks appending records for S
+seconds; each append returns only once its record is
 committed (group commit). It prints one JSON line: appends/s, the flusher's batch statistics,
 and the count the log reports committed, which must cover every acknowledged append.
 """
@@ -42,9 +44,13 @@ async def appenders(storage: Any, seconds: float, concurrency: int) -> int:
 
 
 async def measure(url: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    from northstar.storage import open_store
+    import tempfile
 
-    async with open_store(url) as storage:
+    from northstar.storage import open_seal, open_store
+
+    keys = Path(tempfile.mkdtemp(prefix="northstar-audit-bench-"))
+    seal = open_seal(keys / "audit.key", keys / "audit.anchors")
+    async with open_store(url, audit_seal=seal) as storage:
         await appenders(storage, min(1.0, seconds / 4), concurrency)  # warm-up
         before = storage.audit.stats.appended, storage.audit.stats.flushes
         start = time.perf_counter()
@@ -52,9 +58,10 @@ async def measure(url: str, seconds: float, concurrency: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
         appended = storage.audit.stats.appended - before[0]
         flushes = storage.audit.stats.flushes - before[1]
+        anchors = storage.audit.stats.anchors
     return {"appends_per_s": count / elapsed, "acknowledged": count, "committed": appended,
             "verified": appended >= count, "flushes": flushes, "mean_batch": appended / max(flushes, 1),
-            "seconds": round(elapsed, 2), "concurrency": concurrency}
+            "anchors": anchors, "seconds": round(elapsed, 2), "concurrency": concurrency}
 
 
 async def child_main(url: str, seconds: float, concurrency: int) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """The ``northstar`` command line.
 
-    northstar serve [--host H] [--port P] [--data-dir D] [--store-url URL]
+    northstar serve [--host H] [--port P] [--auth-mode api_key|headers] [--data-dir D] [--store-url URL]
     northstar stdio [--tenant T] [--user U] [--mode M] [--data-dir D] [--store-url URL]
     northstar firearms bind SCOPE FIREARM | unbind SCOPE | grant TENANT USER FIREARM
                        [--expires-at TS] [--reason R] | revoke TENANT USER FIREARM | list
-    northstar keys create --tenant T --user U [--admin] | list | revoke KEY_ID
+    northstar keys create --tenant T --user U [--admin] | list | revoke KEY_ID | adopt KEY_ID
     northstar audit tail [-n N] | verify
     northstar drafts ... / sandbox run ... / publish ...  (see ``northstar <cmd> --help``)
 
@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve MCP (Streamable HTTP, SSE) and the REST API over HTTP")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--auth-mode", choices=("api_key", "headers"), default=None,
+                       help="api_key (default): a credential on every request; headers: trust X-Tenant-Id / "
+                            "X-User-Id as sent (local development only; never admin)")
     _common(serve)
     serve.set_defaults(handler=cmd_serve)
     stdio = sub.add_parser("stdio", help="serve MCP over stdio (for Claude Desktop and other local clients)")
@@ -62,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "data_dir", "store_url", "log_level"):
+    for name in ("host", "port", "data_dir", "store_url", "log_level", "auth_mode"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -77,10 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    from northstar.storage.audit_seal import AuditSealError
+
     try:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 0
+    except (AuditSealError, BaseExceptionGroup) as exc:
+        # The store cannot be opened with this audit key: a configuration problem, said plainly.
+        sealed = exc if isinstance(exc, AuditSealError) else exc.split(AuditSealError)[0]
+        if sealed is None:
+            raise
+        while isinstance(sealed, BaseExceptionGroup):
+            sealed = sealed.exceptions[0]
+        sys.stderr.write(f"northstar: {sealed}\n")
+        return 1
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -112,13 +126,19 @@ async def serve_main(settings: Settings) -> None:
 
     import actors
     from northstar.mcp_gateway.server import HttpFace, serve_http
+    from northstar.policy.bootstrap import announce_identity
     from northstar.runtime import Runtime
 
     log = logging.getLogger("northstar")
     rt = Runtime(settings)
     stopped = trio.Event()
+    announced = False
 
     async def start_http(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal announced
+        if not announced:  # before the port opens: the admin key exists by the time anyone can call
+            await announce_identity(settings, rt.services.keys, audit=rt.services.audit)
+            announced = True
         face = HttpFace(rt.services)
         rt.services.extras["http"] = face
         bind = f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"

@@ -93,11 +93,16 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> Any:
         keys = KeyService(storage.store)
         match args.action:
             case "create":
+                # An operator with access to the store: the credential behind the key is that access.
                 secret, key = await keys.create(args.tenant, args.user, admin=args.admin, label=args.label,
-                                                actor=operator())
+                                                actor=operator(), provenance="cli")
                 await audit_policy(storage, "key_create", key_id=key.key_id, key_tenant=args.tenant,
-                                   key_user=args.user, admin=args.admin)
+                                   key_user=args.user, admin=args.admin, provenance="cli")
                 return {"key": secret, **key.public(), "note": "shown once: store it now"}
+            case "adopt":
+                adopted = await keys.adopt(args.key_id, actor=operator())
+                await audit_policy(storage, "key_adopt", key_id=args.key_id)
+                return adopted.public()
             case "revoke":
                 await keys.revoke(args.key_id, actor=operator())
                 await audit_policy(storage, "key_revoke", key_id=args.key_id)
@@ -109,8 +114,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> Any:
 async def _audit(settings: Settings, args: argparse.Namespace) -> Any:
     async with opened(settings) as storage:
         if args.action == "verify":
-            r = await storage.audit.verify()
-            return {"ok": r.ok, "count": r.count, "first_bad_seq": r.first_bad_seq, "reason": r.reason}
+            return (await storage.audit.verify()).to_dict()
         # Page through the whole log (a query returns at most 100 000 entries) keeping the last n.
         tail: collections.deque[Any] = collections.deque(maxlen=args.n if args.n > 0 else None)
         after: int | None = None
@@ -185,6 +189,8 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--admin", action="store_true")
     p.add_argument("--label")
     p = ksub.add_parser("revoke")
+    p.add_argument("key_id")
+    p = ksub.add_parser("adopt", help="confirm an admin key minted before keys recorded their provenance")
     p.add_argument("key_id")
     ksub.add_parser("list")
     for p in ksub.choices.values():

@@ -62,10 +62,17 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
-    # Authentication: "auto" trusts identity headers only on loopback binds.
-    auth_mode: Literal["auto", "headers", "api_key"] = "auto"
-    # In header-trust mode, these users are admins (may change policy).
-    admin_users: list[str] = Field(default_factory=lambda: ["admin"])
+    # Authentication. "api_key" (the default): a credential (API key or OAuth token) on every
+    # request, whatever the bind address or the peer. "headers": trust X-Tenant-Id / X-User-Id
+    # as sent (never admin), an explicit operator choice warned about at start-up. "auto" is
+    # the old name of the default and means "api_key".
+    auth_mode: Literal["api_key", "headers", "auto"] = "api_key"
+    # The audit log's keyed seal (northstar/storage/audit_seal.py): the key file (created 0600
+    # on first use), the append-only anchor file, and how often the head is anchored.
+    audit_key_file: Path | None = Field(default=None, description="default: <data_dir>/audit.key")
+    audit_anchor_file: Path | None = Field(default=None, description="default: <data_dir>/audit.anchors")
+    audit_anchor_every: int = 1000
+    audit_anchor_interval_s: float = 5.0
     # OAuth 2.1 bearer tokens (JWT access tokens from an authorization server): on when the
     # issuer, the audience (this resource's identifier) and the JWKS URL are all set.
     oauth_issuer: str | None = None
@@ -123,10 +130,23 @@ class Settings(BaseModel):
         return f"sqlite:///{(self.data_dir / 'northstar.db').as_posix()}"
 
     def store_options(self) -> dict[str, Any]:
-        """Options for ``open_store`` (each backend accepts only its own)."""
+        """Options for ``open_store`` (each backend accepts only its own), the audit seal included.
+
+        Opening the seal creates the audit key file on first use.
+        """
+        from northstar.storage.audit_seal import open_seal
+
+        seal = open_seal(self.audit_key_file or self.data_dir / "audit.key",
+                         self.audit_anchor_file or self.data_dir / "audit.anchors",
+                         anchor_every=self.audit_anchor_every, anchor_interval_s=self.audit_anchor_interval_s)
         if self.resolved_store_url().startswith("sqlite:"):
-            return {"busy_timeout_ms": self.sqlite_busy_timeout_ms}
-        return {}
+            return {"busy_timeout_ms": self.sqlite_busy_timeout_ms, "audit_seal": seal}
+        return {"audit_seal": seal}
+
+    @property
+    def admin_key_file(self) -> Path:
+        """Where ``serve`` writes the bootstrap admin key on first start (0600)."""
+        return self.data_dir / "admin.key"
 
     @property
     def oauth_enabled(self) -> bool:
@@ -138,8 +158,6 @@ class Settings(BaseModel):
 
     @property
     def trust_identity_headers(self) -> bool:
-        if self.auth_mode == "headers":
-            return True
-        if self.auth_mode == "api_key":
-            return False
-        return self.is_loopback
+        """Only when the operator asked for it: never inferred from the bind or the peer address
+        (a same-host reverse proxy connects over loopback too)."""
+        return self.auth_mode == "headers"

@@ -174,7 +174,7 @@ class Runtime:
         assert self.root is not None
         svc.keys = KeyService(svc.store)
         svc.authenticator = Authenticator(svc.keys, trust_headers=s.trust_identity_headers,
-                                          admin_users=s.admin_users, oauth=JwtVerifier.from_settings(s))
+                                          oauth=JwtVerifier.from_settings(s))
         svc.gateway = Gateway(
             catalog=svc.catalog,
             firearms=svc.firearms,

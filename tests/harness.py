@@ -3,6 +3,13 @@
 ``GatewayProcess`` starts ``python -m northstar serve --port 0`` with a fresh data
 directory, waits (bounded) for its ``listening`` log line on stderr and exposes the base
 URL. Stopping sends SIGTERM (or SIGINT) and returns the exit code, bounded in time.
+
+Identity, the one way every end-to-end test does it: the suites act as many principals, so a
+``GatewayProcess`` runs in explicit ``headers`` mode (``NORTHSTAR_AUTH_MODE=headers``) unless
+given ``auth_mode=None`` (the product's default, ``api_key``) or another mode. Identity headers
+never make an admin: admin calls use the gateway's bootstrap admin key (``admin_key``,
+``admin_headers``; the key the gateway wrote to ``<data_dir>/admin.key`` on first start).
+``admin_headers(url)`` finds them for helpers that only know a gateway's URL.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+#: Gateways started by this process, by URL (for :func:`admin_headers`).
+RUNNING: dict[str, GatewayProcess] = {}
 
 
 def gateway_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -29,15 +39,41 @@ def gateway_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str
     return env
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def admin_headers(url: str) -> dict[str, str]:
+    """The admin credential of the gateway serving ``url`` (started here by a :class:`GatewayProcess`)."""
+    parts = urlsplit(url)
+    return RUNNING[f"{parts.scheme}://{parts.netloc}"].admin_headers
+
+
 class GatewayProcess:
-    def __init__(self, data_dir: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 auth_mode: str | None = "headers", admin_key_from: Path | None = None) -> None:
         self.data_dir = data_dir
         self.args = list(args)
-        self.env = gateway_env(data_dir, env)
+        mode = {"NORTHSTAR_AUTH_MODE": auth_mode} if auth_mode else {}
+        self.env = gateway_env(data_dir, {**mode, **(env or {})})
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.url = ""
+        # Replicas on one store share the first one's bootstrap key (only it writes the file).
+        self.admin_key_file = (admin_key_from or data_dir) / "admin.key"
+        self._admin_key: str | None = None
+
+    @property
+    def admin_key(self) -> str:
+        """The bootstrap admin key the gateway (or the replica named by ``admin_key_from``) wrote."""
+        if self._admin_key is None:
+            self._admin_key = self.admin_key_file.read_text(encoding="ascii").strip()
+        return self._admin_key
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return bearer(self.admin_key)
 
     def start(self) -> GatewayProcess:
         cmd = [sys.executable, "-m", "northstar", "serve", "--host", "127.0.0.1", "--port", "0", *self.args]
@@ -54,6 +90,7 @@ class GatewayProcess:
                 raise RuntimeError("gateway exited at start:\n" + "\n".join(self.lines[-40:]))
             if event.get("msg") == "listening":
                 self.url = event["urls"][0].rstrip("/")
+                RUNNING[self.url] = self
                 return self
 
     def _pump(self) -> None:
@@ -75,6 +112,8 @@ class GatewayProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
         assert self.proc is not None
+        if RUNNING.get(self.url) is self:
+            del RUNNING[self.url]
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:

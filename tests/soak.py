@@ -34,7 +34,6 @@ import httpx2
 
 from tests.harness import GatewayProcess, gateway_env
 from tests.reliability.kit import (
-    ADMIN,
     BASE_ENV,
     HANDSHAKE,
     LegacySse,
@@ -202,7 +201,7 @@ class Soak:
     def sample(self) -> dict[str, float]:
         assert self.gw.proc is not None
         pid = self.gw.proc.pid
-        counts = httpx2.get(f"{self.gw.url}/v1/ops/runtime", headers=ADMIN, timeout=30).json()
+        counts = httpx2.get(f"{self.gw.url}/v1/ops/runtime", headers=self.gw.admin_headers, timeout=30).json()
         threads = len(os.listdir(f"/proc/{pid}/task"))
         return {"rss_mb": rss_kb(pid) / 1024, "fds": open_fds(pid), "threads": threads, "tasks": counts["tasks"],
                 "sessions": counts["sessions"], "sse_streams": counts["sse_streams"]}
@@ -275,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         gw = GatewayProcess(Path(data), env=SOAK_ENV).start()
         try:
             for k in range(7):
-                httpx2.post(f"{gw.url}/v1/firearms/grants", headers=ADMIN, timeout=30,
+                httpx2.post(f"{gw.url}/v1/firearms/grants", headers=gw.admin_headers, timeout=30,
                             json={"tenant": f"soak-rest{k}", "user": "u", "firearm": "firearm.media.write",
                                   "reason": "soak"})
             status = Soak(gw, args.seconds, args.workers).run()

@@ -15,6 +15,11 @@ header             default when missing       rule when present
 
 A header that is present but invalid (unknown mode, bad characters, oversized, sent more
 than once) raises :class:`~northstar.common.errors.InvalidHeader` naming the header.
+
+``X-Mode`` is the deployment flavour the caller runs in: it is recorded as ``mode`` in every
+audit record of the call and checked by the identity gate; it grants nothing. Whether
+``X-Tenant-Id`` / ``X-User-Id`` are believed is not decided here but by the authenticator
+(:mod:`northstar.policy.auth`): only in the explicit ``headers`` mode, and never as an admin.
 """
 
 from __future__ import annotations

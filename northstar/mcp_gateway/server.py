@@ -44,7 +44,7 @@ from northstar.mcp_gateway.rest.api import Response as Answer
 from northstar.mcp_gateway.rest.responses import RuntimeCounts
 
 log = logging.getLogger("northstar.server")
-PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/.well-known/oauth-protected-resource",
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/.well-known/oauth-protected-resource",
                           "/.well-known/oauth-protected-resource/mcp"})
 
 

@@ -55,10 +55,11 @@ def outcome_fields(outcome: str, latency_ms: float, error_code: str | None) -> d
     return {"outcome": outcome, "latency_ms": round(latency_ms, 3), "error_code": error_code}
 
 
-def outcome_record(
-    base: dict[str, Any], target: dict[str, Any], decision_seq: int | None, **fields: Any
-) -> dict[str, Any]:
-    return {**base, **target, "event": "outcome", "decision_seq": decision_seq, **fields}
+def outcome_record(base: dict[str, Any], target: dict[str, Any], decision: Any, **fields: Any) -> dict[str, Any]:
+    """The record after the tool ran; it points at its decision both ways the decision is numbered:
+    ``decision_seq`` (global, for admins) and ``decision_tenant_seq`` (the tenant's count, for the caller)."""
+    return {**base, **target, "event": "outcome", "decision_seq": decision.seq,
+            "decision_tenant_seq": decision.tenant_seq, **fields}
 
 
 def refused_cancel_record(ctx: RequestContext, target_request_id: Any) -> dict[str, Any]:

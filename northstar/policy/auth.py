@@ -1,23 +1,32 @@
-"""Credentials: API keys, and who may trust identity headers.
+"""Credentials: API keys, and whether identity headers are trusted.
 
-Two modes (``NORTHSTAR_AUTH_MODE``):
+Two modes (``NORTHSTAR_AUTH_MODE`` / ``northstar serve --auth-mode``):
 
-* ``headers`` (the default ``auto`` mode picks it when the gateway listens on loopback): the
-  identity headers are trusted as sent. A local-development convenience, never for a
-  gateway reachable from other machines. Users listed in ``admin_users`` are admins.
-* ``api_key`` (``auto`` picks it on any other bind): identity comes only from
-  ``Authorization: Bearer <key>``. With OAuth configured (``northstar.policy.oauth``), a
-  bearer token that is not an ``nsk_`` key is verified as a JWT access token instead.
-  Keys are created with ``northstar keys create``,
-  shown once and stored as a SHA-256 digest (the keys are 256-bit random, so a plain
-  digest is enough). Missing or bad keys get 401; identity headers that contradict the
-  key are refused (403 ``identity_mismatch``). A key is never passed on to a tool.
+* ``api_key`` (the default, whatever the bind address and whoever the peer): identity comes
+  only from ``Authorization: Bearer <key>``. With OAuth configured (``northstar.policy.oauth``),
+  a bearer token that is not an ``nsk_`` key is verified as a JWT access token instead.
+  Keys are created with ``northstar keys create`` or ``POST /v1/keys``, shown once and stored
+  as a SHA-256 digest (the keys are 256-bit random, so a plain digest is enough). Missing or
+  bad keys get 401; identity headers that contradict the key are refused (403
+  ``identity_mismatch``). A key is never passed on to a tool.
+* ``headers`` (only when the operator asks for it; ``serve`` warns at start-up): requests
+  without a credential are identified by ``X-Tenant-Id`` / ``X-User-Id`` as sent. A
+  local-development convenience. A header never makes an admin: admin actions still need
+  an admin key or an admin OAuth token, in every mode.
+
+Admin keys carry their ``provenance``: how the request (or the command) that minted them was
+authenticated (``bootstrap``, ``cli``, ``api_key``, ``oauth``; ``adopted`` once an operator
+confirmed an older key). An admin key without one (minted before keys recorded it, when a
+header could make an admin) or minted by a header-identified caller is refused (403
+``key_not_confirmed``) until an operator runs ``northstar keys adopt KEY_ID`` or re-issues it.
 
 Key format: ``nsk_<key_id>_<secret>``.
 """
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -49,9 +58,18 @@ from northstar.storage import kinds
 KEY_PATTERN = re.compile(r"^nsk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
 
+#: Provenances under which an admin key is honoured: minted by a credential, not by a header.
+HONOURED_PROVENANCE = frozenset({"bootstrap", "cli", "api_key", "oauth", "adopted"})
+
+
 class IdentityMismatch(E.Forbidden):
     code = "identity_mismatch"
     default_message = "identity headers contradict the credential"
+
+
+class KeyNotConfirmed(E.Forbidden):
+    code = "key_not_confirmed"
+    default_message = "this admin key is not honoured until an operator confirms it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +81,27 @@ class ApiKey:
     created_at: str
     digest: str
     label: str | None = None
+    provenance: str | None = None  # how the minting request was authenticated (None: before this was kept)
+    minted_by: str | None = None
+    adopted_by: str | None = None
+    adopted_at: str | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the key may act as what it says: any non-admin key; an admin key minted by a credential."""
+        return not self.admin or self.provenance in HONOURED_PROVENANCE
 
     def public(self) -> dict[str, Any]:
         return {"key_id": self.key_id, "tenant": self.tenant, "user": self.user, "admin": self.admin,
-                "created_at": self.created_at, "label": self.label}
+                "created_at": self.created_at, "label": self.label, "provenance": self.provenance,
+                "minted_by": self.minted_by, "confirmed": self.confirmed}
+
+
+def unconfirmed_message(key_id: str) -> str:
+    return (f"admin key {key_id} was minted before northstar recorded how keys were issued (when an identity "
+            f"header could make an admin), so it is not honoured: an operator confirms it with "
+            f"`northstar keys adopt {key_id}`, or issues a new one (`northstar keys create --admin`) "
+            f"and revokes this one")
 
 
 def digest(secret: str) -> str:
@@ -100,16 +135,46 @@ class KeyService:
         return hit[0]
 
     async def create(self, tenant: str, user: str, *, admin: bool = False, label: str | None = None,
-                     actor: str | None = None) -> tuple[str, ApiKey]:
+                     actor: str | None = None, provenance: str | None = None) -> tuple[str, ApiKey]:
+        """Mint a key; ``provenance`` says how the minting caller was authenticated.
+
+        An admin key minted without a credential behind it (``headers``, or nothing) would not
+        be honoured, so it is refused here rather than handed out.
+        """
         validate_value(TENANT_HEADER, tenant)
         validate_value(USER_HEADER, user)
+        if admin and provenance not in HONOURED_PROVENANCE:
+            raise E.AdminRequired("an admin key can only be minted by an admin credential (a key or a token)")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
-        key = ApiKey(key_id, tenant, user, admin, iso_now(), digest(secret), label)
+        key = ApiKey(key_id, tenant, user, admin, iso_now(), digest(secret), label, provenance, actor)
         data = _asdict(key)
         await self.store.save(GLOBAL_TENANT, kinds.API_KEYS, key_id, data, expected_version=0, actor=actor)
         self._remember(key_id, key)
         return f"nsk_{key_id}_{secret}", key
+
+    async def adopt(self, key_id: str, *, actor: str) -> ApiKey:
+        """An operator confirms an admin key minted before provenance was kept (or by a header)."""
+        rec = await self.store.get(GLOBAL_TENANT, kinds.API_KEYS, key_id)
+        if rec is None or rec.data is None:
+            raise E.NotFound("no such key", key_id=key_id)
+        key = ApiKey(**rec.data)
+        if key.confirmed:
+            return key
+        adopted = dataclasses.replace(key, provenance="adopted", adopted_by=actor, adopted_at=iso_now())
+        await self.store.save(GLOBAL_TENANT, kinds.API_KEYS, key_id, _asdict(adopted),
+                              expected_version=rec.version, actor=actor)
+        self._remember(key_id, adopted)
+        return adopted
+
+    async def all(self) -> builtins.list[ApiKey]:
+        """Every live key, paging through the store."""
+        out: builtins.list[ApiKey] = []
+        after: str | None = None
+        while recs := await self.store.list(GLOBAL_TENANT, kinds.API_KEYS, after=after, limit=1000):
+            out += [ApiKey(**r.data) for r in recs if r.data]
+            after = recs[-1].resource_id
+        return out
 
     async def revoke(self, key_id: str, *, actor: str | None = None) -> None:
         rec = await self.store.get(GLOBAL_TENANT, kinds.API_KEYS, key_id)
@@ -119,8 +184,11 @@ class KeyService:
         self._remember(key_id, None)
 
     async def list(self) -> list[dict[str, Any]]:
-        recs = await self.store.list(GLOBAL_TENANT, kinds.API_KEYS, limit=1000)
-        return [ApiKey(**r.data).public() for r in recs if r.data]
+        return [key.public() for key in await self.all()]
+
+    async def unconfirmed(self) -> builtins.list[ApiKey]:
+        """Admin keys that are not honoured until an operator adopts or replaces them."""
+        return [key for key in await self.all() if not key.confirmed]
 
     async def verify(self, token: str) -> ApiKey:
         m = KEY_PATTERN.fullmatch(token)
@@ -142,14 +210,16 @@ def _asdict(key: ApiKey) -> dict[str, Any]:
 
 
 class Authenticator:
-    """Turns a request's headers into a RequestContext, per the configured mode."""
+    """Turns a request's headers into a RequestContext, per the configured mode.
 
-    def __init__(self, keys: KeyService, *, trust_headers: bool, admin_users: Iterable[str] = ("admin",),
-                 oauth: JwtVerifier | None = None) -> None:
+    Identity headers stand in for a credential only with ``trust_headers`` (the ``headers``
+    mode), and never make an admin: only an admin key or an admin OAuth token does.
+    """
+
+    def __init__(self, keys: KeyService, *, trust_headers: bool, oauth: JwtVerifier | None = None) -> None:
         self.keys = keys
         self.oauth = oauth
         self.trust_headers = trust_headers
-        self.admin_users = frozenset(admin_users)
         self.builder = RequestContextBuilder()
 
     async def authenticate(self, headers: Iterable[tuple[str, str]], transport: Transport) -> RequestContext:
@@ -169,7 +239,7 @@ class Authenticator:
                 what = "<key or OAuth access token>" if self.oauth is not None else "<key>"
                 raise E.Unauthorized(f"an API key is required: Authorization: Bearer {what}")
             ctx = self.builder.from_headers(pairs, transport=transport).replace(request_id=request_id)
-            return ctx.replace(is_admin=ctx.user in self.admin_users, authenticated_by="headers")
+            return ctx.replace(is_admin=False, authenticated_by="headers")
         if self.oauth is not None and not token.startswith("nsk_"):
             claims = await self.oauth.verify(token)
             for header, value in ((TENANT_HEADER, claims.tenant), (USER_HEADER, claims.user)):
@@ -181,6 +251,8 @@ class Authenticator:
                 is_admin=claims.is_admin, authenticated_by="oauth",
             )
         key = await self.keys.verify(token)
+        if not key.confirmed:
+            raise KeyNotConfirmed(unconfirmed_message(key.key_id), key_id=key.key_id)
         for header, value in ((TENANT_HEADER, key.tenant), (USER_HEADER, key.user)):
             if header in ident and ident[header] != value:
                 raise IdentityMismatch(f"{header} does not match the API key", header=header)

@@ -62,12 +62,23 @@ class Decide:
     call: CallTool
 
 
+def seen_seq(ctx: RequestContext, entry: Any) -> int:
+    """The number of a call's audit record as its caller may see it.
+
+    Admins see the global ``seq``; anyone else the record's ``tenant_seq`` (its place among
+    their tenant's records), which says nothing about other tenants' traffic.
+    """
+    if ctx.is_admin or entry.tenant_seq is None:
+        return int(entry.seq)
+    return int(entry.tenant_seq)
+
+
 @dataclass(frozen=True, slots=True)
 class CallResult:
     ok: bool
     output: dict[str, Any] | None = None
     error: E.NorthstarError | None = None
-    audit_seq: int | None = None
+    audit_seq: int | None = None  # as the caller may see it (see seen_seq)
     trace: list[dict[str, Any]] = field(default_factory=list)
     target: dict[str, Any] = field(default_factory=dict)
     latency_ms: float | None = None
@@ -134,10 +145,10 @@ class Ticket:
             assert self.base is not None and self.target is not None
             if self.kind == UNAVAILABLE:
                 assert self.error is not None
-                return await chain.unavailable(self.base, self.error, self.target)
+                return await chain.unavailable(self.msg.ctx, self.base, self.error, self.target)
             assert self.verdict is not None and self.trace is not None
             if self.kind == DENIED:
-                return await chain.denied(self.base, self.verdict, self.target, self.trace)
+                return await chain.denied(self.msg.ctx, self.base, self.verdict, self.target, self.trace)
             assert self.res is not None
             return await chain.allowed(self.msg, self.res, self.verdict, self.base, self.target, self.trace,
                                        audit_first=self.probe)
@@ -255,23 +266,25 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Ticket]):
         return Ticket(self, msg, ALLOWED, res=res, base=base, target=target, trace=trace_dicts, verdict=verdict,
                       probe=probe)
 
-    async def unavailable(self, base: dict[str, Any], err: E.NorthstarError, target: dict[str, Any]) -> CallResult:
+    async def unavailable(self, ctx: RequestContext, base: dict[str, Any], err: E.NorthstarError,
+                          target: dict[str, Any]) -> CallResult:
         trace = [{"gate": "firearm", "decision": "deny", "code": err.code, "reason": err.message}]
         record = R.decision_record(
             base, allowed=False, gate="firearm", code=err.code, reason=err.message, target=target, trace=trace
         )
         entry = await self.audit.append(record)
-        return CallResult(ok=False, error=err, audit_seq=entry.seq, trace=trace, target=target)
+        return CallResult(ok=False, error=err, audit_seq=seen_seq(ctx, entry), trace=trace, target=target)
 
     async def denied(
-        self, base: dict[str, Any], verdict: Verdict, target: dict[str, Any], trace: list[dict[str, Any]]
+        self, ctx: RequestContext, base: dict[str, Any], verdict: Verdict, target: dict[str, Any],
+        trace: list[dict[str, Any]],
     ) -> CallResult:
         record = R.decision_record(
             base, allowed=False, gate=verdict.gate, code=verdict.code, reason=verdict.reason,
             target=target, trace=trace,
         )
         entry = await self.audit.append(record)
-        return CallResult(ok=False, error=verdict.error, audit_seq=entry.seq, trace=trace, target=target)
+        return CallResult(ok=False, error=verdict.error, audit_seq=seen_seq(ctx, entry), trace=trace, target=target)
 
     async def allowed(
         self,
@@ -292,8 +305,8 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Ticket]):
         # before the tool runs, so nothing happens without a durable record of its permission.
         combined = res.op.annotations.read_only and not audit_first
         try:
-            decision_seq = None if combined else (await self.audit.append(decision)).seq
-            return await self.run_and_record(msg, res, verdict, base, target, trace, decision, decision_seq)
+            decision_entry = None if combined else await self.audit.append(decision)
+            return await self.run_and_record(msg, res, verdict, base, target, trace, decision, decision_entry)
         finally:
             self.limits.release(msg.ctx.principal)
 
@@ -306,9 +319,9 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Ticket]):
         target: dict[str, Any],
         trace: list[dict[str, Any]],
         decision: dict[str, Any],
-        decision_seq: int | None,
+        decision_entry: Any,
     ) -> CallResult:
-        combined = decision_seq is None
+        combined = decision_entry is None
         started = trio.current_time()
         outcome: str = "cancelled"
         error_code: str | None = "cancelled"
@@ -322,11 +335,11 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Ticket]):
         finally:
             latency_ms = (trio.current_time() - started) * 1000.0
             fields = R.outcome_fields(outcome, latency_ms, error_code)
-            record = {**decision, **fields} if combined else R.outcome_record(base, target, decision_seq, **fields)
+            record = {**decision, **fields} if combined else R.outcome_record(base, target, decision_entry, **fields)
             # Never raise from here: an exception (Cancelled) may already be on its way out.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + AUDIT_SHIELD_S):
                 try:
-                    seq = (await self.audit.append(record)).seq
+                    seq = seen_seq(msg.ctx, await self.audit.append(record))
                 except E.AuditUnavailable as err:
                     audit_error = err
         assert result is not None
@@ -340,8 +353,8 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Ticket]):
             # The decision was committed before the tool ran and the tool's effect happened; an
             # error now would invite a retry that repeats it. Report the result, log the gap.
             log.error("outcome record not committed", extra={"request_id": msg.ctx.request_id,
-                                                              "decision_seq": decision_seq})
-            seq = decision_seq
+                                                              "decision_seq": decision_entry.seq})
+            seq = seen_seq(msg.ctx, decision_entry)
         return CallResult(
             ok=result.ok, output=result.output, error=result.error, audit_seq=seq, trace=trace, target=target,
             latency_ms=latency_ms,

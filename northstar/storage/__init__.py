@@ -13,7 +13,9 @@ Options (keyword arguments of :func:`open_store`):
     PostgreSQL    ``min_size`` (1), ``max_size`` (10), ``connect_timeout`` (10 s),
                   ``command_timeout`` (30 s), ``acquire_timeout`` (10 s), ``save_attempts`` (5)
     audit log     ``audit_max_pending`` (1024), ``audit_max_batch`` (256),
-                  ``audit_queue_timeout`` (5 s), ``audit_commit_timeout`` (30 s)
+                  ``audit_queue_timeout`` (5 s), ``audit_commit_timeout`` (30 s),
+                  ``audit_seal`` (an :class:`AuditSeal`: the key and anchoring; see
+                  :mod:`.audit_seal`. A store sealed once refuses to open without its key)
     both          ``shutdown_timeout`` (10 s): how long closing waits for queued audit records
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 import trio
 
 from .audit import AuditIO, AuditStats, GroupCommitAuditLog
+from .audit_seal import AuditSeal, AuditSealBroken, AuditSealError, open_seal
 from .base import AuditLog, VersionedStore
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 from .urls import StoreURL, parse_store_url
@@ -34,6 +37,9 @@ from .urls import StoreURL, parse_store_url
 __all__ = [
     "AuditEntry",
     "AuditLog",
+    "AuditSeal",
+    "AuditSealBroken",
+    "AuditSealError",
     "AuditStats",
     "ChangeEvent",
     "GroupCommitAuditLog",
@@ -42,6 +48,7 @@ __all__ = [
     "StoreURL",
     "VerifyReport",
     "VersionedStore",
+    "open_seal",
     "open_store",
     "parse_store_url",
 ]
@@ -56,21 +63,21 @@ class Storage:
     backend: str
 
 
-async def _open_backend(url: StoreURL, opts: dict[str, Any]) -> tuple[Any, AuditIO]:
+async def _open_backend(url: StoreURL, opts: dict[str, Any], seal: AuditSeal | None) -> tuple[Any, AuditIO]:
     if url.backend == "sqlite":
         from .sqlite import SqliteAuditIO, SqliteDatabase, SqliteStore
 
         assert url.path is not None
         sdb = SqliteDatabase(url.path, **opts)
         await sdb.open()
-        return SqliteStore(sdb), SqliteAuditIO(sdb)
+        return SqliteStore(sdb), SqliteAuditIO(sdb, seal)
     from .postgres import PostgresAuditIO, PostgresDatabase, PostgresStore, require_loop
 
     require_loop()
     assert url.dsn is not None
     pdb = PostgresDatabase(url.dsn, schema=url.schema, **opts)
     await pdb.open()
-    return PostgresStore(pdb), PostgresAuditIO(pdb)
+    return PostgresStore(pdb), PostgresAuditIO(pdb, seal)
 
 
 def _split_opts(opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -88,15 +95,19 @@ async def open_store(url: str, **opts: Any) -> AsyncIterator[Storage]:
     """Open the store at ``url``, migrate it, run the audit flusher; flush and close on exit.
 
     Raises ``ValueError`` for a malformed URL or unknown scheme, ``TypeError`` for an unknown
-    option, ``StoreUnavailable`` when the database cannot be opened.
+    option, ``StoreUnavailable`` when the database cannot be opened, ``AuditSealError`` when its
+    audit log is sealed with another key (or with one and none was given).
     """
     parsed = parse_store_url(url)
     backend_opts, audit_opts, shutdown_timeout = _split_opts(dict(opts))
-    store, io = await _open_backend(parsed, backend_opts)
+    seal = audit_opts.get("seal")
+    store, io = await _open_backend(parsed, backend_opts, seal)
     try:
+        await io.register_seal()
         audit = GroupCommitAuditLog(io, **audit_opts)
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run)
+            await nursery.start(audit.run_anchors)
             upkeep = trio.CancelScope()
             maintain = getattr(store, "maintain", None)
             if maintain is not None:

@@ -11,6 +11,13 @@ running, or a failed flush gives the appender :class:`AuditUnavailable`; ``healt
 after a failed flush and True again after the next successful one, so the policy layer can refuse
 calls meanwhile. An appender cancelled (or timed out) after queuing may still see its record
 committed: ``AuditUnavailable`` means "not known to be committed", never "certainly absent".
+
+Sealing (with an :class:`~.audit_seal.AuditSeal`): each commit also moves the head's MAC (same
+statement, no extra write), and :meth:`GroupCommitAuditLog.run_anchors`, a second task off the
+commit path, anchors the newest committed head every ``anchor_every`` records or
+``anchor_interval_s`` seconds, and once more when the flusher stops: one small write to the
+``audit_anchors`` table plus one line appended (and fsynced) to the anchor file. A failed anchor
+is logged and retried at the next round; it never fails a call.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from typing import Any, Protocol
 
 import trio
 
-from northstar.common.errors import AuditUnavailable
+from northstar.common.errors import AuditUnavailable, NorthstarError
 from northstar.common.limits import MAX_FILTER_CHARS, MAX_SEQ, check_int, check_optional_int, check_text
 
 from .audit_chain import AuditRow, PreparedRecord, prepare_record
-from .core import check_limit, normalize_ts
+from .audit_seal import Anchor, AuditSeal, append_anchor, read_anchors
+from .core import check_limit, normalize_ts, utc_now_iso
 from .records import AuditEntry, VerifyReport
 
 log = logging.getLogger("northstar.storage.audit")
@@ -38,14 +46,18 @@ MAX_QUERY_LIMIT = 100_000
 class AuditIO(Protocol):
     """What a backend provides: one-transaction batch writes and reads of the stored chain."""
 
+    async def register_seal(self) -> None: ...
+
     async def write_batch(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow]: ...
 
+    async def write_anchor(self, anchor: Anchor) -> None: ...
+
     async def query(self, filters: dict[str, Any], after_seq: int | None,
-                    limit: int) -> builtins.list[AuditEntry]: ...
+                    limit: int, by_tenant_seq: bool = False) -> builtins.list[AuditEntry]: ...
 
     async def get(self, seq: int) -> AuditEntry | None: ...
 
-    async def verify(self, tenant: str | None) -> VerifyReport: ...
+    async def verify(self, tenant: str | None, anchors: builtins.list[Anchor]) -> VerifyReport: ...
 
 
 @dataclass(slots=True)
@@ -54,6 +66,8 @@ class AuditStats:
     flushes: int = 0         # batches committed (one transaction each)
     failed_flushes: int = 0
     largest_batch: int = 0
+    anchors: int = 0         # anchors written (table and file)
+    failed_anchors: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -73,10 +87,15 @@ class GroupCommitAuditLog:
     """An :class:`~northstar.storage.base.AuditLog` batching concurrent appends into commits."""
 
     def __init__(self, io: AuditIO, *, max_pending: int = 1024, max_batch: int = 256,
-                 queue_timeout: float = 5.0, commit_timeout: float = 30.0) -> None:
+                 queue_timeout: float = 5.0, commit_timeout: float = 30.0, seal: AuditSeal | None = None) -> None:
         if max_pending < 1 or max_batch < 1:
             raise ValueError("max_pending and max_batch must be >= 1")
         self._io = io
+        self.seal = seal
+        self._last_row: AuditRow | None = None  # this process's newest committed entry
+        self._anchored_seq = 0
+        self._unanchored = 0  # records committed since the last anchor
+        self._anchor_due = trio.Event()
         self._max_batch = max_batch
         self._queue_timeout = queue_timeout
         self._commit_timeout = commit_timeout
@@ -143,6 +162,7 @@ class GroupCommitAuditLog:
             self._closed = True
             self._fail_leftovers()
             self._receive.close()
+            self._anchor_due.set()  # the anchorer makes its last anchor and returns
 
     async def _next_batch(self) -> builtins.list[_Pending] | None:
         try:
@@ -181,6 +201,11 @@ class GroupCommitAuditLog:
         self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
         for p, row in zip(batch, rows, strict=True):
             p.settle(row.to_entry())
+        if self.seal is not None:
+            self._last_row = rows[-1]
+            self._unanchored += len(rows)
+            if self._unanchored >= self.seal.anchor_every:
+                self._anchor_due.set()
 
     def _fail_leftovers(self) -> None:
         """On cancellation: whatever was queued or in flight gets a definite (unknown) answer."""
@@ -192,6 +217,47 @@ class GroupCommitAuditLog:
                 self._receive.receive_nowait().settle(None, error)
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
+
+    # -- anchoring -----------------------------------------------------------------------------
+
+    async def run_anchors(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Anchor the committed head off the commit path; returns after the flusher stopped.
+
+        Start it beside :meth:`run` (``open_store`` does). Without a seal it returns at once.
+        """
+        task_status.started()
+        seal = self.seal
+        if seal is None:
+            return
+        while True:
+            with trio.move_on_after(seal.anchor_interval_s):
+                await self._anchor_due.wait()
+            stopped = self._closed and not self._running
+            if not stopped:
+                self._anchor_due = trio.Event()
+            await self.anchor_now()
+            if stopped:
+                return
+
+    async def anchor_now(self) -> Anchor | None:
+        """Anchor this process's newest committed entry, if it is not anchored yet."""
+        row, seal = self._last_row, self.seal
+        if seal is None or row is None or row.seq <= self._anchored_seq:
+            return None
+        anchor = seal.anchor(row.seq, row.hash, utc_now_iso())
+        pending, self._unanchored = self._unanchored, 0
+        try:
+            await self._io.write_anchor(anchor)
+            if seal.anchor_file is not None:
+                await trio.to_thread.run_sync(append_anchor, seal.anchor_file, anchor)
+        except (OSError, NorthstarError) as exc:
+            self._unanchored += pending
+            self.stats.failed_anchors += 1
+            log.warning("audit anchor at seq %d failed (retried at the next round): %s", row.seq, exc)
+            return None
+        self._anchored_seq = row.seq
+        self.stats.anchors += 1
+        return anchor
 
     def shutdown(self) -> None:
         """Refuse new appends; the flusher commits what is queued, then :meth:`run` returns."""
@@ -206,12 +272,16 @@ class GroupCommitAuditLog:
 
     async def query(self, *, tenant: str | None, tool: str | None = None, user: str | None = None,
                     decision: str | None = None, since: str | None = None, until: str | None = None,
-                    after_seq: int | None = None, limit: int = 100) -> builtins.list[AuditEntry]:
+                    after_seq: int | None = None, limit: int = 100,
+                    by_tenant_seq: bool = False) -> builtins.list[AuditEntry]:
         """Entries in ``seq`` order; ``tenant=None`` means every tenant; ``since`` <= ts < ``until``.
 
-        Every argument is checked here, in the caller's task (``ValidationFailed``): nothing out
-        of range reaches the database driver.
+        ``by_tenant_seq`` (``tenant`` required): that tenant's entries in ``tenant_seq`` order,
+        ``after_seq`` being a ``tenant_seq``. Every argument is checked here, in the caller's task
+        (``ValidationFailed``): nothing out of range reaches the database driver.
         """
+        if by_tenant_seq and tenant is None:
+            raise ValueError("a query by tenant_seq needs the tenant")
         filters = {
             "tenant": check_text("tenant", tenant, MAX_FILTER_CHARS),
             "tool": check_text("tool", tool, MAX_FILTER_CHARS),
@@ -221,10 +291,17 @@ class GroupCommitAuditLog:
             "ts_to": normalize_ts(until) if until else None,
         }
         after = check_optional_int("after_seq", after_seq, 0, MAX_SEQ)
-        return await self._io.query(filters, after, check_limit(limit, MAX_QUERY_LIMIT))
+        return await self._io.query(filters, after, check_limit(limit, MAX_QUERY_LIMIT), by_tenant_seq)
 
     async def get(self, seq: int) -> AuditEntry | None:
         return await self._io.get(check_int("seq", seq, 0, MAX_SEQ))
 
     async def verify(self, tenant: str | None = None) -> VerifyReport:
-        return await self._io.verify(tenant)
+        """Walk the chain; with a seal, also hold it to its anchors (table and file) and sealed head."""
+        anchor_file = None if self.seal is None else self.seal.anchor_file
+        anchors, problems = await trio.to_thread.run_sync(read_anchors, anchor_file)
+        report = await self._io.verify(tenant, anchors)
+        if problems and report.ok:
+            return VerifyReport(ok=False, count=report.count, reason=problems[0], sealed=report.sealed,
+                                anchors=report.anchors, anchored_seq=report.anchored_seq)
+        return report

@@ -13,6 +13,7 @@ ACTIVATION_OVERLAYS: Final = "activation_overlays"
 MEDIA_ASSETS: Final = "media_assets"
 API_KEYS: Final = "api_keys"
 UPSTREAMS: Final = "upstreams"  # registered upstream MCP servers (secrets sealed)
+BOOTSTRAP: Final = "bootstrap"
 
 ALL_KINDS: Final[frozenset[str]] = frozenset(
     {
@@ -25,5 +26,6 @@ ALL_KINDS: Final[frozenset[str]] = frozenset(
         MEDIA_ASSETS,
         API_KEYS,
         UPSTREAMS,
+        BOOTSTRAP,
     }
 )

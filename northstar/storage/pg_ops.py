@@ -18,12 +18,21 @@ import asyncpg
 
 from northstar.common.errors import StoreUnavailable
 
-from .audit_chain import AuditRow, ChainVerifier, PreparedRecord, StoredRow, build_rows
+from .audit_chain import (
+    AuditRow,
+    ChainVerifier,
+    PreparedRecord,
+    StoredRow,
+    TenantHeads,
+    build_rows,
+    tenants_of,
+)
+from .audit_seal import Anchor, AuditSeal, AuditSealError, check_head, registration_problem
 from .core import backoff_delays, conflict, decode_data, next_version, utc_now_iso
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 
 RECORD_COLUMNS = "r.tenant, r.kind, r.resource_id, r.version, r.data, r.created_at, r.actor, r.change_id"
-AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash"
+AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash, tenant_seq"
 
 _SAVE_SQL = """
 WITH c AS (
@@ -45,11 +54,20 @@ SELECT change_id FROM r
 _AUDIT_APPEND = """
 WITH ins AS (
     INSERT INTO audit_log (seq, ts, tenant, user_id, tool, operation, decision, request_id, sandbox,
-                           record, prev_hash, hash)
+                           record, prev_hash, hash, tenant_seq)
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[])
+                         $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
+                         $13::bigint[])
 )
-UPDATE audit_head SET seq = $13, hash = $14 WHERE id = 1
+UPDATE audit_head SET seq = $14, hash = $15, mac = $16 WHERE id = 1
+"""
+
+# The head row locked, then each tenant of the batch's last tenant_seq (an index probe each),
+# in one round trip: this statement's snapshot is taken after the lock was granted, so it sees
+# every batch committed before ours.
+_AUDIT_TENANT_HEADS = """
+SELECT t.tenant, coalesce((SELECT max(a.tenant_seq) FROM audit_log a WHERE a.tenant = t.tenant), 0)
+FROM unnest($1::text[]) AS t (tenant)
 """
 
 
@@ -152,34 +170,75 @@ async def check(pool: Any) -> None:
 # -- audit log ------------------------------------------------------------------------------------
 
 
-async def audit_write(pool: Any, batch: list[PreparedRecord]) -> list[AuditRow]:
+async def audit_write(pool: Any, batch: list[PreparedRecord], seal: AuditSeal | None,
+                      cache: TenantHeads) -> list[AuditRow]:
     """Chain one batch onto the head row locked FOR UPDATE: gap-free and linear across replicas."""
+    try:
+        return await _audit_write(pool, batch, seal, cache)
+    except BaseException:
+        cache.forget()  # the outcome is unknown: probe again next time
+        raise
+
+
+async def _audit_write(pool: Any, batch: list[PreparedRecord], seal: AuditSeal | None,
+                       cache: TenantHeads) -> list[AuditRow]:
     async with pool.acquire() as conn, conn.transaction():
-        head = await conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-        rows = build_rows(batch, int(head[0]), str(head[1]), utc_now_iso())
-        columns = zip(*[(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash) for r in rows], strict=True)
-        await conn.execute(_AUDIT_APPEND, *[list(c) for c in columns], rows[-1].seq, rows[-1].hash)
+        head = await conn.fetchrow("SELECT seq, hash, mac FROM audit_head WHERE id = 1 FOR UPDATE")
+        check_head(seal, int(head[0]), str(head[1]), head[2])
+        heads, missing = cache.known(int(head[0]), tenants_of(batch))
+        if missing:
+            found = await conn.fetch(_AUDIT_TENANT_HEADS, missing)
+            heads.update((row[0], int(row[1])) for row in found)
+        rows = build_rows(batch, int(head[0]), str(head[1]), utc_now_iso(), heads)
+        columns = zip(*[(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash, r.tenant_seq) for r in rows],
+                      strict=True)
+        last = rows[-1]
+        mac = None if seal is None else seal.head_mac(last.seq, last.hash)
+        await conn.execute(_AUDIT_APPEND, *[list(c) for c in columns], last.seq, last.hash, mac)
+    cache.committed(last.seq, heads)
     return rows
 
 
+async def audit_register_seal(pool: Any, seal: AuditSeal | None) -> None:
+    """Register ``seal``'s key on a store that has none (sealing the head as it stands), or refuse."""
+    async with pool.acquire() as conn, conn.transaction():
+        head = await conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        registered = await conn.fetchval("SELECT key_id FROM audit_seal WHERE id = 1")
+        problem = registration_problem(registered, seal)
+        if problem is not None:
+            if seal is not None:
+                seal.discard_new_key()  # it sealed nothing: leave no stray key behind
+            raise AuditSealError(problem)
+        if registered is None and seal is not None:
+            await conn.execute("INSERT INTO audit_seal (id, key_id, sealed_at, sealed_seq) VALUES (1, $1, $2, $3)",
+                               seal.key_id, utc_now_iso(), head[0])
+            await conn.execute("UPDATE audit_head SET mac = $1 WHERE id = 1", seal.head_mac(head[0], head[1]))
+
+
+async def audit_write_anchor(pool: Any, anchor: Anchor) -> None:
+    await pool.execute("INSERT INTO audit_anchors (seq, hash, ts, key_id, mac) VALUES ($1, $2, $3, $4, $5)",
+                       anchor.seq, anchor.hash, anchor.ts, anchor.key_id, anchor.mac)
+
+
 def _entry(row: Sequence[Any]) -> AuditEntry:
-    return AuditRow(row[0], row[1], row[2], row[3], row[4], decode_data(row[2]) or {}).to_entry()
+    return AuditRow(row[0], row[1], row[2], row[3], row[4], decode_data(row[2]) or {}, row[5]).to_entry()
 
 
 async def audit_query(pool: Any, filters: dict[str, Any], after_seq: int | None,
-                      limit: int) -> list[AuditEntry]:
+                      limit: int, by_tenant_seq: bool = False) -> list[AuditEntry]:
     ops = {"ts_from": "ts >= ", "ts_to": "ts < "}
     clauses, args = [], []
     for column, value in filters.items():
         if value is not None:
             args.append(value)
             clauses.append(f"{ops.get(column, column + ' = ')}${len(args)}")
+    order = "tenant_seq" if by_tenant_seq else "seq"
     if after_seq is not None:
         args.append(after_seq)
-        clauses.append(f"seq > ${len(args)}")
+        clauses.append(f"{order} > ${len(args)}")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     args.append(limit)
-    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log {where} ORDER BY seq LIMIT ${len(args)}"
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log {where} ORDER BY {order} LIMIT ${len(args)}"
     rows = await pool.fetch(sql, *args)
     return [_entry(row) for row in rows]
 
@@ -189,17 +248,18 @@ async def audit_get(pool: Any, seq: int) -> AuditEntry | None:
     return _entry(row) if row else None
 
 
-async def audit_verify(pool: Any, tenant: str | None) -> VerifyReport:
+async def audit_verify(pool: Any, verifier: ChainVerifier) -> VerifyReport:
     """Walk the whole chain in one REPEATABLE READ snapshot, streaming with a cursor."""
-    verifier = ChainVerifier(tenant)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        head = await conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1")
+        head = await conn.fetchrow("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+        anchors = await conn.fetch("SELECT seq, hash, ts, key_id, mac FROM audit_anchors ORDER BY id")
+        verifier.add_anchors(Anchor(*row) for row in anchors)
         query = (
             "SELECT seq, ts, record, prev_hash, hash, tenant, user_id, tool, operation, decision,"
-            " request_id, sandbox FROM audit_log ORDER BY seq"
+            " request_id, sandbox, tenant_seq FROM audit_log ORDER BY seq"
         )
         async for row in conn.cursor(query, prefetch=1000):
-            stored = StoredRow(row[0], row[1], row[2], row[3], row[4], (*row[5:11], bool(row[11])))
+            stored = StoredRow(row[0], row[1], row[2], row[3], row[4], (*row[5:11], bool(row[11])), row[12])
             if not verifier.feed(stored):
                 break
-    return verifier.finish(*(tuple(head) if head else (None, None)))
+    return verifier.finish(*(tuple(head) if head else (None, None, None)))

@@ -82,6 +82,43 @@ MIGRATIONS: tuple[Migration, ...] = (
                FOR EACH STATEMENT EXECUTE FUNCTION northstar_append_only()""",
         ),
     ),
+    Migration(
+        3,
+        "tenant sequence numbers and the keyed audit seal",
+        (
+            # Each tenant's own numbering of its entries, given to existing rows in seq order
+            # (the append-only trigger is lifted for that one UPDATE, inside this transaction).
+            "ALTER TABLE audit_log ADD COLUMN tenant_seq BIGINT",
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+            """UPDATE audit_log SET tenant_seq = numbered.n FROM (
+                   SELECT seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n
+                   FROM audit_log WHERE tenant IS NOT NULL
+               ) AS numbered WHERE audit_log.seq = numbered.seq""",
+            "ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only",
+            # Appended at the end of each tenant's range (like the (tenant, seq) index): a commit
+            # dirties one leaf per tenant it touches, not one per user.
+            "CREATE UNIQUE INDEX audit_log_tenant_number ON audit_log (tenant, tenant_seq)",
+            "ALTER TABLE audit_head ADD COLUMN mac TEXT",
+            """CREATE TABLE audit_seal (
+                id         INT PRIMARY KEY CHECK (id = 1),
+                key_id     TEXT NOT NULL,
+                sealed_at  TEXT NOT NULL,
+                sealed_seq BIGINT NOT NULL
+            )""",
+            """CREATE TABLE audit_anchors (
+                id     BIGSERIAL PRIMARY KEY,
+                seq    BIGINT NOT NULL,
+                hash   TEXT NOT NULL,
+                ts     TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                mac    TEXT NOT NULL
+            )""",
+            """CREATE TRIGGER audit_anchors_append_only BEFORE UPDATE OR DELETE ON audit_anchors
+               FOR EACH ROW EXECUTE FUNCTION northstar_append_only()""",
+            """CREATE TRIGGER audit_anchors_no_truncate BEFORE TRUNCATE ON audit_anchors
+               FOR EACH STATEMENT EXECUTE FUNCTION northstar_append_only()""",
+        ),
+    ),
 )
 
 

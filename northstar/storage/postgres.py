@@ -25,7 +25,8 @@ import trio_asyncio
 from northstar.common.errors import StoreUnavailable
 
 from . import pg_ops as ops
-from .audit_chain import AuditRow, PreparedRecord
+from .audit_chain import AuditRow, ChainVerifier, PreparedRecord, TenantHeads
+from .audit_seal import Anchor, AuditSeal
 from .core import (
     check_changes_args,
     check_get_args,
@@ -180,18 +181,28 @@ class PostgresStore:
 class PostgresAuditIO:
     """The audit backend for :class:`~northstar.storage.audit.GroupCommitAuditLog` on PostgreSQL."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: PostgresDatabase, seal: AuditSeal | None = None) -> None:
         self.db = db
+        self.seal = seal
+        self._tenant_heads = TenantHeads()  # one flusher: one batch at a time
+
+    async def register_seal(self) -> None:
+        await self.db.write(ops.audit_register_seal, self.seal)
 
     async def write_batch(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow]:
-        return await self.db.write(ops.audit_write, batch)
+        return await self.db.write(ops.audit_write, batch, self.seal, self._tenant_heads)
+
+    async def write_anchor(self, anchor: Anchor) -> None:
+        await self.db.write(ops.audit_write_anchor, anchor)
 
     async def query(self, filters: dict[str, Any], after_seq: int | None,
-                    limit: int) -> builtins.list[AuditEntry]:
-        return await self.db.call(ops.audit_query, filters, after_seq, limit)
+                    limit: int, by_tenant_seq: bool = False) -> builtins.list[AuditEntry]:
+        return await self.db.call(ops.audit_query, filters, after_seq, limit, by_tenant_seq)
 
     async def get(self, seq: int) -> AuditEntry | None:
         return await self.db.call(ops.audit_get, int(seq))
 
-    async def verify(self, tenant: str | None) -> VerifyReport:
-        return await self.db.call(ops.audit_verify, tenant)
+    async def verify(self, tenant: str | None, anchors: Sequence[Anchor] = ()) -> VerifyReport:
+        verifier = ChainVerifier(tenant, key=None if self.seal is None else self.seal.key, tenant_seqs=True)
+        verifier.add_anchors(anchors)
+        return await self.db.call(ops.audit_verify, verifier)

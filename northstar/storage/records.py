@@ -33,13 +33,18 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One committed audit record with its place in the hash chain."""
+    """One committed audit record with its place in the hash chain.
+
+    ``seq`` is global (every tenant's entries share it); ``tenant_seq`` counts only the
+    entries of the record's own tenant (None when the record names no tenant).
+    """
 
     seq: int
     ts: str
     record: dict[str, Any]
     prev_hash: str
     hash: str
+    tenant_seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,12 +52,23 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """Outcome of an audit chain check; ``first_bad_seq`` pinpoints the first broken entry."""
+    """Outcome of an audit chain check; ``first_bad_seq`` pinpoints the first broken entry.
+
+    ``sealed``: the recorded head's MAC was checked with the audit key and holds. ``anchors``:
+    how many keyed anchors the chain was matched against; ``anchored_seq``: the newest of them
+    (entries after it rest on the sealed head alone).
+    """
 
     ok: bool
     count: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    sealed: bool = False
+    anchors: int = 0
+    anchored_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

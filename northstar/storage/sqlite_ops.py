@@ -16,14 +16,23 @@ from typing import Any, TypeVar
 
 from northstar.common.errors import StoreUnavailable
 
-from .audit_chain import AuditRow, ChainVerifier, PreparedRecord, StoredRow, build_rows
+from .audit_chain import (
+    AuditRow,
+    ChainVerifier,
+    PreparedRecord,
+    StoredRow,
+    TenantHeads,
+    build_rows,
+    tenants_of,
+)
+from .audit_seal import Anchor, AuditSeal, AuditSealError, check_head, registration_problem
 from .core import conflict, decode_data, next_version, utc_now_iso
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 
 T = TypeVar("T")
 
 RECORD_COLUMNS = "r.tenant, r.kind, r.resource_id, r.version, r.data, r.created_at, r.actor, r.change_id"
-AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash"
+AUDIT_COLUMNS = "seq, ts, record, prev_hash, hash, tenant_seq"
 #: The writer's own auto-checkpoint: only a safety net behind the background checkpointer.
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
@@ -201,27 +210,73 @@ def integrity_check(conn: sqlite3.Connection) -> str:
 # -- audit log ------------------------------------------------------------------------------------
 
 
-def audit_write(conn: sqlite3.Connection, batch: list[PreparedRecord]) -> list[AuditRow]:
-    """Chain and insert one batch in one transaction (the group commit)."""
+def _tenant_head(conn: sqlite3.Connection, tenant: str) -> int:
+    row = conn.execute("SELECT max(tenant_seq) FROM audit_log WHERE tenant = ?", (tenant,)).fetchone()
+    return int(row[0] or 0)
+
+
+def audit_write(conn: sqlite3.Connection, batch: list[PreparedRecord], seal: AuditSeal | None,
+                cache: TenantHeads) -> list[AuditRow]:
+    """Chain and insert one batch in one transaction (the group commit), moving the sealed head."""
+    try:
+        return _audit_write(conn, batch, seal, cache)
+    except BaseException:
+        cache.forget()  # the outcome is unknown: probe again next time
+        raise
+
+
+def _audit_write(conn: sqlite3.Connection, batch: list[PreparedRecord], seal: AuditSeal | None,
+                 cache: TenantHeads) -> list[AuditRow]:
     with write_tx(conn):
-        head_seq, head_hash = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-        rows = build_rows(batch, int(head_seq), str(head_hash), utc_now_iso())
+        head_seq, head_hash, head_mac = conn.execute("SELECT seq, hash, mac FROM audit_head WHERE id = 1").fetchone()
+        check_head(seal, int(head_seq), str(head_hash), head_mac)
+        heads, missing = cache.known(int(head_seq), tenants_of(batch))
+        heads.update((t, _tenant_head(conn, t)) for t in missing)
+        rows = build_rows(batch, int(head_seq), str(head_hash), utc_now_iso(), heads)
         conn.executemany(
             "INSERT INTO audit_log (seq, ts, tenant, user_id, tool, operation, decision, request_id,"
-            " sandbox, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash) for r in rows],
+            " sandbox, record, prev_hash, hash, tenant_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.seq, r.ts, *r.columns, r.text, r.prev_hash, r.hash, r.tenant_seq) for r in rows],
         )
-        conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (rows[-1].seq, rows[-1].hash))
+        last = rows[-1]
+        mac = None if seal is None else seal.head_mac(last.seq, last.hash)
+        conn.execute("UPDATE audit_head SET seq = ?, hash = ?, mac = ? WHERE id = 1", (last.seq, last.hash, mac))
+    cache.committed(last.seq, heads)
     return rows
 
 
+def audit_register_seal(conn: sqlite3.Connection, seal: AuditSeal | None) -> None:
+    """Register ``seal``'s key on a store that has none (sealing the head as it stands), or refuse."""
+    with write_tx(conn):
+        row = conn.execute("SELECT key_id FROM audit_seal WHERE id = 1").fetchone()
+        problem = registration_problem(row[0] if row else None, seal)
+        if problem is not None:
+            if seal is not None:
+                seal.discard_new_key()  # it sealed nothing: leave no stray key behind
+            raise AuditSealError(problem)
+        if row is None and seal is not None:
+            head_seq, head_hash = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            conn.execute("INSERT INTO audit_seal (id, key_id, sealed_at, sealed_seq) VALUES (1, ?, ?, ?)",
+                         (seal.key_id, utc_now_iso(), head_seq))
+            conn.execute("UPDATE audit_head SET mac = ? WHERE id = 1", (seal.head_mac(head_seq, head_hash),))
+
+
+def audit_write_anchor(conn: sqlite3.Connection, anchor: Anchor) -> None:
+    with write_tx(conn):
+        conn.execute("INSERT INTO audit_anchors (seq, hash, ts, key_id, mac) VALUES (?, ?, ?, ?, ?)",
+                     (anchor.seq, anchor.hash, anchor.ts, anchor.key_id, anchor.mac))
+
+
 def _entry(row: Sequence[Any]) -> AuditEntry:
-    return AuditRow(row[0], row[1], row[2], row[3], row[4], decode_data(row[2]) or {}).to_entry()
+    return AuditRow(row[0], row[1], row[2], row[3], row[4], decode_data(row[2]) or {}, row[5]).to_entry()
 
 
 def audit_query(conn: sqlite3.Connection, filters: dict[str, Any], after_seq: int | None,
-                limit: int) -> list[AuditEntry]:
-    """``filters`` maps column -> value; ``ts_from`` / ``ts_to`` bound ``ts`` (from inclusive)."""
+                limit: int, by_tenant_seq: bool = False) -> list[AuditEntry]:
+    """``filters`` maps column -> value; ``ts_from`` / ``ts_to`` bound ``ts`` (from inclusive).
+
+    ``by_tenant_seq`` orders and pages by ``tenant_seq`` (``after_seq`` is one) instead of ``seq``.
+    """
     clauses, args = [], []
     for column, value in filters.items():
         if value is None:
@@ -233,11 +288,12 @@ def audit_query(conn: sqlite3.Connection, filters: dict[str, Any], after_seq: in
         else:
             clauses.append(f"{column} = ?")
         args.append(value)
+    order = "tenant_seq" if by_tenant_seq else "seq"
     if after_seq is not None:
-        clauses.append("seq > ?")
+        clauses.append(f"{order} > ?")
         args.append(after_seq)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit_log {where} ORDER BY seq LIMIT ?", [*args, limit])
+    rows = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit_log {where} ORDER BY {order} LIMIT ?", [*args, limit])
     return [_entry(row) for row in rows]
 
 
@@ -246,20 +302,21 @@ def audit_get(conn: sqlite3.Connection, seq: int) -> AuditEntry | None:
     return _entry(row) if row else None
 
 
-def audit_verify(conn: sqlite3.Connection, tenant: str | None) -> VerifyReport:
+def audit_verify(conn: sqlite3.Connection, verifier: ChainVerifier) -> VerifyReport:
     """Walk the whole chain inside one read transaction (one WAL snapshot)."""
-    verifier = ChainVerifier(tenant)
     conn.execute("BEGIN")
     try:
-        head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        head = conn.execute("SELECT seq, hash, mac FROM audit_head WHERE id = 1").fetchone()
+        verifier.add_anchors(Anchor(*row) for row in conn.execute(
+            "SELECT seq, hash, ts, key_id, mac FROM audit_anchors ORDER BY id"))
         with contextlib.closing(conn.execute(
             "SELECT seq, ts, record, prev_hash, hash, tenant, user_id, tool, operation, decision,"
-            " request_id, sandbox FROM audit_log ORDER BY seq"
+            " request_id, sandbox, tenant_seq FROM audit_log ORDER BY seq"
         )) as rows:
             for row in rows:
-                stored = StoredRow(row[0], row[1], row[2], row[3], row[4], (*row[5:11], bool(row[11])))
+                stored = StoredRow(row[0], row[1], row[2], row[3], row[4], (*row[5:11], bool(row[11])), row[12])
                 if not verifier.feed(stored):
                     break
     finally:
         conn.execute("COMMIT")
-    return verifier.finish(*(head if head else (None, None)))
+    return verifier.finish(*(head if head else (None, None, None)))

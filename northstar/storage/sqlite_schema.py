@@ -6,7 +6,8 @@ opening the same file apply it once. Never edit a shipped migration: append a ne
 
 ``records`` and ``audit_log`` are append-only: triggers ABORT any UPDATE or DELETE. A user with
 write access to the file can drop those triggers (a tamper test does exactly that); the audit
-hash chain is what still catches the edit.
+hash chain is what still catches the edit, and the keyed seal (``audit_head.mac``,
+``audit_anchors``; see :mod:`.audit_seal`) what catches a re-hashed or truncated chain.
 """
 
 from __future__ import annotations
@@ -77,6 +78,44 @@ MIGRATIONS: tuple[Migration, ...] = (
                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
             """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+        ),
+    ),
+    Migration(
+        3,
+        "tenant sequence numbers and the keyed audit seal",
+        (
+            # Each tenant's own numbering of its entries, given to existing rows in seq order
+            # (the append-only trigger is lifted for that one UPDATE, inside this transaction).
+            "ALTER TABLE audit_log ADD COLUMN tenant_seq INTEGER",
+            "DROP TRIGGER audit_log_no_update",
+            """UPDATE audit_log SET tenant_seq = numbered.n FROM (
+                   SELECT seq, row_number() OVER (PARTITION BY tenant ORDER BY seq) AS n
+                   FROM audit_log WHERE tenant IS NOT NULL
+               ) AS numbered WHERE audit_log.seq = numbered.seq""",
+            """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+               BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+            # Appended at the end of each tenant's range (like the (tenant, seq) index): a commit
+            # dirties one leaf per tenant it touches, not one per user.
+            "CREATE UNIQUE INDEX audit_log_tenant_number ON audit_log (tenant, tenant_seq)",
+            "ALTER TABLE audit_head ADD COLUMN mac TEXT",
+            """CREATE TABLE audit_seal (
+                id         INTEGER PRIMARY KEY CHECK (id = 1),
+                key_id     TEXT NOT NULL,
+                sealed_at  TEXT NOT NULL,
+                sealed_seq INTEGER NOT NULL
+            )""",
+            """CREATE TABLE audit_anchors (
+                id     INTEGER PRIMARY KEY AUTOINCREMENT,
+                seq    INTEGER NOT NULL,
+                hash   TEXT NOT NULL,
+                ts     TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                mac    TEXT NOT NULL
+            )""",
+            """CREATE TRIGGER audit_anchors_no_update BEFORE UPDATE ON audit_anchors
+               BEGIN SELECT RAISE(ABORT, 'audit_anchors is append-only'); END""",
+            """CREATE TRIGGER audit_anchors_no_delete BEFORE DELETE ON audit_anchors
+               BEGIN SELECT RAISE(ABORT, 'audit_anchors is append-only'); END""",
         ),
     ),
 )

@@ -14,7 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.harness import gateway_env
+from tests.harness import admin_headers, gateway_env
 
 TRANSPORTS = ("stdio", "sse", "streamable-2025", "streamable-2026")
 
@@ -59,17 +59,18 @@ def error_of(result: Any) -> dict[str, Any]:
 
 
 def grant(url: str, tenant: str, user: str, firearm: str) -> None:
-    resp = httpx2.post(f"{url}/v1/firearms/grants", headers={"X-User-Id": "admin"},
+    resp = httpx2.post(f"{url}/v1/firearms/grants", headers=admin_headers(url),
                        json={"tenant": tenant, "user": user, "firearm": firearm, "reason": "test"})
     assert resp.status_code == 201, resp.text
 
 
 def revoke(url: str, tenant: str, user: str, firearm: str) -> None:
-    resp = httpx2.delete(f"{url}/v1/firearms/grants/{tenant}/{user}/{firearm}", headers={"X-User-Id": "admin"})
+    resp = httpx2.delete(f"{url}/v1/firearms/grants/{tenant}/{user}/{firearm}", headers=admin_headers(url))
     assert resp.status_code == 200, resp.text
 
 
 def audit(url: str, **filters: str) -> list[dict]:
-    resp = httpx2.get(f"{url}/v1/audit", params={**filters, "limit": "1000"}, headers={"X-User-Id": "admin"})
+    """Audit entries as an admin sees them (global ``seq``; ``tenant_seq`` beside it)."""
+    resp = httpx2.get(f"{url}/v1/audit", params={**filters, "limit": "1000"}, headers=admin_headers(url))
     assert resp.status_code == 200, resp.text
     return list(resp.json()["entries"])

@@ -97,7 +97,7 @@ def test_graceful_shutdown(tmp_path: Path, sig: int) -> None:
 
 
 def test_ops_runtime_reports_the_audit_group_commit(gateway: GatewayProcess) -> None:
-    admin = {"X-User-Id": "admin"}
+    admin = gateway.admin_headers
     before = httpx2.get(f"{gateway.url}/v1/ops/runtime", headers=admin).json()["audit"]
     for i in range(5):
         resp = httpx2.post(f"{gateway.url}/v1/tools/echo.ping/call", json={"arguments": {"message": str(i)}})
@@ -107,3 +107,4 @@ def test_ops_runtime_reports_the_audit_group_commit(gateway: GatewayProcess) -> 
     assert after["flushes"] > before["flushes"] and after["failed_flushes"] == 0
     assert 1 <= after["mean_batch"] <= after["largest_batch"] and after["pending"] == 0
     assert httpx2.get(f"{gateway.url}/v1/ops/runtime").status_code == 403  # admin only
+    assert httpx2.get(f"{gateway.url}/v1/ops/runtime", headers={"X-User-Id": "admin"}).status_code == 403

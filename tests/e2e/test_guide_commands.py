@@ -51,39 +51,39 @@ pytestmark = pytest.mark.slow
 CREATE_ARGS = {"name": "note.txt", "mime_type": "text/plain", "content_text": "hi"}
 DENIAL_DETAILS = {"scope": "media.write", "firearm": "firearm.media.write"}
 
+INSPECTOR_HTTP = ('npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/mcp --transport http '
+                  '--header "Authorization: Bearer $KEY"')
+
 # Every shell command of the guide, and what runs it ("script": repro_real_client.sh runs the
 # same invocation against its own gateway; the test named here runs the guide's text).
 EXERCISED = {
     ". .venv/bin/activate": "test_activate_puts_northstar_on_path",
     "northstar serve --host 127.0.0.1 --port 8000 --data-dir ./data": "test_loopback_gateway",
     "curl -s http://127.0.0.1:8000/health": "test_loopback_gateway",
-    "curl -s -X POST http://127.0.0.1:8000/v1/tools/echo.ping/call": "test_loopback_gateway",
-    "northstar stdio --tenant acme --user alice --data-dir ./data": "test_loopback_gateway",
-    "northstar keys create --tenant acme --user alice --data-dir ./data": "test_api_key_mode",
-    "northstar keys create --tenant acme --user ops --admin --data-dir ./data": "test_api_key_mode",
-    "NORTHSTAR_AUTH_MODE=api_key northstar serve --host 127.0.0.1 --port 8000 --data-dir ./data":
-        "test_api_key_mode",
-    "export KEY=nsk_...": "test_api_key_mode",
+    "export ADMIN_KEY=$(cat data/admin.key)": "test_loopback_gateway",
+    "northstar keys create --tenant acme --user alice --data-dir ./data": "test_loopback_gateway",
+    "export KEY=nsk_...": "test_loopback_gateway",
+    "curl -s -X POST http://127.0.0.1:8000/v1/tools/echo.ping/call -H \"Authorization: Bearer $KEY\"":
+        "test_loopback_gateway",
     "curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:8000/v1/tools": "test_api_key_mode",
     "curl -s -o /dev/null -w '%{http_code}\\n' -H \"Authorization: Bearer $KEY\"": "test_api_key_mode",
+    "northstar keys create --tenant acme --user ops --admin --data-dir ./data": "test_api_key_mode",
+    "curl -s -X POST http://127.0.0.1:8000/v1/keys -H \"Authorization: Bearer $ADMIN_KEY\"": "test_api_key_mode",
+    "northstar serve --auth-mode headers --host 127.0.0.1 --port 8000 --data-dir ./data": "test_headers_mode",
+    "curl -s -X POST http://127.0.0.1:8000/v1/tools/echo.ping/call -H 'X-Tenant-Id: acme'": "test_headers_mode",
+    "northstar stdio --tenant acme --user alice --data-dir ./data": "test_loopback_gateway",
     "northstar firearms grant acme alice firearm.media.write --data-dir ./data": "test_claude_desktop_config",
     "northstar firearms list --data-dir ./data": "test_api_key_mode",
-    "curl -s -X POST http://127.0.0.1:8000/v1/firearms/grants -H 'X-User-Id: admin'": "test_loopback_gateway",
     "curl -s -X POST http://127.0.0.1:8000/v1/firearms/grants -H \"Authorization: Bearer $ADMIN_KEY\"":
-        "test_api_key_mode",
+        "test_loopback_gateway",
     "NORTHSTAR_AUTH_MODE=api_key NORTHSTAR_ALLOWED_HOSTS='[\"mcp.example.com\", \"127.0.0.1:*\"]'":
         "test_public_bind_host_and_origin_rules",
     "npx @modelcontextprotocol/inspector --transport http --server-url": "test_inspector_web_ui_starts",
-    "npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/mcp --transport http --method tools/list":
-        "script",
-    "npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/mcp --transport http --method tools/call":
-        "script",
-    "npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/mcp --transport http --protocol-era modern":
-        "script",
+    INSPECTOR_HTTP + " --method tools/list": "test_inspector_cli_with_api_key",
+    INSPECTOR_HTTP + " --method tools/call": "script",
+    INSPECTOR_HTTP + " --protocol-era modern": "script",
     "npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/sse --transport sse": "script",
     "npx @modelcontextprotocol/inspector --cli --transport stdio": "script",
-    "npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/mcp --transport http --header":
-        "test_inspector_cli_with_api_key",
 }
 
 
@@ -268,15 +268,30 @@ def test_activate_puts_northstar_on_path() -> None:
     assert done.stdout.strip() == str(REPO / ".venv" / "bin" / "northstar")
 
 
+def create_key(prefix: str, cwd: Path) -> str:
+    """Run the guide's ``northstar keys create ...`` line; the printed key."""
+    done = sh(guide_command(prefix), cwd)
+    assert done.returncode == 0, done.stderr
+    key: str = json.loads(done.stdout)["key"]
+    return key
+
+
 async def test_loopback_gateway(tmp_path: Path, curl: None) -> None:
-    """serve on loopback, /health, header identity over REST, stdio, the admin REST grant."""
+    """serve (the default: a credential on every request), /health, the bootstrap admin key file,
+    alice's key and a call with it, stdio, and the admin's REST grant with the key file."""
     with served(guide_command("northstar serve --host 127.0.0.1"), tmp_path) as gw:
         health = json.loads(sh(with_port(guide_command("curl -s http://127.0.0.1:8000/health"), gw.port),
                                tmp_path).stdout)
         assert health["status"] == "ok"
-        echo = json.loads(sh(with_port(guide_command("curl -s -X POST http://127.0.0.1:8000/v1/tools/echo.ping"),
-                                       gw.port), tmp_path).stdout)
-        assert echo["output"]["pong"] is True and echo["output"]["message"] == "hi", echo
+        assert gw.log().count("admin key: data/admin.key") == 1  # as the guide quotes it, once
+        key = create_key("northstar keys create --tenant acme --user alice", tmp_path)
+        export = guide_command("export KEY=nsk_...").replace("nsk_...", key, 1)
+        echo = sh(export + "\n" + with_port(guide_command(
+            'curl -s -X POST http://127.0.0.1:8000/v1/tools/echo.ping/call -H "Authorization: Bearer $KEY"'),
+            gw.port), tmp_path)
+        out = json.loads(echo.stdout)
+        assert out["output"]["pong"] is True and out["output"]["message"] == "hi", out
+        assert out["audit_seq"] == 1  # alice's first record
         # stdio, as the guide writes it, against the same ./data the gateway uses
         params = StdioServerParameters(command="bash", args=["-c", "exec " + guide_command("northstar stdio")],
                                        env=clean_env(NORTHSTAR_LOG_LEVEL="WARNING"), cwd=str(tmp_path))
@@ -286,11 +301,30 @@ async def test_loopback_gateway(tmp_path: Path, curl: None) -> None:
             assert create.description.endswith("[requires firearm firearm.media.write; not granted to you]")
             assert (create.meta or {})["northstar/callable"] is False
             assert_denied(await client.call_tool("media_v2__create_asset", CREATE_ARGS))
-            granted = await ash(with_port(guide_command("curl -s -X POST http://127.0.0.1:8000/v1/firearms/grants "
-                                                        "-H 'X-User-Id: admin'"), gw.port), tmp_path)
+            admin = guide_command("export ADMIN_KEY=$(cat data/admin.key)") + "\n" + with_port(guide_command(
+                'curl -s -X POST http://127.0.0.1:8000/v1/firearms/grants -H "Authorization: Bearer $ADMIN_KEY"'),
+                gw.port)
+            granted = await ash(admin, tmp_path)
             assert json.loads(granted.stdout)["firearm"] == "firearm.media.write", granted.stdout
             created = await create_until_allowed(client)  # the running stdio process sees it
             assert created["asset_id"]
+
+
+def test_headers_mode(tmp_path: Path, curl: None) -> None:
+    """The explicit header mode: announced at start, a header names a user, never an admin."""
+    with served(guide_command("northstar serve --auth-mode headers"), tmp_path) as gw:
+        assert "auth_mode=headers" in gw.log() and "anyone can act as any user" in gw.log()
+        echo = json.loads(sh(with_port(guide_command(
+            "curl -s -X POST http://127.0.0.1:8000/v1/tools/echo.ping/call -H 'X-Tenant-Id: acme'"), gw.port),
+            tmp_path).stdout)
+        assert echo["output"]["pong"] is True and echo["output"]["message"] == "hi", echo
+        spoofed = httpx2.post(f"{gw.url}/v1/firearms/grants", headers={"X-User-Id": "admin"},
+                              json={"tenant": "acme", "user": "alice", "firearm": "firearm.media.write"})
+        assert spoofed.status_code == 403 and spoofed.json()["error"]["code"] == "admin_required"
+        admin_key = (tmp_path / "data" / "admin.key").read_text().strip()
+        ok = httpx2.post(f"{gw.url}/v1/firearms/grants", headers={"Authorization": f"Bearer {admin_key}"},
+                         json={"tenant": "acme", "user": "alice", "firearm": "firearm.media.write"})
+        assert ok.status_code == 201, ok.text
 
 
 @dataclass
@@ -316,9 +350,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiGateway]:
         assert done.returncode == 0, done.stderr
         created = json.loads(done.stdout)
         assert created["key"].startswith("nsk_") and created["tenant"] == "acme" and created["user"] == user
-        assert created["admin"] is (user == "ops")
+        assert created["admin"] is (user == "ops") and created["provenance"] == "cli"
         keys[user] = created["key"]
-    with served(guide_command("NORTHSTAR_AUTH_MODE=api_key northstar serve"), cwd) as gw:
+    with served(guide_command("northstar serve --host 127.0.0.1"), cwd) as gw:
         yield ApiGateway(gw, cwd, keys)
 
 
@@ -344,6 +378,12 @@ async def test_api_key_mode(api: ApiGateway, curl: None) -> None:
     no_oauth = httpx2.get(f"{gw.url}/.well-known/oauth-protected-resource",
                           headers={"Authorization": f"Bearer {key}"})
     assert no_oauth.status_code == 404
+    # the bootstrap admin key mints a key over REST, as the guide shows
+    minted = sh(guide_command("export ADMIN_KEY=$(cat data/admin.key)") + "\n" + with_port(guide_command(
+        'curl -s -X POST http://127.0.0.1:8000/v1/keys -H "Authorization: Bearer $ADMIN_KEY"'), gw.port), tmp_path)
+    bob = json.loads(minted.stdout)
+    assert (bob["tenant"], bob["user"], bob["admin"], bob["provenance"]) == ("acme", "bob", False, "api_key")
+    assert httpx2.get(f"{gw.url}/v1/tools", headers={"Authorization": f"Bearer {bob['key']}"}).status_code == 200
 
     auth = {"Authorization": f"Bearer {key}"}
     async with http_client(gw.url, auth) as client:
@@ -533,7 +573,8 @@ async def test_session_not_found_after_restart(tmp_path: Path) -> None:
     """A 2025-era session dies with the process (404; initializing again cures it); the
     stateless 2026-07-28 era does not notice the restart."""
     command = guide_command("northstar serve --host 127.0.0.1")
-    headers = {"X-Tenant-Id": "acme", "X-User-Id": "alice"}
+    headers = {"Authorization": f"Bearer {create_key('northstar keys create --tenant acme --user alice', tmp_path)}"}
+    bob = json.loads(sh("northstar keys create --tenant acme --user bob --data-dir ./data", tmp_path).stdout)["key"]
     accept = {"Accept": "application/json, text/event-stream"}
     with served(command, tmp_path) as gw:
         init = httpx2.post(f"{gw.url}/mcp", headers={**headers, **accept}, json={
@@ -541,7 +582,7 @@ async def test_session_not_found_after_restart(tmp_path: Path) -> None:
                 "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "guide", "version": "0"}}})
         session_id = init.headers["mcp-session-id"]
         other = httpx2.post(f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={
-            "X-Tenant-Id": "acme", "X-User-Id": "bob", **accept, "Mcp-Session-Id": session_id,
+            "Authorization": f"Bearer {bob}", **accept, "Mcp-Session-Id": session_id,
             "MCP-Protocol-Version": "2025-11-25"})
         assert other.status_code == 404  # a session belongs to the principal that opened it
         async with http_client(gw.url, headers) as legacy, http_client(gw.url, headers, mode="auto") as modern:
@@ -587,8 +628,7 @@ def cached_inspector() -> Inspector:
 
 
 async def test_inspector_cli_with_api_key(tmp_path: Path, api: ApiGateway, inspector: Inspector) -> None:
-    line = guide_command("npx @modelcontextprotocol/inspector --cli http://127.0.0.1:8000/mcp --transport http "
-                         "--header")
+    line = guide_command(INSPECTOR_HTTP + " --method tools/list")
     gw, keys = api.gw, api.keys
     home = tmp_path / "home"
     home.mkdir()
@@ -604,7 +644,8 @@ async def test_inspector_cli_with_api_key(tmp_path: Path, api: ApiGateway, inspe
 def test_inspector_web_ui_starts(tmp_path: Path, inspector: Inspector) -> None:
     """The guide's web UI command starts and serves its page (the browser part is manual)."""
     line = guide_command("npx @modelcontextprotocol/inspector --transport http --server-url")
-    env = clean_env(HOME=str(tmp_path), CLIENT_PORT=str(free_port()), MCP_SANDBOX_PORT=str(free_port()),
+    env = clean_env(HOME=str(tmp_path), KEY="nsk_0123456789abcdef_" + "k" * 43, CLIENT_PORT=str(free_port()),
+                    MCP_SANDBOX_PORT=str(free_port()),
                     MCP_APP_ORIGIN_PORT=str(free_port()), MCP_AUTO_OPEN_ENABLED="false",
                     MCP_INSPECTOR_SECRET_STORE="memory")
     proc = subprocess.Popen(["bash", "-c", "exec " + inspector.command(line, 8000)], cwd=tmp_path, env=env,

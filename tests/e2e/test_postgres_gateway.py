@@ -54,5 +54,5 @@ def test_drafts_and_audit_on_postgres(pg_gateway: GatewayProcess) -> None:
     assert first.status_code == 201, first.text
     stale = httpx2.put(url, json={"expected_version": 0, "spec": spec})
     assert stale.status_code == 409 and stale.json()["error"]["details"]["current_version"] == 1
-    verify = httpx2.get(f"{pg_gateway.url}/v1/audit/verify", headers={"X-User-Id": "admin"}).json()
+    verify = httpx2.get(f"{pg_gateway.url}/v1/audit/verify", headers=pg_gateway.admin_headers).json()
     assert verify["ok"] is True and verify["count"] >= 1

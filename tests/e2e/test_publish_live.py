@@ -15,8 +15,6 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.e2e.clients import audit, error_of, grant
 from tests.harness import GatewayProcess
 
-ADMIN = {"X-User-Id": "admin"}
-
 
 def notes_spec(tool_id: str) -> dict[str, Any]:
     return {
@@ -52,10 +50,11 @@ async def test_publish_is_live_for_connected_clients(gateway: GatewayProcess) ->
         before = {t.name for t in (await client.list_tools()).tools}
         assert f"{tool_id}__add_note" not in before
 
-        put = httpx2.put(f"{gateway.url}/v1/drafts/{tool_id}", headers=ADMIN,
+        put = httpx2.put(f"{gateway.url}/v1/drafts/{tool_id}", headers=gateway.admin_headers,
                          json={"expected_version": 0, "spec": notes_spec(tool_id)})
         assert put.status_code == 201, put.text
-        pub = httpx2.post(f"{gateway.url}/v1/drafts/{tool_id}/publish", headers=ADMIN, json={"version": 1})
+        pub = httpx2.post(f"{gateway.url}/v1/drafts/{tool_id}/publish", headers=gateway.admin_headers,
+                          json={"version": 1})
         assert pub.status_code == 201, pub.text
         package, overlay = pub.json()["package"], pub.json()["overlay"]
         assert overlay["package_hash"] == package["content_hash"]

@@ -11,7 +11,7 @@ import trio.testing
 
 from northstar.common import errors as E
 from northstar.common.identity import Transport
-from northstar.policy.auth import Authenticator, IdentityMismatch, KeyService, bearer_token
+from northstar.policy.auth import Authenticator, IdentityMismatch, KeyNotConfirmed, KeyService, bearer_token
 from northstar.storage import Storage, kinds, open_store
 
 
@@ -27,7 +27,7 @@ def bearer(key: str) -> list[tuple[str, str]]:
 
 async def test_create_verify_revoke(storage: Storage) -> None:
     keys = KeyService(storage.store)
-    secret, key = await keys.create("acme", "alice", admin=True, label="ci")
+    secret, key = await keys.create("acme", "alice", admin=True, label="ci", provenance="cli")
     assert secret.startswith(f"nsk_{key.key_id}_")
     assert (await keys.verify(secret)).user == "alice"
     stored = await storage.store.get("_global", kinds.API_KEYS, key.key_id)
@@ -79,7 +79,7 @@ async def test_the_lookup_cache_is_bounded(storage: Storage) -> None:
 async def test_authenticator_api_key_mode(storage: Storage) -> None:
     keys = KeyService(storage.store)
     auth = Authenticator(keys, trust_headers=False)
-    secret, _ = await keys.create("acme", "alice", admin=True)
+    secret, _ = await keys.create("acme", "alice", admin=True, provenance="cli")
     with pytest.raises(E.Unauthorized):
         await auth.authenticate([("x-user-id", "admin")], Transport.HTTP)
     ctx = await auth.authenticate(bearer(secret), Transport.SSE)
@@ -94,14 +94,61 @@ async def test_authenticator_api_key_mode(storage: Storage) -> None:
         assert info.value.http_status == 403 and info.value.details == {"header": header}
 
 
-async def test_authenticator_header_mode(storage: Storage) -> None:
-    auth = Authenticator(KeyService(storage.store), trust_headers=True, admin_users=["root"])
-    ctx = await auth.authenticate([("x-tenant-id", "acme"), ("x-user-id", "root")], Transport.HTTP)
-    assert ctx.is_admin and ctx.authenticated_by == "headers"
-    ctx = await auth.authenticate([("x-tenant-id", "acme"), ("x-user-id", "admin")], Transport.HTTP)
-    assert not ctx.is_admin
+async def test_authenticator_header_mode_never_makes_an_admin(storage: Storage) -> None:
+    keys = KeyService(storage.store)
+    auth = Authenticator(keys, trust_headers=True)
+    for user in ("admin", "root", "alice"):
+        ctx = await auth.authenticate([("x-tenant-id", "acme"), ("x-user-id", user)], Transport.HTTP)
+        assert (ctx.principal, ctx.is_admin, ctx.authenticated_by) == (f"acme/{user}", False, "headers")
     with pytest.raises(E.Unauthorized):  # a key, if sent, is still checked
         await auth.authenticate(bearer("nsk_0123456789abcdef_" + "a" * 43), Transport.HTTP)
+    secret, _ = await keys.create("ops", "root", admin=True, provenance="cli")
+    ctx = await auth.authenticate(bearer(secret), Transport.HTTP)  # in headers mode an admin key still counts
+    assert (ctx.principal, ctx.is_admin, ctx.authenticated_by) == ("ops/root", True, "api_key")
+
+
+async def test_an_admin_key_cannot_be_minted_without_a_credential_behind_it(storage: Storage) -> None:
+    keys = KeyService(storage.store)
+    for provenance in (None, "headers", "stdio"):
+        with pytest.raises(E.AdminRequired):
+            await keys.create("acme", "alice", admin=True, provenance=provenance)
+    _, key = await keys.create("acme", "alice", provenance="headers")  # a plain key: fine
+    assert key.confirmed and not key.admin
+
+
+async def legacy_admin_key(storage: Storage, provenance: str | None = None) -> tuple[str, str]:
+    """An admin key as older versions stored it: no provenance (or minted by a header admin)."""
+    keys = KeyService(storage.store)
+    secret, key = await keys.create("default", "admin", provenance="cli")
+    record = {**(await storage.store.get("_global", kinds.API_KEYS, key.key_id)).data,  # type: ignore[union-attr]
+              "admin": True}
+    for field in ("provenance", "minted_by", "adopted_by", "adopted_at"):
+        record.pop(field)
+    if provenance is not None:
+        record["provenance"] = provenance
+    await storage.store.save("_global", kinds.API_KEYS, key.key_id, record)
+    return secret, key.key_id
+
+
+@pytest.mark.parametrize("provenance", [None, "headers"])
+async def test_a_legacy_admin_key_is_refused_until_adopted(storage: Storage, provenance: str | None) -> None:
+    secret, key_id = await legacy_admin_key(storage, provenance)
+    keys = KeyService(storage.store)
+    auth = Authenticator(keys, trust_headers=False)
+    with pytest.raises(KeyNotConfirmed) as info:
+        await auth.authenticate(bearer(secret), Transport.HTTP)
+    assert info.value.http_status == 403 and info.value.code == "key_not_confirmed"
+    assert f"northstar keys adopt {key_id}" in info.value.message
+    assert [k.key_id for k in await keys.unconfirmed()] == [key_id]
+    listed = {k["key_id"]: k for k in await keys.list()}
+    assert listed[key_id]["confirmed"] is False and listed[key_id]["provenance"] == provenance
+    adopted = await keys.adopt(key_id, actor="cli/root")
+    assert (adopted.provenance, adopted.adopted_by, adopted.confirmed) == ("adopted", "cli/root", True)
+    ctx = await auth.authenticate(bearer(secret), Transport.HTTP)
+    assert ctx.is_admin and ctx.principal == "default/admin"
+    assert await keys.unconfirmed() == []
+    with pytest.raises(E.NotFound):
+        await keys.adopt("0123456789abcdef", actor="cli/root")
 
 
 @pytest.mark.parametrize(

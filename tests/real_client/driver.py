@@ -2,7 +2,12 @@
 
 This is deliberately *not* northstar's own code: it imports only the official MCP SDK
 (``mcp.Client`` and its stdio / SSE / Streamable HTTP transports) and ``httpx2`` for the
-REST grant, and it spawns ``python -m northstar`` as a subprocess like any client would.
+REST calls, and it spawns ``python -m northstar`` as a subprocess like any client would.
+
+It holds the one credential a fresh gateway gives out, the bootstrap admin key in
+``<data dir>/admin.key`` (as an operator would after ``make run``), and with it mints an API
+key for each principal an HTTP client acts as (``POST /v1/keys``); the clients then send
+only ``Authorization: Bearer <their key>``.
 
 For each transport (stdio, legacy SSE, Streamable HTTP with the 2025-11-25 session
 handshake, Streamable HTTP in the stateless 2026-07-28 era) it checks, in order:
@@ -20,6 +25,7 @@ or ``SKIP <transport>/<step>: reason`` (steps after a failure are skipped). The 
 is 1 when any step failed. Usage::
 
     python driver.py --url http://127.0.0.1:PORT --data-dir DIR [--python PY] [--only KIND ...]
+    python driver.py --url http://127.0.0.1:PORT --data-dir DIR --mint TENANT USER   (prints a new key)
 """
 
 from __future__ import annotations
@@ -111,8 +117,21 @@ class Target:
     data_dir: str
     python: str
 
+    @property
+    def admin(self) -> dict[str, str]:
+        """The bootstrap admin key the gateway wrote on its first start."""
+        with open(os.path.join(self.data_dir, "admin.key"), encoding="ascii") as f:
+            return {"Authorization": f"Bearer {f.read().strip()}"}
+
+    def mint(self, tenant: str, user: str) -> str:
+        """A new API key for tenant/user, minted over REST with the admin key."""
+        resp = httpx2.post(f"{self.url}/v1/keys", headers=self.admin, json={"tenant": tenant, "user": user},
+                           timeout=REQUEST_TIMEOUT_S)
+        check(resp.status_code == 201, f"POST /v1/keys answered {resp.status_code}: {resp.text[:300]}")
+        return str(resp.json()["key"])
+
     def identity(self, tenant: str, user: str) -> dict[str, str]:
-        return {"X-Tenant-Id": tenant, "X-User-Id": user}
+        return {"Authorization": f"Bearer {self.mint(tenant, user)}"}
 
     def server_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NORTHSTAR_")}
@@ -121,8 +140,8 @@ class Target:
 
     @contextlib.asynccontextmanager
     async def client(self, kind: str, tenant: str, user: str) -> AsyncIterator[Client]:
-        """An initialised SDK client over ``kind``, identified as tenant/user."""
-        headers = self.identity(tenant, user)
+        """An initialised SDK client over ``kind``, identified as tenant/user (by its own key over HTTP)."""
+        headers = {} if kind == "stdio" else self.identity(tenant, user)
         common: dict[str, Any] = {"cache": None, "read_timeout_seconds": REQUEST_TIMEOUT_S}
         if kind == "stdio":
             params = StdioServerParameters(
@@ -151,7 +170,7 @@ class Target:
             done = subprocess.run(cmd, env=self.server_env(), capture_output=True, text=True, timeout=60, check=False)
             check(done.returncode == 0, f"northstar firearms grant exited {done.returncode}: {done.stderr[-300:]}")
             return "granted with the CLI"
-        resp = httpx2.post(f"{self.url}/v1/firearms/grants", headers={"X-User-Id": "admin"},
+        resp = httpx2.post(f"{self.url}/v1/firearms/grants", headers=self.admin,
                            json={"tenant": tenant, "user": user, "firearm": FIREARM, "reason": "real-client script"},
                            timeout=REQUEST_TIMEOUT_S)
         check(resp.status_code == 201, f"POST /v1/firearms/grants answered {resp.status_code}: {resp.text[:300]}")
@@ -294,6 +313,9 @@ async def as_async(fn: Callable[..., Any], *args: Any) -> Any:
 
 async def main_async(args: argparse.Namespace) -> int:
     target = Target(url=args.url.rstrip("/"), data_dir=args.data_dir, python=args.python)
+    if args.mint:
+        print(target.mint(*args.mint), flush=True)
+        return 0
     report = Report()
     for kind in args.only or KINDS:
         await run_transport(target, kind, report)
@@ -306,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", required=True, help="the gateway's data directory (for stdio and the CLI grant)")
     ap.add_argument("--python", default=sys.executable, help="the interpreter that has northstar installed")
     ap.add_argument("--only", nargs="*", choices=KINDS, help="run only these transports")
+    ap.add_argument("--mint", nargs=2, metavar=("TENANT", "USER"), help="only print a new API key for TENANT USER")
     return anyio.run(main_async, ap.parse_args(argv))
 
 

@@ -3,17 +3,20 @@
 #
 #   bash tests/real_client/repro_real_client.sh        (from any directory; `make real-client`)
 #
-# Boots `northstar serve` on a free loopback port with a fresh data directory, waits for
-# /health, then:
+# Boots `northstar serve` on a free loopback port with a fresh data directory (the default
+# settings: every HTTP request needs a credential), waits for /health, checks the bootstrap
+# admin key it wrote to <data>/admin.key (0600) and uses it as an operator would:
 #   * driver.py (the official Python SDK's clients only, no northstar imports) over stdio,
 #     legacy SSE and Streamable HTTP (2025-11-25 sessions and the 2026-07-28 era):
 #     handshake, tools/list, echo__ping, media_v2__create_asset denied with
-#     firearm_required, the firearm granted (REST admin / `northstar firearms grant`),
-#     the call allowed, the asset read back;
+#     firearm_required, the firearm granted (REST with the admin key / `northstar firearms
+#     grant`), the call allowed, the asset read back; each HTTP client sends a key of its own,
+#     minted with the admin key;
 #   * the MCP Inspector CLI (@modelcontextprotocol/inspector, installed once into
 #     ${XDG_CACHE_HOME:-$HOME/.cache}/northstar-inspector/<version>) over Streamable HTTP
-#     (both eras), SSE and stdio: tools/list and tools/call echo__ping. Without node/npm, or
-#     when the install fails, it prints `SKIP inspector: <reason>`.
+#     (both eras), SSE and stdio: tools/list and tools/call echo__ping, over HTTP with
+#     `--header "Authorization: Bearer <key>"`. Without node/npm, or when the install fails, it
+#     prints `SKIP inspector: <reason>`.
 # Prints one `PASS|FAIL|SKIP <step>[: reason]` line per step on stdout (commentary goes to
 # stderr), then `N passed, N failed, N skipped`; exits 1 if any step failed. The gateway is
 # stopped with SIGTERM and the temporary directory removed on every exit path.
@@ -144,6 +147,14 @@ if [[ -n "$boot_error" ]]; then
 fi
 pass gateway/boot
 
+# The one credential a fresh gateway hands out: its bootstrap admin key, private to its owner.
+if [[ -f "$DATA/admin.key" && "$(stat -c %a "$DATA/admin.key" 2>/dev/null || stat -f %Lp "$DATA/admin.key")" == 600 ]] \
+        && grep -q "admin key: $DATA/admin.key" "$TMP/gateway.log" && ! grep -qF "$(cat "$DATA/admin.key")" "$TMP/gateway.log"; then
+    pass gateway/admin-key
+else
+    fail gateway/admin-key "no 0600 $DATA/admin.key announced (and kept out of the log) by the gateway"
+fi
+
 # -- 2. the official Python SDK's clients over every door --------------------------------------
 set +e
 bounded 300 "$PY" "$HERE/driver.py" --url "$URL" --data-dir "$DATA" --python "$PY" \
@@ -207,7 +218,9 @@ inspector_run() {  # STEP KIND ARGS... : run the Inspector CLI and judge its out
 
 if inspector_setup >"$TMP/inspector.reason"; then
     note "MCP Inspector $INSPECTOR_VERSION on node $("$NODE" --version)"
-    ID=(--header "X-Tenant-Id: rc-inspector" --header "X-User-Id: alice")
+    INSPECTOR_KEY="$(bounded 60 "$PY" "$HERE/driver.py" --url "$URL" --data-dir "$DATA" --mint rc-inspector alice)" \
+        || INSPECTOR_KEY=""
+    ID=(--header "Authorization: Bearer $INSPECTOR_KEY")
     for era in legacy modern; do
         step="inspector/http-$([[ $era == legacy ]] && echo 2025 || echo 2026)"
         inspector_run "$step/tools-list" list "$URL/mcp" --transport http --protocol-era "$era" "${ID[@]}" \

@@ -23,14 +23,13 @@ from typing import Any
 
 import httpx2
 
-from tests.harness import GatewayProcess, gateway_env
+from tests.harness import GatewayProcess, admin_headers, gateway_env
 
 HANDSHAKE = "2025-06-18"
 MODERN = "2026-07-28"
 ACCEPT_BOTH = "application/json, text/event-stream"
 ENVELOPE_KEYS = {"code", "message", "http_status", "request_id", "details"}
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-ADMIN = {"X-User-Id": "admin"}
 # Every gateway of this suite runs with the diagnostics tool (sleep, crash) for fault drills.
 BASE_ENV = {"NORTHSTAR_ENABLE_DIAGNOSTICS": "true"}
 
@@ -292,7 +291,7 @@ def audit(url: str, **filters: str) -> list[dict[str, Any]]:
     after: Any = None
     while True:
         params = {**filters, "limit": "1000", **({"after_seq": str(after)} if after else {})}
-        resp = httpx2.get(f"{url}/v1/audit", params=params, headers=ADMIN, timeout=30)
+        resp = httpx2.get(f"{url}/v1/audit", params=params, headers=admin_headers(url), timeout=30)
         assert resp.status_code == 200, resp.text
         body = resp.json()
         out += body["entries"]
@@ -302,7 +301,7 @@ def audit(url: str, **filters: str) -> list[dict[str, Any]]:
 
 
 def grant(url: str, tenant: str, user: str, firearm: str = "firearm.media.write") -> None:
-    resp = httpx2.post(f"{url}/v1/firearms/grants", headers=ADMIN,
+    resp = httpx2.post(f"{url}/v1/firearms/grants", headers=admin_headers(url),
                        json={"tenant": tenant, "user": user, "firearm": firearm, "reason": "reliability"})
     assert resp.status_code == 201, resp.text
 

@@ -31,7 +31,6 @@ import trio
 from tests.harness import GatewayProcess, northstar_cli
 from tests.pg import base_url, drop_schema, fresh_schema, pg_unavailable_reason, schema_url
 from tests.reliability.kit import (
-    ADMIN,
     BASE_ENV,
     assert_envelope,
     audit,
@@ -108,7 +107,7 @@ class Ledger:
                             headers=HEADERS)
             assert got.status_code == 200, f"acknowledged asset {asset_id} lost: {got.text}"
             assert got.json()["output"]["content_text"] == content
-        verified = http.get(f"{gw.url}/v1/audit/verify", headers=ADMIN).json()
+        verified = http.get(f"{gw.url}/v1/audit/verify", headers=gw.admin_headers).json()
         assert verified["ok"], verified
 
 
@@ -226,7 +225,7 @@ def assert_recovers(http: httpx2.Client, gw: GatewayProcess, label: str) -> None
                        headers=HEADERS).json()["output"]["assets"]
     names = {a["name"] for a in listed}
     assert f"refused-{label}" not in names, "a refused call ran anyway"
-    assert http.get(f"{gw.url}/v1/audit/verify", headers=ADMIN).json()["ok"]
+    assert http.get(f"{gw.url}/v1/audit/verify", headers=gw.admin_headers).json()["ok"]
 
 
 HEALTH_BUG = (

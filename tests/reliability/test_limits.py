@@ -26,7 +26,6 @@ import pytest
 from tests.harness import GatewayProcess
 from tests.reliability.kit import (
     ACCEPT_BOTH,
-    ADMIN,
     HANDSHAKE,
     LegacySse,
     Session,
@@ -510,7 +509,7 @@ def test_e4_a_timed_out_write_is_whole_or_absent(tgw: GatewayProcess, http: http
         got = rest_call(http, tgw, tenant, "media_v2.get_asset", {"asset_id": asset["asset_id"]})
         assert got.json()["output"]["content_base64"] == content
     assert healthy(tgw)
-    assert http.get(f"{tgw.url}/v1/audit/verify", headers=ADMIN).json()["ok"]
+    assert http.get(f"{tgw.url}/v1/audit/verify", headers=tgw.admin_headers).json()["ok"]
 
 
 def test_e2_an_idle_keep_alive_connection_is_closed_after_the_read_timeout(lgw: GatewayProcess) -> None:

@@ -27,7 +27,6 @@ import pytest
 from tests.harness import GatewayProcess
 from tests.reliability.kit import (
     ACCEPT_BOTH,
-    ADMIN,
     HANDSHAKE,
     LegacySse,
     audit,
@@ -61,7 +60,7 @@ def content_of(i: int) -> str:
 def cgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     with started(tmp_path_factory.mktemp("races")) as gw:
         # media writes need no firearm on this gateway: the races are about the transport
-        resp = httpx2.delete(f"{gw.url}/v1/firearms/bindings/media.write", headers=ADMIN)
+        resp = httpx2.delete(f"{gw.url}/v1/firearms/bindings/media.write", headers=gw.admin_headers)
         assert resp.status_code == 200, resp.text
         yield gw
     traceback_free(gw)
@@ -164,7 +163,7 @@ def gateway_state(gw: GatewayProcess) -> tuple[int, int]:
 
 
 def runtime(gw: GatewayProcess) -> dict[str, int]:
-    counts: dict[str, int] = httpx2.get(f"{gw.url}/v1/ops/runtime", headers=ADMIN, timeout=10).json()
+    counts: dict[str, int] = httpx2.get(f"{gw.url}/v1/ops/runtime", headers=gw.admin_headers, timeout=10).json()
     return counts
 
 
@@ -232,7 +231,7 @@ def test_c6_cancellation_and_disconnect_races(cgw: GatewayProcess) -> None:
                             json={"arguments": {"asset_id": asset["asset_id"]}},
                             headers={"X-Tenant-Id": asset["tenant"]}).json()["output"]
             assert got["content_text"] == content_of(i), f"op {i}: the asset's bytes are not whole"
-        verify = http.get(f"{cgw.url}/v1/audit/verify", headers=ADMIN).json()
+        verify = http.get(f"{cgw.url}/v1/audit/verify", headers=cgw.admin_headers).json()
         assert verify["ok"], verify
     print(f"\nraces: {OPS} ops in {elapsed:.1f}s (settled in {settled:.1f}s); writes whole {whole}, "
           f"absent {absent}, committed though audited cancelled {committed_but_cancelled}; "

@@ -22,6 +22,7 @@ class FakeIO:
         self.batches: list[int] = []
         self.gate: trio.Event | None = None
         self.fail: Exception | None = None
+        self.anchors: list[Any] = []
 
     async def write_batch(self, batch: list[PreparedRecord]) -> list[AuditRow]:
         if self.gate is not None:
@@ -35,13 +36,17 @@ class FakeIO:
         self.batches.append(len(rows))
         return rows
 
-    async def query(self, filters: dict[str, Any], after_seq: int | None, limit: int) -> list[AuditEntry]:
+    async def query(self, filters: dict[str, Any], after_seq: int | None, limit: int,
+                    by_tenant_seq: bool = False) -> list[AuditEntry]:
         return [r.to_entry() for r in self.rows][:limit]
 
     async def get(self, seq: int) -> AuditEntry | None:
         return None
 
-    async def verify(self, tenant: str | None) -> VerifyReport:
+    async def write_anchor(self, anchor: Any) -> None:
+        self.anchors.append(anchor)
+
+    async def verify(self, tenant: str | None, anchors: Any = ()) -> VerifyReport:
         return VerifyReport(True, len(self.rows))
 
 

@@ -103,10 +103,11 @@ def _sql_text(value: object) -> str:
 
 async def swap_rows(raw: RawDB, a: int, b: int) -> None:
     cols = ["ts", "tenant", "user_id", "tool", "operation", "decision", "request_id", "sandbox", "record",
-            "prev_hash", "hash"]
+            "prev_hash", "hash", "tenant_seq"]
     rows = {row[0]: row[1:] for row in await raw.fetch(
         f"SELECT seq, {', '.join(cols)} FROM audit_log WHERE seq IN ({a}, {b})")}
-    statements = []
+    # tenant_seq is unique per tenant: clear both before the exchange, as an attacker would
+    statements = [f"UPDATE audit_log SET tenant_seq = NULL WHERE seq IN ({a}, {b})"]
     for target, source in ((a, b), (b, a)):
         sets = ", ".join(f"{c} = {_sql_text(v)}" for c, v in zip(cols, rows[source], strict=True))
         statements.append(f"UPDATE audit_log SET {sets} WHERE seq = {target}")

@@ -68,12 +68,13 @@ def test_backoff_is_bounded_and_jittered() -> None:
 
 def test_kinds_declared() -> None:
     expected = {"workbench_drafts", "kpi_bindings", "firearm_bindings", "firearm_grants",
-                "component_registry", "activation_overlays", "media_assets", "api_keys", "upstreams"}
+                "component_registry", "activation_overlays", "media_assets", "api_keys", "upstreams",
+                "bootstrap"}
     assert expected == kinds.ALL_KINDS
 
 
 def test_both_backends_ship_the_same_migration_versions() -> None:
-    assert [m.version for m in SQLITE_MIGRATIONS] == [m.version for m in PG_MIGRATIONS] == [1, 2]
+    assert [m.version for m in SQLITE_MIGRATIONS] == [m.version for m in PG_MIGRATIONS] == [1, 2, 3]
 
 
 async def test_migrations_are_recorded_and_idempotent(store_url: str, raw: RawDB) -> None:
@@ -81,7 +82,8 @@ async def test_migrations_are_recorded_and_idempotent(store_url: str, raw: RawDB
         async with open_store(store_url) as storage:
             await storage.store.save("acme", "api_keys", "k", {"n": 1})
     rows = await raw.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
-    assert [tuple(r) for r in rows] == [(1, "versioned records"), (2, "hash-chained audit log")]
+    assert [tuple(r) for r in rows] == [(1, "versioned records"), (2, "hash-chained audit log"),
+                                        (3, "tenant sequence numbers and the keyed audit seal")]
 
 
 async def test_concurrent_openers_migrate_once(store_url: str, raw: RawDB) -> None:
@@ -93,7 +95,7 @@ async def test_concurrent_openers_migrate_once(store_url: str, raw: RawDB) -> No
         async with trio.open_nursery() as nursery:
             for _ in range(4):
                 nursery.start_soon(opener)
-    assert len(await raw.fetch("SELECT version FROM schema_migrations")) == 2
+    assert len(await raw.fetch("SELECT version FROM schema_migrations")) == 3
 
 
 async def test_record_history_is_append_only(store_url: str, raw: RawDB) -> None:

@@ -12,7 +12,7 @@ import trio
 
 from northstar.common import errors as E
 from northstar.workbench.registry import ComponentRegistry, content_hash
-from tests.workbench.workbench_kit import context, notes_spec, running, workbench
+from tests.workbench.workbench_kit import context, notes_spec, own_record, running, workbench
 
 ADMIN = context(user="admin", admin=True)
 NOTE = {"name": "n1", "content_text": "hello"}
@@ -223,7 +223,7 @@ async def test_narrowed_schema_violations_are_denied_at_the_input_gate(svc: Any)
         denied = await svc.gateway.call_tool(bob, "notes.add_note", args)
         assert not denied.ok and denied.error.code == "validation_error"
         assert path in [e["path"] for e in denied.error.details["errors"]]
-        record = (await svc.audit.get(denied.audit_seq)).record
+        record = await own_record(svc, bob, denied.audit_seq)
         assert (record["decision"], record["gate"]) == ("deny", "input")
     listed = await svc.gateway.call_tool(bob, "notes.list_notes", {})
     assert listed.output["assets"] == []  # nothing ran

@@ -30,8 +30,10 @@ async def until(predicate: object, timeout: float = 5.0) -> None:
 
 async def test_publish_on_one_replica_goes_live_on_the_other(backend: str, tmp_path: Path) -> None:
     async with backend_url(backend, tmp_path) as (url, _schema):
-        a = WorkbenchRuntime(Settings(data_dir=tmp_path / "a", store_url=url, log_level="WARNING"))
-        b = WorkbenchRuntime(Settings(data_dir=tmp_path / "b", store_url=url, log_level="WARNING"))
+        # Replicas of one store share its audit key (each has its own data directory).
+        shared = {"store_url": url, "log_level": "WARNING", "audit_key_file": tmp_path / "audit.key"}
+        a = WorkbenchRuntime(Settings(data_dir=tmp_path / "a", **shared))
+        b = WorkbenchRuntime(Settings(data_dir=tmp_path / "b", **shared))
         async with a.running() as sa, b.running() as sb:
             wire(sa)
             wire(sb)

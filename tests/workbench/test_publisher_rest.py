@@ -10,15 +10,17 @@ import pytest
 
 from northstar.mcp_gateway.rest import workbench as workbench_rest
 from northstar.mcp_gateway.server import build_rest_app
-from tests.workbench.workbench_kit import notes_spec, running
+from tests.workbench.workbench_kit import admin_headers, notes_spec, running
 
-ADMIN = {"X-Tenant-Id": "acme", "X-User-Id": "admin"}
+ADMIN: dict[str, str] = {}  # filled by the fixture: an admin key (no header makes an admin)
 ALICE = {"X-Tenant-Id": "acme", "X-User-Id": "alice"}
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[Any]:
     async with running(tmp_path) as services:
+        ADMIN.clear()
+        ADMIN.update(await admin_headers(services))
         app = build_rest_app(services)
         if "workbench" not in app.blueprints:
             app.register_blueprint(workbench_rest.bp)
@@ -85,7 +87,8 @@ async def test_sandbox_publish_registry_overlays_rollback_and_kpis(client: Any) 
     status = await (await client.get("/v1/kpi/status/notes", headers=ALICE)).get_json()
     [kpi] = status["kpis"]
     assert kpi["kpi_id"] == "p95" and kpi["status"] == "ok" and kpi["samples"] == 1
-    metrics = await (await client.get("/metrics")).get_data(as_text=True)
+    assert (await client.get("/metrics", headers=ALICE)).status_code == 403
+    metrics = await (await client.get("/metrics", headers=ADMIN)).get_data(as_text=True)
     assert 'northstar_tool_calls_total{tool="notes",operation="list_notes",outcome="ok"} 1' in metrics
 
     assert (await client.delete("/v1/overlays/notes", headers=ALICE)).status_code == 403

@@ -79,7 +79,9 @@ class WorkbenchRuntime(Runtime):
 
 @contextlib.asynccontextmanager
 async def running(data_dir: Path) -> AsyncIterator[Any]:
-    runtime = WorkbenchRuntime(Settings(data_dir=data_dir, log_level="WARNING"))
+    """The runtime in explicit ``headers`` mode: these tests act as many principals by header
+    (admins come from an admin key, see :func:`admin_headers`)."""
+    runtime = WorkbenchRuntime(Settings(data_dir=data_dir, log_level="WARNING", auth_mode="headers"))
     async with runtime.running() as services:
         wire(services)
         yield services
@@ -87,3 +89,18 @@ async def running(data_dir: Path) -> AsyncIterator[Any]:
 
 def workbench(services: Any) -> Any:
     return services.extras[EXTRAS_KEY]
+
+
+async def admin_headers(services: Any, tenant: str = "acme", user: str = "admin") -> dict[str, str]:
+    """Headers of an admin: a bearer admin key (no identity header makes an admin)."""
+    secret, _ = await services.keys.create(tenant, user, admin=True, provenance="cli")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def own_record(services: Any, ctx: RequestContext, audit_seq: int) -> dict[str, Any]:
+    """The audit record a non-admin caller's ``audit_seq`` (its ``tenant_seq``) names."""
+    [entry] = await services.audit.query(tenant=ctx.tenant, user=ctx.user, by_tenant_seq=True,
+                                         after_seq=audit_seq - 1, limit=1)
+    assert entry.tenant_seq == audit_seq
+    record: dict[str, Any] = entry.record
+    return record

@@ -1,4 +1,5 @@
-"""Health, metrics, the OAuth resource metadata and the OpenAPI document."""
+"""Health, metrics, the OAuth resource metadata and the OpenAPI document. ``/health`` is
+public; ``/metrics`` needs an admin credential (it counts every tenant's calls)."""
 
 from __future__ import annotations
 
@@ -75,8 +76,8 @@ async def oauth_protected_resource() -> dict[str, Any]:
     return body
 
 
-@api.route("GET", "/metrics", summary="Prometheus metrics: calls, latency, KPI values and targets",
-           responses={200: Answer(None, "the text exposition format 0.0.4", "text/plain")})
+@api.route("GET", "/metrics", summary="Prometheus metrics: calls, latency, KPI values and targets (admin)",
+           responses={200: Answer(None, "the text exposition format 0.0.4", "text/plain")}, admin=True)
 async def metrics() -> Response:
     svc = services()
     text = svc.metrics.prometheus() if getattr(svc, "metrics", None) else ""

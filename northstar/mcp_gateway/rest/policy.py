@@ -1,7 +1,9 @@
 """Firearm bindings and grants, API keys and the audit log over REST.
 
 Changing policy needs the admin permission, and every change is itself written to the
-audit log (``event: policy``).
+audit log (``event: policy``). Admins read the whole audit log by its global ``seq``; anyone
+else reads only the records of their own calls, numbered by their tenant's ``tenant_seq``
+(:func:`own_view`).
 """
 
 from __future__ import annotations
@@ -75,16 +77,37 @@ async def revoke(path: M.GrantPath) -> dict[str, Any]:
     return {"tenant": path.tenant, "user": path.user, "firearm": path.firearm, "revoked": True, "audit_seq": seq}
 
 
+def own_view(entry: Any) -> dict[str, Any]:
+    """A caller's own record as a non-admin sees it: numbered by its tenant's ``tenant_seq``.
+
+    The global ``seq`` and the chain hashes stay out: the hashes link to other tenants'
+    entries, and (a hash being over the global seq) would let a caller with two consecutive
+    records of its own work out how much happened in between, everywhere.
+    """
+    record = {k: v for k, v in entry.record.items() if k not in ("decision_seq", "decision_tenant_seq")}
+    if "decision_tenant_seq" in entry.record:
+        record["decision_seq"] = entry.record["decision_tenant_seq"]
+    return {"seq": entry.tenant_seq, "ts": entry.ts, **record}
+
+
 @api.route("GET", "/v1/audit", summary="Audit records, a page at a time", query=M.AuditQuery,
            responses={200: Response(R.AuditPage)},
-           description="Non-admins see their tenant's records; admins may pick a `tenant`.")
+           description="Non-admins see only their own records, numbered by their tenant's sequence "
+                       "(`seq` is then the `tenant_seq`); admins see every record and may pick a `tenant`.")
 async def audit_query(query: M.AuditQuery) -> dict[str, Any]:
     c = ctx()
+    # Non-admins: only their own records (whatever tenant / user they ask for), paged by tenant_seq.
     entries = await services().audit.query(
-        tenant=query.tenant if c.is_admin else c.tenant, tool=query.tool, user=query.user, decision=query.decision,
+        tenant=query.tenant if c.is_admin else c.tenant, tool=query.tool,
+        user=query.user if c.is_admin else c.user, decision=query.decision,
         since=query.since, until=query.until, after_seq=query.after_seq, limit=query.limit,
+        by_tenant_seq=not c.is_admin,
     )
-    items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, **e.record} for e in entries]
+    if c.is_admin:
+        items = [{"seq": e.seq, "ts": e.ts, "hash": e.hash, "prev_hash": e.prev_hash, "tenant_seq": e.tenant_seq,
+                  **e.record} for e in entries]
+    else:
+        items = [own_view(e) for e in entries]
     next_cursor = items[-1]["seq"] if len(items) == query.limit else None
     return {"entries": items, "next_after_seq": next_cursor}
 
@@ -94,16 +117,19 @@ async def audit_query(query: M.AuditQuery) -> dict[str, Any]:
 async def audit_verify() -> dict[str, Any]:
     # Admins only: it walks the whole chain (every tenant's records), so it is both costly
     # and a count of everyone's activity.
-    report = await services().audit.verify()
-    return {"ok": report.ok, "count": report.count, "first_bad_seq": report.first_bad_seq, "reason": report.reason}
+    report: dict[str, Any] = (await services().audit.verify()).to_dict()
+    return report
 
 
 @api.route("POST", "/v1/keys", summary="Create an API key", body=M.KeyBody, admin=True,
            responses={201: Response(R.NewApiKey)})
 async def create_key(body: M.KeyBody) -> tuple[dict[str, Any], int]:
+    c = ctx()
+    # The key records how its minting request was authenticated (an admin key or an admin token).
     secret, key = await services().keys.create(body.tenant, body.user, admin=body.admin, label=body.label,
-                                               actor=ctx().principal)
-    await audit_policy("key_create", key_id=key.key_id, key_tenant=body.tenant, key_user=body.user, admin=body.admin)
+                                               actor=c.principal, provenance=c.authenticated_by)
+    await audit_policy("key_create", key_id=key.key_id, key_tenant=body.tenant, key_user=body.user, admin=body.admin,
+                       provenance=c.authenticated_by)
     return {"key": secret, **key.public()}, 201
 
 

@@ -176,10 +176,14 @@ class Revoked(_Out):
 
 
 class AuditEntry(_Out):
+    """An admin sees ``hash``, ``prev_hash`` and ``tenant_seq`` beside the global ``seq``; a
+    non-admin sees only its own records, ``seq`` being its tenant's number and no hashes."""
+
     seq: int
     ts: str
-    hash: str
-    prev_hash: str
+    hash: str | None = None
+    prev_hash: str | None = None
+    tenant_seq: int | None = None
 
 
 class AuditPage(_Out):
@@ -192,6 +196,9 @@ class AuditReport(_Out):
     count: int
     first_bad_seq: int | None
     reason: str | None
+    sealed: bool = Field(description="the head's MAC was checked with the audit key and holds")
+    anchors: int = Field(description="keyed anchors the chain was matched against")
+    anchored_seq: int | None = Field(description="the newest anchor; later entries rest on the sealed head alone")
 
 
 class ApiKey(_Out):
@@ -201,6 +208,10 @@ class ApiKey(_Out):
     admin: bool
     created_at: str
     label: str | None
+    provenance: str | None = Field(default=None, description="how the minting request was authenticated: "
+                                   "bootstrap, cli, api_key, oauth or adopted")
+    minted_by: str | None = None
+    confirmed: bool = Field(default=True, description="false: an admin key that is not honoured until adopted")
 
 
 class NewApiKey(ApiKey):
