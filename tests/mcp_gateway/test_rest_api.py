@@ -41,7 +41,7 @@ async def rest(tmp_path: Path) -> AsyncIterator[tuple[Client, Client, Any]]:
     async with Runtime(Settings(data_dir=tmp_path, log_level="WARNING", auth_mode="api_key")).running() as services:
         wire(services)
         app = build_rest_app(services)
-        admin_key, _ = await services.keys.create("acme", "root", admin=True)
+        admin_key, _ = await services.keys.create("acme", "root", admin=True, provenance="cli")
         user_key, _ = await services.keys.create("acme", "alice")
         yield Client(app, admin_key), Client(app, user_key), services
 

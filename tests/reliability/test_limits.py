@@ -459,7 +459,7 @@ def test_e4_tool_timeout_cancels_and_audits(tgw: GatewayProcess, http: httpx2.Cl
     for beyond in (3600, TOOL_TIMEOUT_MAX_S + 0.001, 1e308):  # a declared range: refused, not capped
         refused = assert_envelope(rest_call(http, tgw, tenant, "diagnostics.sleep", {"seconds": 30}, timeout_s=beyond),
                                   400, "validation_error")
-        assert refused["details"] == {"field": "timeout_s", "maximum": TOOL_TIMEOUT_MAX_S}
+        assert [e["path"] for e in refused["details"]["errors"]] == ["/timeout_s"], refused
     outcomes = [r for r in audit(tgw.url, tenant=tenant) if r["requested_name"] in ("diagnostics__sleep",
                                                                                    "diagnostics.sleep")]
     assert len(outcomes) == 4 and {r["outcome"] for r in outcomes} == {"timeout"}
