@@ -46,7 +46,7 @@ bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 soak: $(STAMP)
-	$(PY) -m tests.soak
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -34,7 +34,8 @@ VARIANTS = ("fixed_front", "fixed_fast", "noaudit", "full")
 def patch(variant: str) -> None:
     """Apply ``variant``'s replacement to the northstar modules (in the child process)."""
     from bench import ceiling_server
-    from northstar.mcp_gateway import asgi, fastpath
+    from northstar.mcp_gateway.transports.http import fastpath
+    from northstar.mcp_gateway.transports.http import front_door as asgi
     from northstar.policy.gate_chain import CallResult
     from northstar.storage import audit
 

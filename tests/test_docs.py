@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from northstar.config import Settings
+from northstar.common.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,11 +19,11 @@ import trio
 import trio.lowlevel
 
 import actors
-from northstar import runtime as runtime_module
+from northstar.runtime import root as runtime_module
 from northstar.common import errors as E
+from northstar.common.config import Settings
 from northstar.common.identity import RequestContextBuilder, Transport
-from northstar.config import Settings
-from northstar.mcp_gateway.server import build_rest_app
+from northstar.mcp_gateway.transports.rest.app import build_rest_app
 from northstar.policy.gate_chain import GateChain
 from northstar.runtime import Runtime
 from northstar.storage.actor import Check, StoreActor

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from northstar import tools
 from northstar.common import errors as E
+from northstar.common.config import Settings
 from northstar.common.identity import RequestContextBuilder, Transport
-from northstar.config import Settings
+from northstar.mcp_gateway.facade import tools_client as tools
 from northstar.runtime import Runtime
 
 

@@ -8,16 +8,22 @@ to, and structured ``details``. Mapping to the wire (REST envelope, JSON-RPC err
     NorthstarError                      500 internal_error
     ├── BadRequest                      400 bad_request
     │   ├── InvalidHeader               400 invalid_header        (details: header)
-    │   ├── InvalidJson                 400 invalid_json
+    │   ├── InvalidJson                 400 invalid_json          (JSON-RPC -32700)
+    │   ├── InvalidRequest              400 invalid_request       (JSON-RPC -32600; carries the rpc id)
+    │   ├── UnsupportedProtocolVersion  400 unsupported_protocol_version
+    │   ├── MisdirectedRequest          421 misdirected_request   (a Host the gateway does not serve)
     │   └── ValidationFailed            400 validation_error      (details: errors[])
     ├── Unauthorized                    401 unauthorized
     ├── Forbidden                       403 forbidden
     │   ├── FirearmRequired             403 firearm_required      (details: scope, firearm)
     │   ├── AdminRequired               403 admin_required
+    │   ├── IdentityMismatch            403 identity_mismatch     (details: header)
+    │   ├── KeyNotConfirmed             403 key_not_confirmed     (details: key_id)
     │   └── PolicyDenied                403 policy_denied         (details: gate, reason)
     ├── NotFound                        404 not_found
     │   └── UnknownTool                 404 unknown_tool          (details: name)
     ├── MethodNotAllowed                405 method_not_allowed
+    ├── NotAcceptable                   406 not_acceptable
     ├── RequestTimeout                  408 request_timeout
     ├── Conflict                        409 conflict              (details: current_version)
     │   ├── NameCollision               409 name_collision
@@ -33,9 +39,14 @@ to, and structured ``details``. Mapping to the wire (REST envelope, JSON-RPC err
     ├── ServiceUnavailable              503 service_unavailable   (details: retry_after)
     │   ├── StoreUnavailable            503 store_unavailable
     │   ├── AuditUnavailable            503 audit_unavailable
+    │   ├── PolicyUnavailable           503 policy_unavailable
+    │   ├── SecretsUnavailable          503 secrets_unavailable
     │   └── UpstreamUnavailable         503 upstream_unavailable  (details: upstream, retry_after)
     └── ToolTimeout                     504 tool_timeout          (details: timeout_s)
         └── UpstreamTimeout             504 upstream_timeout      (details: upstream, timeout_s)
+
+A test (``tests/common/test_errors_tree.py``) holds this picture to the classes: every
+``NorthstarError`` subclass anywhere in ``northstar`` is defined here and drawn above.
 """
 
 from __future__ import annotations
@@ -275,3 +286,56 @@ class UpstreamTimeout(ToolTimeout):
 
     code = "upstream_timeout"
     default_message = "the upstream MCP server did not answer in time"
+
+
+# -- the doors' and services' own codes, in the same tree -------------------------------------
+class NotAcceptable(NorthstarError):
+    code = "not_acceptable"
+    http_status = 406
+    default_message = "not acceptable"
+
+
+class InvalidRequest(BadRequest):
+    """Well-formed JSON that is not one valid JSON-RPC message (JSON-RPC -32600)."""
+
+    code = "invalid_request"
+    default_message = "not a valid JSON-RPC request"
+
+    def __init__(self, message: str | None = None, *, rpc_id: Any = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.rpc_id = rpc_id
+
+
+class UnsupportedProtocolVersion(BadRequest):
+    code = "unsupported_protocol_version"
+    default_message = "Unsupported protocol version"
+
+
+class MisdirectedRequest(BadRequest):
+    """A Host the gateway does not serve (DNS-rebinding protection): 421, not 400."""
+
+    code = "misdirected_request"
+    http_status = 421
+    default_message = "Invalid Host header"
+
+
+class IdentityMismatch(Forbidden):
+    code = "identity_mismatch"
+    default_message = "identity headers contradict the credential"
+
+
+class KeyNotConfirmed(Forbidden):
+    code = "key_not_confirmed"
+    default_message = "this admin key is not honoured until an operator confirms it"
+
+
+class PolicyUnavailable(ServiceUnavailable):
+    code = "policy_unavailable"
+    default_message = "the policy store is unavailable; the call was refused"
+
+
+class SecretsUnavailable(ServiceUnavailable):
+    """The key file is missing, unreadable or does not match what was sealed (fail closed)."""
+
+    code = "secrets_unavailable"
+    default_message = "upstream secrets cannot be opened"

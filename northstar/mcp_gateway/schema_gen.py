@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from northstar.mcp_gateway import naming
+from northstar.mcp_gateway.tools import naming
 from northstar.mcp_gateway.tools.model import Operation, Scope, ToolDefinition
 
 META_PREFIX = "northstar/"

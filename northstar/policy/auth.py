@@ -39,6 +39,7 @@ from typing import Any
 import trio
 
 from northstar.common import errors as E
+from northstar.common.errors import IdentityMismatch, KeyNotConfirmed
 from northstar.common.identity import (
     MODE_HEADER,
     REQUEST_ID_HEADER,
@@ -60,16 +61,6 @@ KEY_PATTERN = re.compile(r"^nsk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
 #: Provenances under which an admin key is honoured: minted by a credential, not by a header.
 HONOURED_PROVENANCE = frozenset({"bootstrap", "cli", "api_key", "oauth", "adopted"})
-
-
-class IdentityMismatch(E.Forbidden):
-    code = "identity_mismatch"
-    default_message = "identity headers contradict the credential"
-
-
-class KeyNotConfirmed(E.Forbidden):
-    code = "key_not_confirmed"
-    default_message = "this admin key is not honoured until an operator confirms it"
 
 
 @dataclass(frozen=True, slots=True)

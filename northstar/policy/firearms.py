@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from northstar.common import errors as E
+from northstar.common.errors import PolicyUnavailable
 from northstar.common.identity import TENANT_HEADER, USER_HEADER, RequestContext, validate_value
 from northstar.common.limits import FIREARM_PATTERN, SCOPE_PATTERN
 from northstar.storage import kinds
@@ -36,11 +37,6 @@ log = logging.getLogger("northstar.policy.firearms")
 GLOBAL_TENANT = "_global"
 FIREARM_NAME = re.compile(FIREARM_PATTERN)
 SCOPE_NAME = re.compile(SCOPE_PATTERN)
-
-
-class PolicyUnavailable(E.ServiceUnavailable):
-    code = "policy_unavailable"
-    default_message = "the policy store is unavailable; the call was refused"
 
 
 def check_firearm_name(name: str) -> str:

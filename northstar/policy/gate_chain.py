@@ -33,8 +33,8 @@ import trio
 import actors
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
-from northstar.mcp_gateway.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.actor import Invoke
+from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.model import ToolContext
 from northstar.policy import audit_records as R
 from northstar.policy.gates import CallFacts, MockPolicy, Verdict, evaluate

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -33,6 +33,9 @@ from .audit_seal import AuditSeal, AuditSealBroken, AuditSealError, open_seal
 from .base import AuditLog, VersionedStore
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 from .urls import StoreURL, parse_store_url
+
+if TYPE_CHECKING:
+    from northstar.common.config import Settings
 
 __all__ = [
     "AuditEntry",
@@ -50,6 +53,7 @@ __all__ = [
     "VersionedStore",
     "open_seal",
     "open_store",
+    "options_for",
     "parse_store_url",
 ]
 
@@ -123,3 +127,14 @@ async def open_store(url: str, **opts: Any) -> AsyncIterator[Storage]:
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(shutdown_timeout):
             await store.close()
+
+
+def options_for(settings: Settings) -> dict[str, Any]:
+    """:func:`open_store` options from the gateway settings (each backend takes only its own),
+    the audit seal included. Opening the seal creates the audit key file on first use."""
+    seal = open_seal(settings.audit_key_file or settings.data_dir / "audit.key",
+                     settings.audit_anchor_file or settings.data_dir / "audit.anchors",
+                     anchor_every=settings.audit_anchor_every, anchor_interval_s=settings.audit_anchor_interval_s)
+    if settings.resolved_store_url().startswith("sqlite:"):
+        return {"busy_timeout_ms": settings.sqlite_busy_timeout_ms, "audit_seal": seal}
+    return {"audit_seal": seal}

@@ -21,6 +21,7 @@ Errors (``northstar.common.errors``): ``upstream_unavailable`` (503), ``upstream
 (504), ``upstream_error`` (502, the upstream's own text, scrubbed), ``upstream_drift`` (409).
 """
 
+from northstar.common.errors import SecretsUnavailable as SecretsUnavailable
 from northstar.upstreams.actor import UpstreamActor as UpstreamActor
 from northstar.upstreams.draft import GeneratedDraft as GeneratedDraft
 from northstar.upstreams.draft import generate_draft as generate_draft
@@ -48,7 +49,6 @@ from northstar.upstreams.registry import UpstreamRegistry as UpstreamRegistry
 from northstar.upstreams.registry import UpstreamService as UpstreamService
 from northstar.upstreams.secrets import Redactor as Redactor
 from northstar.upstreams.secrets import SecretBox as SecretBox
-from northstar.upstreams.secrets import SecretsUnavailable as SecretsUnavailable
 from northstar.upstreams.secrets import key_path as key_path
 from northstar.upstreams.session import UpstreamSession as UpstreamSession
 from northstar.upstreams.spec import UpstreamSpec as UpstreamSpec

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from northstar.mcp_gateway import naming
+from northstar.mcp_gateway.tools import naming
 from northstar.upstreams.pins import Problem, UpstreamTool, lint_tools, pins_of
 
 WRAPS_PREFIX = "upstream:"

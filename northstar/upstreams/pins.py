@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from northstar.common.text_lint import lint_text
 from northstar.storage.core import canonical_json
 
 DEFINITION_KEYS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
@@ -201,10 +202,6 @@ def tool_texts(tool: UpstreamTool) -> Iterator[tuple[str, str]]:
 
 def lint_tools(tools: Mapping[str, UpstreamTool]) -> list[Problem]:
     """The workbench lint over every upstream tool text (empty when all are clean)."""
-    # Imported here: the workbench sits above this package once integrated, so a module-level
-    # import would make a cycle; the rules themselves stay in one place.
-    from northstar.workbench.lint import lint_text
-
     problems: list[Problem] = []
     for _name, tool in sorted(tools.items()):
         for path, text in tool_texts(tool):

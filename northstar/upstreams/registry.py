@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from northstar.common.errors import NotFound
+from northstar.common.errors import NotFound, SecretsUnavailable
 from northstar.storage.core import utc_now_iso
 from northstar.storage.kinds import UPSTREAMS
 from northstar.upstreams.host import UpstreamHandle, UpstreamHost
 from northstar.upstreams.messages import EventSink
-from northstar.upstreams.secrets import SecretBox, SecretsUnavailable
+from northstar.upstreams.secrets import SecretBox
 from northstar.upstreams.spec import UpstreamSpec
 
 GLOBAL_TENANT = "_global"  # the same tenant the component registry uses

@@ -41,7 +41,7 @@ from urllib.parse import quote
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from northstar.common.errors import ServiceUnavailable
+from northstar.common.errors import SecretsUnavailable
 from northstar.upstreams.spec import SECRET_REF
 
 KEY_FILE_ENV: Final = "NORTHSTAR_SECRETS_KEY_FILE"
@@ -50,13 +50,6 @@ ALG: Final = "A256GCM"
 MASK: Final = "[redacted]"
 
 log = logging.getLogger("northstar.upstreams.secrets")
-
-
-class SecretsUnavailable(ServiceUnavailable):
-    """The key file is missing, unreadable or does not match what was sealed (fail closed)."""
-
-    code = "secrets_unavailable"
-    default_message = "upstream secrets cannot be opened"
 
 
 # --------------------------------------------------------------------------- the key file

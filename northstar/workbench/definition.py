@@ -51,8 +51,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from northstar.common.errors import InvalidDefinition, ValidationFailed
-from northstar.mcp_gateway import naming, schema_gen
+from northstar.common.errors import InvalidDefinition, ValidationFailed, json_pointer
+from northstar.mcp_gateway import schema_gen
+from northstar.mcp_gateway.tools import naming
 from northstar.mcp_gateway.tools.model import Annotations, Operation, Scope, ToolContext, ToolDefinition
 from northstar.policy.firearms import FIREARM_NAME, SCOPE_NAME
 
@@ -166,9 +167,7 @@ def _scope_json(scope: ScopeSpec) -> dict[str, Any]:
 # --------------------------------------------------------------------------- paths and errors
 
 
-def pointer(*parts: object) -> str:
-    """A JSON pointer (RFC 6901) from path parts."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+pointer = json_pointer
 
 
 def invalid(errors: list[Problem], message: str = "invalid tool definition") -> InvalidDefinition:

@@ -169,9 +169,9 @@ def test_in_headers_mode_a_header_names_a_user_but_never_an_admin(headers_gw: Ga
 def plant_legacy_admin_key(data_dir: Path) -> tuple[str, str]:
     """An admin key as the old default minted it for anyone sending ``X-User-Id: admin``: stored
     exactly as older versions stored keys (no provenance)."""
-    from northstar.config import Settings
+    from northstar.common.config import Settings
     from northstar.policy.auth import digest
-    from northstar.storage import open_store
+    from northstar.storage import open_store, options_for
 
     key_id, secret = "0123456789abcdef", "L" * 43
     record = {"key_id": key_id, "tenant": "t1", "user": "me", "admin": True,
@@ -179,7 +179,7 @@ def plant_legacy_admin_key(data_dir: Path) -> tuple[str, str]:
 
     async def main() -> None:
         settings = Settings(data_dir=data_dir)
-        async with open_store(settings.resolved_store_url(), **settings.store_options()) as storage:
+        async with open_store(settings.resolved_store_url(), **options_for(settings)) as storage:
             await storage.store.save("_global", "api_keys", key_id, record, expected_version=0)
 
     trio.run(main)  # in a thread of its own: this helper runs outside the test's event loop

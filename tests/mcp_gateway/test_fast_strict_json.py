@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from northstar.common import errors as E
-from northstar.mcp_gateway.asgi import MAX_JSON_DEPTH, MAX_JSON_ITEMS, fast_strict_json, parse_strict_json
+from northstar.mcp_gateway.protocol.strict_json import (
+    MAX_JSON_DEPTH,
+    MAX_JSON_ITEMS,
+    fast_strict_json,
+    parse_strict_json,
+)
 
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from northstar.mcp_gateway.inflight import CANCELLED, REFUSED, UNKNOWN, InFlight
+from northstar.mcp_gateway.transports.http.inflight import CANCELLED, REFUSED, UNKNOWN, InFlight
 
 
 async def test_only_the_owner_cancels_and_a_refusal_is_reported_once_per_sender() -> None:

@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from northstar.mcp_gateway.server import IdleReaper, KeepAliveTimer
+from northstar.mcp_gateway.transports.http.connection import IdleReaper, KeepAliveTimer
 
 
 class GoneTaskGroup:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
+from northstar.common.config import Settings
 from northstar.common.limits import MAX_INT64
-from northstar.config import Settings
-from northstar.mcp_gateway.server import PUBLIC_PATHS, build_rest_app, openapi_document
+from northstar.mcp_gateway.transports.rest.app import PUBLIC_PATHS, build_rest_app, openapi_document
 from northstar.runtime import Runtime
 from northstar.workbench.wiring import wire
 

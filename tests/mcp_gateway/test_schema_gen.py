@@ -8,7 +8,8 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel, Field
 
-from northstar.mcp_gateway import naming, schema_gen
+from northstar.mcp_gateway import schema_gen
+from northstar.mcp_gateway.tools import naming
 from northstar.mcp_gateway.tools.model import Annotations, Operation, Scope, ToolDefinition
 
 

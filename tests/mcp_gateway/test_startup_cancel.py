@@ -18,9 +18,9 @@ import pytest
 import trio
 from mcp import Client
 
+from northstar.common.config import Settings
 from northstar.common.identity import RequestContextBuilder
-from northstar.config import Settings
-from northstar.mcp_gateway.mcp_server import McpFace
+from northstar.mcp_gateway.transports.mcp_face import McpFace
 from northstar.runtime import Runtime
 
 IDENTITY = RequestContextBuilder().from_stdio(tenant="t-start", user="u", mode=None)

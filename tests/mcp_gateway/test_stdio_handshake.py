@@ -28,9 +28,10 @@ from mcp_types import version as sdk_versions
 
 from northstar.common import errors as E
 from northstar.common.identity import RequestContextBuilder
-from northstar.mcp_gateway import asgi
-from northstar.mcp_gateway import stdio_handshake as hs
-from northstar.mcp_gateway.mcp_server import AnswerMalformedLines, CheckedLines, McpFace, SkipEarlyAnswer
+from northstar.mcp_gateway.protocol import jsonrpc
+from northstar.mcp_gateway.transports.mcp_face import McpFace
+from northstar.mcp_gateway.transports.stdio import handshake as hs
+from northstar.mcp_gateway.transports.stdio.lines import AnswerMalformedLines, CheckedLines, SkipEarlyAnswer
 from tests.harness import gateway_env
 
 LIMITS = {"max_bytes": 4 * 1024 * 1024, "max_depth": 64, "max_items": 100_000}
@@ -172,9 +173,9 @@ def test_the_limits_are_the_stdio_checks(msg: dict[str, Any]) -> None:
     data = line_of(msg)
     for depth, items in itertools.product(range(1, 7), range(1, 40)):
         try:
-            asgi.check_mcp_body(data, depth, items)
+            jsonrpc.check_mcp_body(data, depth, items)
             passes = True
-        except (asgi.InvalidRequest, E.InvalidJson):
+        except (E.InvalidRequest, E.InvalidJson):
             passes = False
         early = hs.answer_for(data, max_bytes=LIMITS["max_bytes"], max_depth=depth, max_items=items)
         assert (early is not None) == passes, (depth, items)
@@ -268,10 +269,10 @@ def spawn_stdio(data_dir: Path, code: str | None = None, env: dict[str, str] | N
 PROBE = textwrap.dedent("""
     import json, sys
     from northstar import cli
-    from northstar.mcp_gateway import stdio_handshake
-    WATCH = ("mcp", "mcp_types", "anyio", "northstar.runtime", "northstar.mcp_gateway.mcp_server",
+    from northstar.mcp_gateway.transports.stdio import handshake as stdio_handshake
+    WATCH = ("mcp", "mcp_types", "anyio", "northstar.runtime", "northstar.mcp_gateway.transports.mcp_face",
              "hypercorn", "quart", "quart_trio", "asyncpg", "trio_asyncio", "northstar.mcp_gateway.server",
-             "northstar.mcp_gateway.fastpath", "northstar.mcp_gateway.rest")
+             "northstar.mcp_gateway.transports.http.fastpath", "northstar.mcp_gateway.transports.rest")
     seen = {}
     def loaded():
         return sorted(m for m in WATCH if m in sys.modules)
@@ -331,8 +332,9 @@ def test_stdio_answers_initialize_before_loading_the_sdk_and_never_loads_the_web
     probe = json.loads(next(x for x in err.splitlines() if x.startswith("PROBE "))[6:])
     assert probe["before_answer"] == []  # neither the SDK nor the runtime yet
     assert "mcp" in probe["after_session"] and "northstar.runtime" in probe["after_session"]
+    # no HTTP front, no PostgreSQL
     assert set(probe["after_session"]) <= {"mcp", "mcp_types", "anyio", "northstar.runtime",
-                                           "northstar.mcp_gateway.mcp_server"}, probe  # no HTTP front, no PostgreSQL
+                                           "northstar.mcp_gateway.transports.mcp_face"}, probe
     assert "initialize answered before start-up" in err
     assert "differs from the SDK" not in err
     replies = [m for m in messages if "id" in m]

@@ -10,8 +10,9 @@ import trio
 import trio.testing
 
 from northstar.common import errors as E
+from northstar.common.errors import IdentityMismatch, KeyNotConfirmed
 from northstar.common.identity import Transport
-from northstar.policy.auth import Authenticator, IdentityMismatch, KeyNotConfirmed, KeyService, bearer_token
+from northstar.policy.auth import Authenticator, KeyService, bearer_token
 from northstar.storage import Storage, kinds, open_store
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from northstar.common.config import Settings
 from northstar.common.identity import Transport
-from northstar.config import Settings
 from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.bootstrap import ensure_admin_key, header_warnings
 from northstar.storage import kinds, open_store

@@ -13,8 +13,9 @@ import trio
 import trio.testing
 
 from northstar.common import errors as E
+from northstar.common.errors import PolicyUnavailable
 from northstar.common.identity import RequestContext
-from northstar.policy.firearms import FirearmsService, PolicyUnavailable, parse_time
+from northstar.policy.firearms import FirearmsService, parse_time
 from northstar.storage import Storage, kinds, open_store
 
 FA = "firearm.media.write"

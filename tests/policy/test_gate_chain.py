@@ -13,12 +13,13 @@ import trio.testing
 
 import actors
 from northstar.common import errors as E
+from northstar.common.errors import PolicyUnavailable
 from northstar.common.identity import RequestContext, Transport
-from northstar.mcp_gateway.catalog import Catalog
 from northstar.mcp_gateway.tools.actor import Invoke, InvokeResult
+from northstar.mcp_gateway.tools.catalog import Catalog
 from northstar.mcp_gateway.tools.echo import ECHO
 from northstar.mcp_gateway.tools.media_v2 import MEDIA_V2, AssetOut
-from northstar.policy.firearms import FirearmsService, PolicyUnavailable
+from northstar.policy.firearms import FirearmsService
 from northstar.policy.gate_chain import CallResult, CallTool, GateChain, GateChainConfig
 from northstar.storage import AuditEntry, open_store
 

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from northstar.common import errors as E
 from northstar.common.error_envelope import error_headers
+from northstar.common.errors import IdentityMismatch
 from northstar.common.identity import Transport
-from northstar.policy.auth import Authenticator, IdentityMismatch
+from northstar.policy.auth import Authenticator
 from northstar.policy.oauth import JwtVerifier, token_scopes
 
 ISSUER = "https://auth.example.test"

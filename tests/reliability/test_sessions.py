@@ -17,7 +17,7 @@ import socket
 import httpx2
 import pytest
 
-from northstar.config import Settings
+from northstar.common.config import Settings
 from tests.harness import GatewayProcess
 from tests.reliability.kit import (
     ACCEPT_BOTH,
@@ -91,7 +91,7 @@ def test_c1_no_origin_and_loopback_origins_are_allowed(rgw: GatewayProcess, http
 
 
 def test_c1_default_bind_is_loopback() -> None:
-    from northstar.cli import parser, settings_from
+    from northstar.cli.main import parser, settings_from
 
     assert Settings().host == "127.0.0.1"
     settings = settings_from(parser().parse_args(["serve"]))

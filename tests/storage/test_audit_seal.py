@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from northstar.common.errors import AuditUnavailable
-from northstar.storage import AuditSealError, Storage, open_store
+from northstar.storage import AuditSealError, Storage, open_store, options_for
 from northstar.storage.audit import GroupCommitAuditLog
 from northstar.storage.audit_chain import (
     GENESIS_HASH,
@@ -411,11 +411,11 @@ async def test_tenant_seq_stays_exact_with_two_writers(store_url: str, tmp_path:
 
 
 def test_key_file_env_path_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from northstar.config import Settings
+    from northstar.common.config import Settings
 
     monkeypatch.setenv("NORTHSTAR_AUDIT_KEY_FILE", str(tmp_path / "elsewhere" / "k"))
     settings = Settings(data_dir=tmp_path / "data")
-    seal = settings.store_options()["audit_seal"]
+    seal = options_for(settings)["audit_seal"]
     assert (tmp_path / "elsewhere" / "k").exists() and not (tmp_path / "data" / "audit.key").exists()
     assert seal.anchor_file == tmp_path / "data" / "audit.anchors" and seal.key == load_or_create_key(
         tmp_path / "elsewhere" / "k")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from northstar.mcp_gateway import naming
+from northstar.mcp_gateway.tools import naming
 from northstar.upstreams import drift, generate_draft, lint_tools, operation_name, parse_wraps, pin_of, wraps_of
 from northstar.upstreams.draft import operation_names
 from northstar.upstreams.pins import check_listing, make_tool

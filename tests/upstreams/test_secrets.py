@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from northstar.upstreams import Redactor, SecretBox, SecretsUnavailable, key_path
+from northstar.common.errors import SecretsUnavailable
+from northstar.upstreams import Redactor, SecretBox, key_path
 from northstar.upstreams import secrets as secret_mod
 from northstar.upstreams.secrets import load_or_create_key, render
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from northstar.common.errors import Conflict, InvalidDefinition, NotFound, ValidationFailed
+from northstar.common.text_lint import INJECTION_PATTERNS, lint_text
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.echo import PingInput
 from northstar.mcp_gateway.tools.media_v2 import CreateAssetInput
@@ -16,7 +17,7 @@ from northstar.mcp_gateway.tools.model import ToolContext
 from northstar.storage import open_store
 from northstar.workbench.definition import build_tool, parse_spec, pointer, tool_schemas, validate_spec
 from northstar.workbench.drafts import DraftService
-from northstar.workbench.lint import INJECTION_PATTERNS, lint_spec, lint_text
+from northstar.workbench.lint import lint_spec
 from northstar.workbench.registry import (
     ComponentRegistry,
     content_hash,

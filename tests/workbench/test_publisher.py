@@ -182,7 +182,7 @@ async def test_publishing_needs_the_admin_permission(svc: Any) -> None:
 
 async def test_the_watcher_follows_changes_made_elsewhere(svc: Any, tmp_path: Path) -> None:
     """A change written straight to the store (the CLI, another replica) goes live on the next poll."""
-    from northstar.cli_workbench import direct_publisher
+    from northstar.cli.workbench import direct_publisher
 
     class Storage:
         store = svc.store

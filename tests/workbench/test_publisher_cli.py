@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from northstar import cli_workbench
-from northstar.config import Settings
+from northstar.cli import workbench as cli_workbench
+from northstar.common.config import Settings
 from tests.workbench.workbench_kit import notes_spec
 
 

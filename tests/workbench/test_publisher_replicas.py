@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from northstar.config import Settings
+from northstar.common.config import Settings
 from northstar.workbench.wiring import wire
 from tests.pg import backend_url, require_backend
 from tests.workbench.workbench_kit import WorkbenchRuntime, context, notes_spec

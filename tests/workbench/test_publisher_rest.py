@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from northstar.mcp_gateway.rest import workbench as workbench_rest
-from northstar.mcp_gateway.server import build_rest_app
+from northstar.mcp_gateway.transports.rest import workbench as workbench_rest
+from northstar.mcp_gateway.transports.rest.app import build_rest_app
 from tests.workbench.workbench_kit import admin_headers, notes_spec, running
 
 ADMIN: dict[str, str] = {}  # filled by the fixture: an admin key (no header makes an admin)

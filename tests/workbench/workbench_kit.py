@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from northstar.common.config import Settings
 from northstar.common.identity import RequestContext, new_request_id
-from northstar.config import Settings
-from northstar.mcp_gateway.catalog import Catalog
 from northstar.mcp_gateway.tools.builtin import builtin_tools
+from northstar.mcp_gateway.tools.catalog import Catalog
 from northstar.runtime import Runtime
 from northstar.workbench.wiring import EXTRAS_KEY, wire
 

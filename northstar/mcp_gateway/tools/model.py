@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from northstar.common.identity import RequestContext
-from northstar.mcp_gateway import naming
+from northstar.mcp_gateway.tools import naming
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,10 @@ import actors
 from northstar.common import errors as E
 from northstar.common.error_envelope import envelope
 from northstar.common.identity import RequestContext
-from northstar.mcp_gateway import naming
-from northstar.mcp_gateway.catalog import Resolved
+from northstar.mcp_gateway.tools import naming
 from northstar.mcp_gateway.tools.actor import ToolActor
 from northstar.mcp_gateway.tools.blobs import BlobStore
+from northstar.mcp_gateway.tools.catalog import Resolved
 from northstar.mcp_gateway.tools.media_v2 import DEFAULT_MAX_BYTES, MediaServices
 from northstar.mcp_gateway.tools.model import ToolDefinition
 from northstar.policy.gates import MockPolicy

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from northstar.mcp_gateway import naming, schema_gen
+from northstar.mcp_gateway import schema_gen
+from northstar.mcp_gateway.tools import naming
 from northstar.mcp_gateway.tools.builtin import DEFAULT_FIREARM_BINDINGS, builtin_tools
 from northstar.mcp_gateway.tools.echo import ECHO, MAX_MESSAGE_CHARS, PingInput, PingOutput
 from tests.mcp_gateway.tools.tools_testkit import call, tool_ctx

@@ -1,0 +1,88 @@
+"""The gateway facade the transports talk to.
+
+Transports (MCP over stdio / SSE / Streamable HTTP, REST, the internal ``tools.call`` API
+and the sandbox) never call a tool directly: they send a ``CallTool`` message to the
+gate chain actor through :meth:`Gateway.call_tool`. Discovery (``tools/list`` and the REST
+inventory) is derived from the catalogue and the firearm bindings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+import actors
+from northstar.common import errors as E
+from northstar.common.identity import RequestContext
+from northstar.common.limits import check_timeout
+from northstar.mcp_gateway import schema_gen
+from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
+from northstar.policy.gate_chain import CallResult, CallTool, Decide, Ticket
+from northstar.policy.gates import MockPolicy
+
+# How long a call may wait for the gate chain's decision (its mailbox is full under overload).
+DECIDE_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Gateway:
+    catalog: Catalog
+    firearms: Any
+    gate_chain: Any  # actors.ActorRef[CallTool | Decide, CallResult | Ticket]
+    audit: Any
+    unauthorized_tools: str = "mark"
+    tool_timeout_max_s: float = 120.0
+    on_result: Callable[[RequestContext, CallResult], None] | None = None
+
+    async def call_tool(
+        self,
+        ctx: RequestContext,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        mock: MockPolicy | None = None,
+        services: Any = None,
+        timeout_s: float | None = None,
+        resolved: Resolved | None = None,
+    ) -> CallResult:
+        """Run one call through the gate chain. Raises only for service-level failures.
+
+        ``mock`` (a what-if policy), ``services`` (isolated tool services) and ``resolved``
+        (a tool that is not in the catalogue, e.g. an unpublished draft) serve the sandbox.
+        """
+        if arguments is not None and not isinstance(arguments, dict):
+            raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
+        if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
+            check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
+        msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved)
+        ticket: Ticket | None = None
+        try:
+            # The decision is made in the gate chain actor, inline, in arrival order; the ticket
+            # it answers (audit records, the tool call) runs here, in the caller's task. Shielded:
+            # a decision already made (its limit slot taken) must reach the ticket's runner,
+            # which records even a cancelled call. It waits no longer than the mailbox allows.
+            # One scope is both the shield and the deadline.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + DECIDE_TIMEOUT_S) as waited:
+                ticket = await self.gate_chain.call(Decide(msg), timeout=None)
+        except actors.Busy:
+            raise E.ServiceUnavailable("the gateway is busy", retry_after=1) from None
+        except (actors.ActorCrashed, actors.ActorStopped):
+            raise E.ServiceUnavailable("the gate chain is restarting", retry_after=1) from None
+        if waited.cancelled_caught or ticket is None:
+            raise E.ServiceUnavailable("the gate chain did not answer in time", retry_after=1)
+        result = await ticket.run()
+        if self.on_result is not None:
+            self.on_result(ctx, result)
+        return result
+
+    def inventory(self) -> list[dict[str, Any]]:
+        return schema_gen.inventory(self.catalog.tools(), self.firearms.bindings())
+
+    def list_tools(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        granted = self.firearms.granted(ctx.tenant, ctx.user)
+        return schema_gen.mcp_tools(
+            self.catalog.tools(), self.firearms.bindings(), granted=granted, unauthorized=self.unauthorized_tools
+        )

@@ -1,0 +1,108 @@
+"""The Quart-Trio REST application: every blueprint, the identity of each request, the OpenAPI document.
+
+``build_rest_app`` authenticates every request through the same authenticator as the MCP
+doors (public paths aside), stamps ``X-Request-Id`` and maps errors to the canonical envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Response, current_app, g, request
+from quart_trio import QuartTrio
+
+from northstar.common.error_envelope import register_error_handlers
+from northstar.common.identity import REQUEST_ID_HEADER, Transport
+from northstar.mcp_gateway.transports.rest import openapi
+from northstar.mcp_gateway.transports.rest.api import Api
+from northstar.mcp_gateway.transports.rest.api import Response as Answer
+from northstar.mcp_gateway.transports.rest.responses import RuntimeCounts
+
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/.well-known/oauth-protected-resource",
+                          "/.well-known/oauth-protected-resource/mcp"})
+
+
+def rest_apis() -> list[Api]:
+    """Every REST API surface, in document order."""
+    from northstar.mcp_gateway.transports.rest import drafts, ops, policy, tools, workbench
+
+    return [ops.api, RUNTIME, tools.api, drafts.api, workbench.api, policy.api]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every REST route (served at ``/openapi.json``)."""
+    from northstar import __version__
+
+    operations = [op for api in rest_apis() for op in api.operations]
+    return openapi.document(operations, version=__version__, public_paths=PUBLIC_PATHS)
+
+
+def build_rest_app(services: Any) -> QuartTrio:
+    app = QuartTrio("northstar")
+    app.config.update(
+        NORTHSTAR_SERVICES=services,
+        NORTHSTAR_OPENAPI=openapi_document(),
+        MAX_CONTENT_LENGTH=services.settings.max_body_bytes,
+        BODY_TIMEOUT=services.settings.read_timeout_s,
+        RESPONSE_TIMEOUT=services.settings.tool_timeout_max_s + 30,
+        JSON_SORT_KEYS=False,
+    )
+    for api in rest_apis():
+        app.register_blueprint(api.blueprint)
+    register_error_handlers(app)
+
+    @app.before_request
+    async def identify() -> None:
+        headers = list(request.headers.items())
+        if request.path in PUBLIC_PATHS:
+            g.ctx = services.authenticator.builder.from_headers(headers, transport=Transport.HTTP)
+            return
+        g.ctx = await services.authenticator.authenticate(headers, Transport.HTTP)
+
+    @app.after_request
+    async def stamp(response: Response) -> Response:
+        ctx = getattr(g, "ctx", None)
+        if ctx is not None:
+            response.headers[REQUEST_ID_HEADER] = ctx.request_id
+        return response
+
+    return app
+
+
+RUNTIME = Api("runtime", "operations")
+
+
+@RUNTIME.route("GET", "/v1/ops/runtime", summary="What the process holds right now", admin=True,
+               responses={200: Answer(RuntimeCounts)})
+async def runtime_counts() -> dict[str, Any]:
+    """Trio tasks, open sessions and SSE streams, the audit log's group commit: for soak tests and leak hunting."""
+    services = current_app.config["NORTHSTAR_SERVICES"]
+    face = services.extras.get("http")
+    counts: dict[str, Any] = {"tasks": count_tasks()}
+    audit = services.audit
+    if audit is not None and hasattr(audit, "stats"):
+        st = audit.stats
+        counts["audit"] = {"appended": st.appended, "flushes": st.flushes, "failed_flushes": st.failed_flushes,
+                           "largest_batch": st.largest_batch, "pending": audit.pending,
+                           "mean_batch": round(st.appended / st.flushes, 2) if st.flushes else None}
+    if face is not None:
+        capacity = face.app.capacity
+        counts.update(
+            sessions=len(face.manager._server_instances),
+            sse_streams=capacity.total_streams,
+            sessions_opening=sum(capacity.pending.values()),
+        )
+    return counts
+
+
+def count_tasks() -> int:
+    """Every trio task below the root task (the tree is walked through its nurseries)."""
+    root = trio.lowlevel.current_root_task()
+    stack = [root] if root is not None else []
+    total = 0
+    while stack:
+        task = stack.pop()
+        total += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return total

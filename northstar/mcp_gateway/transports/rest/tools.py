@@ -1,0 +1,38 @@
+"""``GET /v1/tools`` (the inventory) and ``POST /v1/tools/{name}/call``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from northstar.mcp_gateway.transports.rest import models as M
+from northstar.mcp_gateway.transports.rest import responses as R
+from northstar.mcp_gateway.transports.rest.api import Api, Response
+from northstar.mcp_gateway.transports.rest.common import ctx, services
+
+api = Api("tools", "tools")
+bp = api.blueprint
+
+
+@api.route("GET", "/v1/tools", summary="The tool inventory",
+           responses={200: Response(R.ToolInventory)})
+async def inventory() -> dict[str, Any]:
+    return {"tools": services().gateway.inventory()}
+
+
+@api.route("POST", "/v1/tools/{name}/call", summary="Call a tool", path=M.ToolNamePath,
+           body=M.ToolCallBody, responses={200: Response(R.ToolCallResult)},
+           description="The arguments go in `arguments`; any other top-level key is refused (400). A denial or "
+                       "failure is the error envelope, `details.audit_seq` naming its audit record.")
+async def call(path: M.ToolNamePath, body: M.ToolCallBody) -> tuple[dict[str, Any], int]:
+    result = await services().gateway.call_tool(ctx(), path.name, dict(body.arguments), timeout_s=body.timeout_s)
+    if not result.ok:
+        assert result.error is not None
+        if result.audit_seq is not None:
+            result.error.details.setdefault("audit_seq", result.audit_seq)
+        raise result.error
+    return {
+        "tool": result.target.get("canonical_name"),
+        "output": result.output,
+        "audit_seq": result.audit_seq,
+        "request_id": ctx().request_id,
+    }, 200
