@@ -67,6 +67,10 @@ past that supervisor's intensity the child is *down* (its callers get
 never a fuse for the whole tree. ``ChildStats.contained`` (a :class:`ContainedStatus`)
 says whether it is up, how often it went down and when it is retried.
 
+**Refs before the tree runs.**  ``ref_of(spec)`` gives an actor child's ref (also through
+:func:`contained`) as soon as the spec exists, so a composition root can wire every caller
+before anything starts.
+
 **Dynamic children.**  ``await supervisor.start_child(spec)`` adds a child to a
 running supervisor (after the static ones, so it is stopped first) and returns
 its started value; ``await supervisor.terminate_child(id)`` stops one child in
@@ -98,6 +102,7 @@ from ._supervisor import Restart as Restart
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import SupervisorStats as SupervisorStats
 from ._supervisor import actor_child as actor_child
+from ._supervisor import ref_of as ref_of
 from ._supervisor import supervisor_child as supervisor_child
 
 __all__ = [
@@ -120,6 +125,7 @@ __all__ = [
     "SupervisorEscalation",
     "SupervisorStats",
     "actor_child",
+    "ref_of",
     "contained",
     "spawn",
     "supervisor_child",

@@ -172,6 +172,20 @@ def actor_child(
     return ChildSpec(id=id, start=start, restart=restart, shutdown_timeout=shutdown_timeout)
 
 
+def ref_of(spec: ChildSpec) -> ActorRef[Any, Any]:
+    """The :class:`ActorRef` of an actor child (:func:`actor_child`, or one wrapped by
+    :func:`~actors.contained`), known before the child starts and stable across its restarts,
+    so a composition root can hand it to whoever calls the actor before the tree runs."""
+    start: object = spec.start
+    while True:
+        if isinstance(start, _ActorChildStart):
+            return start.ref
+        inner = getattr(start, "inner", None)  # a contained child: its one inner child
+        if not isinstance(inner, Supervisor) or len(inner._slots) != 1:
+            raise TypeError(f"child {spec.id!r} is not an actor child")
+        start = inner._slots[0].spec.start
+
+
 def supervisor_child(
     sup: Supervisor,
     *,

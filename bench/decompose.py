@@ -36,7 +36,7 @@ def patch(variant: str) -> None:
     from bench import ceiling_server
     from northstar.mcp_gateway.transports.http import fastpath
     from northstar.mcp_gateway.transports.http import front_door as asgi
-    from northstar.policy.gate_chain import CallResult
+    from northstar.policy.calls import CallResult
     from northstar.storage import audit
 
     if variant == "fixed_front":

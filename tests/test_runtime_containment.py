@@ -19,13 +19,13 @@ import trio
 import trio.lowlevel
 
 import actors
-from northstar.runtime import root as runtime_module
 from northstar.common import errors as E
 from northstar.common.config import Settings
 from northstar.common.identity import RequestContextBuilder, Transport
 from northstar.mcp_gateway.transports.rest.app import build_rest_app
 from northstar.policy.gate_chain import GateChain
 from northstar.runtime import Runtime
+from northstar.runtime import root as runtime_module
 from northstar.storage.actor import Check, StoreActor
 
 CTX = RequestContextBuilder().from_headers([("X-Tenant-Id", "t1"), ("X-User-Id", "u")], transport=Transport.INTERNAL)
@@ -49,23 +49,16 @@ class FaultyGateChain(GateChain):
         return super().answer_now(msg)
 
 
-class FaultyRuntime(Runtime):
-    def make_store_actor(self) -> StoreActor:
-        return FaultyStore(self.services.storage.store)
-
-    def make_gate_chain(self) -> GateChain:
-        chain = super().make_gate_chain()
-        chain.__class__ = FaultyGateChain
-        return chain
-
-
 @pytest.fixture
-async def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FaultyRuntime]:
+async def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runtime]:
     # A short backoff keeps the test short (the wiring, not the delay, is under test here), yet
     # long enough for the checks made while the subsystem is down.
     monkeypatch.setattr(runtime_module, "SUBSYSTEM_BACKOFF", actors.Backoff(initial=3.0, maximum=3.0))
+    # The composition root builds these two; the faulty kinds crash on demand.
+    monkeypatch.setattr(runtime_module, "StoreActor", FaultyStore)
+    monkeypatch.setattr(runtime_module, "GateChain", FaultyGateChain)
     Fault.on = False
-    runtime = FaultyRuntime(Settings(data_dir=tmp_path, log_level="WARNING"))
+    runtime = Runtime(Settings(data_dir=tmp_path, log_level="WARNING"))
     with trio.fail_after(60):
         async with runtime.running():
             yield runtime
@@ -99,18 +92,18 @@ async def health(client: Any) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("subsystem", ["store", "gate_chain"])
-async def test_a_crash_storm_downs_one_subsystem_and_it_comes_back(rt: FaultyRuntime, subsystem: str) -> None:
+async def test_a_crash_storm_downs_one_subsystem_and_it_comes_back(rt: Runtime, subsystem: str) -> None:
     svc = rt.services
     client = build_rest_app(svc).test_client()
-    assert rt.subsystems()["subsystems"] == dict.fromkeys(
+    assert rt.services.health()["subsystems"] == dict.fromkeys(
         ["store", "policy.firearms", "gate_chain", "workbench.drafts", "workbench.publisher", "workbench.registry",
          "mcp.sessions"], "up")
     assert (await health(client))[0] == 200
     await crash_storm(rt, subsystem)
-    await until(lambda: rt.subsystems()["subsystems"][subsystem] == "down")
+    await until(lambda: rt.services.health()["subsystems"][subsystem] == "down")
 
     assert rt.root is not None and rt.root.stats().running  # the process would have exited here
-    others = {k: v for k, v in rt.subsystems()["subsystems"].items() if k != subsystem}
+    others = {k: v for k, v in rt.services.health()["subsystems"].items() if k != subsystem}
     assert set(others.values()) == {"up"}, others
     status, body = await health(client)
     assert status == 503 and body["down"] == [subsystem] and body["status"] == "degraded"
@@ -123,7 +116,7 @@ async def test_a_crash_storm_downs_one_subsystem_and_it_comes_back(rt: FaultyRun
             await svc.gateway.call_tool(CTX, "echo.ping", {"message": "x"})
         await svc.store.check()
 
-    await until(lambda: rt.subsystems()["subsystems"][subsystem] == "up")  # after its backoff
+    await until(lambda: rt.services.health()["subsystems"][subsystem] == "up")  # after its backoff
     status, body = await health(client)
     assert status == 200 and body["down"] == [], body
     assert (await svc.gateway.call_tool(CTX, "echo.ping", {"message": "back"})).ok

@@ -1,4 +1,4 @@
-"""The internal Python entry point: tools.call goes through the gate chain like any door."""
+"""The internal Python entry point: ``services.tools.call`` goes through the gate chain like any door."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import trio
 from northstar.common import errors as E
 from northstar.common.config import Settings
 from northstar.common.identity import RequestContextBuilder, Transport
-from northstar.mcp_gateway.facade import tools_client as tools
 from northstar.runtime import Runtime
 
 
@@ -20,6 +19,7 @@ async def test_tools_call_is_governed_and_audited(tmp_path: Path) -> None:
                                                transport=Transport.INTERNAL)
     with trio.fail_after(30):
         async with rt.running() as svc:
+            tools = svc.tools
             out = await tools.call("echo.ping", {"message": "hi"}, ctx=ctx)
             assert out["pong"] is True and out["message"] == "hi"
             args = {"name": "a.txt", "mime_type": "text/plain", "content_text": "x"}
@@ -35,5 +35,5 @@ async def test_tools_call_is_governed_and_audited(tmp_path: Path) -> None:
             decisions = [e.record for e in entries if e.record["event"] == "decision"]
             assert [d["decision"] for d in decisions] == ["allow", "deny", "allow", "deny"]
             assert {d["transport"] for d in decisions} == {"internal"}
-    with pytest.raises(E.ServiceUnavailable):
+    with pytest.raises(E.ServiceUnavailable):  # the runtime has stopped: its gate chain answers no more
         await tools.call("echo.ping", {}, ctx=ctx)

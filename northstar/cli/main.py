@@ -126,6 +126,7 @@ async def serve_main(settings: Settings) -> None:
 
     import actors
     from northstar.mcp_gateway.server import HttpFace, serve_http
+    from northstar.mcp_gateway.transports.services import Services
     from northstar.policy.bootstrap import announce_identity
     from northstar.runtime import Runtime
 
@@ -134,24 +135,25 @@ async def serve_main(settings: Settings) -> None:
     stopped = trio.Event()
     announced = False
 
-    async def start_http(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        nonlocal announced
-        if not announced:  # before the port opens: the admin key exists by the time anyone can call
-            await announce_identity(settings, rt.services.keys, audit=rt.services.audit)
-            announced = True
-        face = HttpFace(rt.services)
-        rt.services.extras["http"] = face
-        bind = f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"
-        try:
-            await serve_http(face, bind, rt.shutdown, task_status=task_status)
-        finally:
-            stopped.set()
+    def http_front(services: Services) -> actors.ChildSpec:
+        async def start_http(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal announced
+            if not announced:  # before the port opens: the admin key exists by the time anyone can call
+                await announce_identity(settings, services.keys, audit=services.audit)
+                announced = True
+            face = HttpFace(services)
+            bind = f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"
+            try:
+                await serve_http(face, bind, rt.shutdown, task_status=task_status)
+            finally:
+                stopped.set()
 
-    front = actors.ChildSpec("http", start_http, restart=actors.Restart.TRANSIENT,
-                             shutdown_timeout=settings.shutdown_grace_s)
+        return actors.ChildSpec("http", start_http, restart=actors.Restart.TRANSIENT,
+                                shutdown_timeout=settings.shutdown_grace_s)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, rt.shutdown, nursery.cancel_scope)
-        async with rt.running(front):
+        async with rt.running(http_front):
             assert rt.root is not None
             bound = rt.root.get("http")
             urls = [b if "://" in b else f"http://{b}" for b in bound]  # type: ignore[attr-defined]
@@ -200,35 +202,42 @@ def listen_problem(exc: BaseException, host: str, port: int) -> str | None:
 async def stdio_main(settings: Settings, identity: RequestContext, first: FirstLine | None = None) -> None:
     import actors
     from northstar.mcp_gateway.transports.mcp_face import McpFace
+    from northstar.mcp_gateway.transports.services import Services
     from northstar.runtime import Runtime
 
     rt = Runtime(settings)
 
-    async def start_stdio(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        import sys
+    def stdio_front(services: Services) -> actors.ChildSpec:
+        async def start_stdio(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            import sys
 
-        import anyio
-        from mcp.server.stdio import stdio_server
+            import anyio
+            from mcp.server.stdio import stdio_server
 
-        from northstar.mcp_gateway.transports.stdio.lines import AnswerMalformedLines, CheckedLines, SkipEarlyAnswer
+            from northstar.mcp_gateway.transports.stdio.lines import (
+                AnswerMalformedLines,
+                CheckedLines,
+                SkipEarlyAnswer,
+            )
 
-        face = McpFace(services=rt.services, ready=rt.ready, stdio_context=identity, registry=rt.services.sessions)
-        lines = CheckedLines(sys.stdin.buffer, settings.max_body_bytes, max_json_depth=settings.max_json_depth,
-                             max_json_items=settings.max_json_items,
-                             first_line=None if first is None else first.line)
-        try:
-            async with stdio_server(stdin=anyio.wrap_file(lines)) as (read, write):  # type: ignore[arg-type]
-                task_status.started(face)
-                if first is not None and first.answer is not None and first.rpc_id is not None:
-                    write = SkipEarlyAnswer(write, first.rpc_id, first.answer)
-                await face.server.run(AnswerMalformedLines(read, write, lines), write, face.init_options())
-        finally:
-            rt.shutdown.set()
+            face = McpFace(services.gateway, ready=rt.ready, stdio_context=identity, registry=services.sessions)
+            lines = CheckedLines(sys.stdin.buffer, settings.max_body_bytes, max_json_depth=settings.max_json_depth,
+                                 max_json_items=settings.max_json_items,
+                                 first_line=None if first is None else first.line)
+            try:
+                async with stdio_server(stdin=anyio.wrap_file(lines)) as (read, write):  # type: ignore[arg-type]
+                    task_status.started(face)
+                    if first is not None and first.answer is not None and first.rpc_id is not None:
+                        write = SkipEarlyAnswer(write, first.rpc_id, first.answer)
+                    await face.server.run(AnswerMalformedLines(read, write, lines), write, face.init_options())
+            finally:
+                rt.shutdown.set()
 
-    front = actors.ChildSpec("stdio", start_stdio, restart=actors.Restart.TEMPORARY)
+        return actors.ChildSpec("stdio", start_stdio, restart=actors.Restart.TEMPORARY)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, rt.shutdown, nursery.cancel_scope)
-        async with rt.running(front, front_first=True):
+        async with rt.running(stdio_front, front_first=True):
             await rt.shutdown.wait()
         nursery.cancel_scope.cancel()
 

@@ -119,7 +119,6 @@ async def _drafts_in(storage: Any, args: argparse.Namespace, spec: Any) -> Any:
 
 async def _sandbox(settings: Settings, args: argparse.Namespace) -> Any:
     from northstar.runtime import Runtime
-    from northstar.workbench.sandbox.runner import SandboxRunner
 
     arguments = _json_arg("args", args.args) or {}
     mock = _json_arg("mock-policy", args.mock_policy)
@@ -129,28 +128,15 @@ async def _sandbox(settings: Settings, args: argparse.Namespace) -> Any:
                          transport=Transport.INTERNAL, authenticated_by="cli")
     runtime = Runtime(settings)
     failure: E.NorthstarError | None = None
-    async with runtime.running() as services:
+    async with runtime.running() as services:  # its registry watcher has loaded the published tools
         try:
-            await load_published(runtime)
-            result = await SandboxRunner(services).run(ctx, args.tool, arguments, mock, draft_id=args.draft,
-                                                       draft_version=args.version)
+            result = await services.sandbox.run(ctx, args.tool, arguments, mock, draft_id=args.draft,
+                                                draft_version=args.version)
         except E.NorthstarError as exc:
             failure = exc
     if failure is not None:
         raise failure
     return result.to_dict()
-
-
-async def load_published(runtime: Any) -> None:
-    """Make the published tools live in ``runtime`` unless its workbench children already do."""
-    from northstar.workbench.publisher import LiveTools, RegistryWatcher, ToolHost
-    from northstar.workbench.wiring import EXTRAS_KEY
-
-    services = runtime.services
-    if EXTRAS_KEY in services.extras:
-        return
-    live = LiveTools(services.catalog, ToolHost(lambda: runtime.tools_sup), services.firearms, services.media)
-    await RegistryWatcher(services.store, live).load_all()
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> Any:

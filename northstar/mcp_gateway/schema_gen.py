@@ -7,7 +7,7 @@ of the definitions and the firearm bindings, and the schemas are cached per oper
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -118,7 +118,7 @@ def mcp_tools(
     tools: Iterable[ToolDefinition],
     bindings: Mapping[str, str],
     *,
-    granted: set[str] | None = None,
+    granted: Set[str] | None = None,
     unauthorized: str = "show",
 ) -> list[dict[str, Any]]:
     """The ``tools/list`` result: one MCP tool per operation.

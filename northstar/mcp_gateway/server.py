@@ -34,6 +34,7 @@ from northstar.mcp_gateway.transports.http.front_door import FrontDoor
 from northstar.mcp_gateway.transports.http.host_origin import HostOriginPolicy
 from northstar.mcp_gateway.transports.mcp_face import McpFace
 from northstar.mcp_gateway.transports.rest.app import build_rest_app
+from northstar.mcp_gateway.transports.services import Services
 
 log = logging.getLogger("northstar.server")
 
@@ -52,7 +53,7 @@ def transport_security(policy: HostOriginPolicy) -> TransportSecuritySettings:
 class HttpFace:
     """Everything that answers HTTP: built once per gateway process."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         settings = services.settings
         self.services = services
         self.mcp = McpFace(services.gateway, registry=services.sessions)
@@ -75,7 +76,7 @@ class HttpFace:
             max_request_body_size=settings.max_body_bytes,
         )
         self.sse = SseServerTransport("/messages/", security_settings=security)
-        self.rest = build_rest_app(services)
+        self.rest = build_rest_app(services, door_counts=self.door_counts)
         self.app = FrontDoor(
             rest_app=self.rest,
             streamable=self.manager.handle_request,
@@ -102,6 +103,12 @@ class HttpFace:
         EventSourceResponse.DEFAULT_PING_INTERVAL = int(max(1, settings.sse_keepalive_s))
         if settings.fast_path:
             self.app.fastpath = FastPath(services.gateway, self.manager)
+
+    def door_counts(self) -> dict[str, int]:
+        """Open sessions and SSE streams, for ``/v1/ops/runtime``."""
+        capacity = self.app.capacity
+        return {"sessions": len(self.manager._server_instances), "sse_streams": capacity.total_streams,
+                "sessions_opening": sum(capacity.pending.values())}
 
     async def sse_post(self, scope: Any, receive: Any, send: Any) -> None:
         """The legacy message endpoint, minus an SDK race: a message for a session whose stream

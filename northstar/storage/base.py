@@ -77,8 +77,10 @@ class AuditLog(Protocol):
 
     async def query(self, *, tenant: str | None, tool: str | None = None, user: str | None = None,
                     decision: str | None = None, since: str | None = None, until: str | None = None,
-                    after_seq: int | None = None, limit: int = 100) -> builtins.list[AuditEntry]:
-        """Entries in ``seq`` order; ``tenant=None`` is every tenant; ``since <= ts < until``."""
+                    after_seq: int | None = None, limit: int = 100,
+                    by_tenant_seq: bool = False) -> builtins.list[AuditEntry]:
+        """Entries in ``seq`` order; ``tenant=None`` is every tenant; ``since <= ts < until``;
+        ``by_tenant_seq``: that tenant's entries paged by ``tenant_seq``."""
         ...
 
     async def get(self, seq: int) -> AuditEntry | None: ...

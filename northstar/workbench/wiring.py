@@ -1,139 +1,95 @@
-"""How the workbench plugs into the runtime: its supervision-tree children and ``wire``.
+"""The workbench's part of the supervision tree, built from typed parts by the composition root.
 
-The runtime-facing surface is two functions:
+:class:`Workbench` is built before anything runs (``northstar.runtime``), from the parts it
+needs, and hands back its children and the clients the doors use::
 
-``workbench_children(runtime)``
-    The children to insert into the root supervisor after ``services`` (they need the
-    store, catalogue, firearms, drafts and KPI services it creates), in start order::
+    workbench.drafts     DraftStoreActor: drafts by messages
+    workbench.publisher  Publisher actor: publish / rollback / unpublish, one at a time
+    workbench.registry   RegistryWatcher: loads active overlays, follows changes (0.5 s)
 
-        workbench.drafts     DraftStoreActor: drafts by messages
-        workbench.publisher  Publisher actor: publish / rollback / unpublish, one at a time
-        workbench.registry   RegistryWatcher: loads active overlays, follows changes (0.5 s)
-
-    Published tool actors themselves run as dynamic children of the runtime's ``tools``
-    supervisor (see :class:`~northstar.workbench.publisher.live.ToolHost`).
-
-``wire(services)``
-    Sets ``services.metrics`` (and ``gateway.on_result = metrics.record``),
-    ``services.sandbox``, ``services.publisher`` and installs :func:`validate_spec` as the
-    DraftService ``validate`` hook. Idempotent; the first workbench child calls it too.
+Published tool actors themselves run as dynamic children of the runtime's ``tools``
+supervisor (see :class:`~northstar.workbench.publisher.live.ToolHost`). The actors' refs are
+known from their specs (:func:`actors.ref_of`), so the clients are wired before the tree runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 import actors
-from northstar.kpi.measure import Metrics
+from northstar.kpi.service import KpiService
+from northstar.mcp_gateway.tools.catalog import Catalog
+from northstar.mcp_gateway.tools.media_v2 import MediaServices
+from northstar.policy.firearms import FirearmsService
+from northstar.storage.base import AuditLog, VersionedStore
 from northstar.workbench.definition import validate_spec
+from northstar.workbench.drafts.service import DraftService
 from northstar.workbench.publisher.actor import DraftStoreActor, DraftStoreClient, Publisher, PublisherClient
 from northstar.workbench.publisher.live import LiveTools, ToolHost
 from northstar.workbench.publisher.service import PublisherService
 from northstar.workbench.publisher.watcher import RegistryWatcher
 from northstar.workbench.registry import ComponentRegistry, OverlayStore
-from northstar.workbench.sandbox import runner as sandbox_runner
 
-EXTRAS_KEY = "workbench"
 DRAFTS_ID = "workbench.drafts"
 PUBLISHER_ID = "workbench.publisher"
 REGISTRY_ID = "workbench.registry"
 
 
-def draft_validator(services: Any) -> Any:
-    """The DraftService hook: a spec must validate against the live catalogue (422 otherwise)."""
+def draft_validator(catalog: Catalog, firearms: FirearmsService | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The DraftService hook: a spec must validate against the live catalogue (422 otherwise),
+    and, given the firearms service, against the live firearm bindings."""
 
     def validate(spec: dict[str, Any]) -> dict[str, Any]:
-        firearms = services.firearms
-        validate_spec(spec, services.catalog, bindings=firearms.bindings() if firearms is not None else None)
+        validate_spec(spec, catalog, bindings=firearms.bindings() if firearms is not None else None)
         return spec
 
     return validate
 
 
-class Workbench:
-    """The workbench's share of a runtime: its children and the objects they share."""
+@dataclass(frozen=True, slots=True)
+class WorkbenchParts:
+    """What the workbench is built from (each made by the composition root)."""
 
-    def __init__(self, runtime: Any) -> None:
-        self.runtime = runtime
-        self.services = runtime.services
-        self.host = ToolHost(lambda: runtime.tools_sup)
-        self._service: PublisherService | None = None
-        self._live: LiveTools | None = None
+    store: VersionedStore
+    audit: AuditLog
+    catalog: Catalog
+    firearms: FirearmsService
+    media: MediaServices
+    kpi: KpiService
+    drafts: DraftService
+    tools_supervisor: Callable[[], actors.Supervisor | None]
+
+
+class Workbench:
+    """The workbench's children and the clients of its actors, wired before the tree runs."""
+
+    def __init__(self, parts: WorkbenchParts) -> None:
+        self.parts = parts
+        self.live = LiveTools(parts.catalog, ToolHost(parts.tools_supervisor), parts.firearms, parts.media)
+        self._drafts_spec = actors.actor_child(DRAFTS_ID, lambda: DraftStoreActor(parts.drafts), capacity=256)
+        self._publisher_spec = actors.actor_child(PUBLISHER_ID, lambda: Publisher(self.service), capacity=64,
+                                                  shutdown_timeout=30.0)
+        self.service = PublisherService(
+            drafts=DraftStoreClient(actors.ref_of(self._drafts_spec)),
+            registry=ComponentRegistry(parts.store),
+            overlays=OverlayStore(parts.store),
+            catalog=parts.catalog,
+            firearms=parts.firearms,
+            kpi=parts.kpi,
+            audit=parts.audit,
+            live=self.live,
+        )
+        self.publisher = PublisherClient(actors.ref_of(self._publisher_spec), self.service)
         self.watcher: RegistryWatcher | None = None
 
-    def _ref(self, child_id: str) -> Any:
-        root = self.runtime.root
-        if root is None:
-            raise KeyError(child_id)
-        return root.get(child_id)
-
-    @property
-    def live(self) -> LiveTools:
-        if self._live is None:
-            svc = self.services
-            self._live = LiveTools(svc.catalog, self.host, svc.firearms, svc.media)
-        return self._live
-
-    @property
-    def service(self) -> PublisherService:
-        if self._service is None:
-            svc = self.services
-            self._service = PublisherService(
-                drafts=DraftStoreClient(lambda: self._ref(DRAFTS_ID)),
-                registry=ComponentRegistry(svc.store),
-                overlays=OverlayStore(svc.store),
-                catalog=svc.catalog,
-                firearms=svc.firearms,
-                kpi=svc.kpi,
-                audit=svc.audit,
-                live=self.live,
-            )
-        return self._service
-
-    def client(self) -> PublisherClient:
-        return PublisherClient(lambda: self._ref(PUBLISHER_ID), self.service)
-
     def children(self) -> list[actors.ChildSpec]:
-        return [
-            actors.actor_child(DRAFTS_ID, self._make_drafts, capacity=256),
-            actors.actor_child(PUBLISHER_ID, self._make_publisher, capacity=64, shutdown_timeout=30.0),
-            actors.ChildSpec(REGISTRY_ID, self._run_watcher),
-        ]
+        """In start order: drafts, publisher, the registry watcher (which loads what is live)."""
+        return [self._drafts_spec, self._publisher_spec, actors.ChildSpec(REGISTRY_ID, self._run_watcher)]
 
-    def _make_drafts(self) -> DraftStoreActor:
-        wire(self.services)
-        return DraftStoreActor(self.services.drafts)
-
-    def _make_publisher(self) -> Publisher:
-        return Publisher(self.service)
-
-    async def _run_watcher(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        self.watcher = RegistryWatcher(self.services.store, self.live)
+    async def _run_watcher(self, *, task_status: trio.TaskStatus[RegistryWatcher] = trio.TASK_STATUS_IGNORED) -> None:
+        self.watcher = RegistryWatcher(self.parts.store, self.live)  # a fresh cursor on every (re)start
         await self.watcher.run(task_status=task_status)
-
-
-def workbench_children(runtime: Any) -> list[actors.ChildSpec]:
-    """The workbench children for the root supervisor (insert them after ``services``)."""
-    workbench = Workbench(runtime)
-    runtime.services.extras[EXTRAS_KEY] = workbench
-    return workbench.children()
-
-
-def wire(services: Any) -> None:
-    """Install metrics, the sandbox, the publisher client and the draft validator."""
-    metrics = services.metrics if isinstance(services.metrics, Metrics) else Metrics()
-    metrics.audit = services.audit
-    services.metrics = metrics
-    if services.gateway is not None:
-        services.gateway.on_result = metrics.record
-    workbench = services.extras.get(EXTRAS_KEY)
-    if isinstance(workbench, Workbench):
-        runtime = workbench.runtime
-        metrics.supervisors = [lambda: runtime.root, lambda: runtime.tools_sup]
-        services.publisher = workbench.client()
-    services.sandbox = sandbox_runner.SandboxRunner(services)
-    sandbox_runner.install(services.sandbox)
-    if services.drafts is not None:
-        services.drafts.validate = draft_validator(services)

@@ -42,6 +42,7 @@ EXPECTED_PUBLIC_NAMES = {
     "SupervisorStats",
     "actor_child",
     "contained",
+    "ref_of",
     "spawn",
     "supervisor_child",
 }
@@ -114,3 +115,17 @@ async def test_spawn_rejects_a_bad_max_concurrency() -> None:
         async with trio.open_nursery() as nursery:
             with pytest.raises(ValueError, match="max_concurrency"):
                 await nursery.start(spawn, Bad)
+
+
+async def test_ref_of_gives_a_childs_ref_before_it_runs_and_through_containment() -> None:
+    plain = actors.actor_child("plain", Echo)
+    wrapped = actors.contained(actors.actor_child("wrapped", Echo))
+    refs = [actors.ref_of(plain), actors.ref_of(wrapped)]  # before any supervisor runs them
+    with pytest.raises(TypeError):
+        actors.ref_of(actors.ChildSpec("not-an-actor", actors.Supervisor("x", []).run))
+    async with trio.open_nursery() as nursery:
+        sup = actors.Supervisor("root", [plain, wrapped])
+        await nursery.start(sup.run)
+        assert [await ref.call("hi", timeout=5) for ref in refs] == ["hi", "hi"]
+        assert sup.get("plain") is refs[0] and sup.get("wrapped") is refs[1]
+        await sup.stop()

@@ -19,7 +19,6 @@ from northstar.common.config import Settings
 from northstar.common.limits import MAX_INT64
 from northstar.mcp_gateway.transports.rest.app import PUBLIC_PATHS, build_rest_app, openapi_document
 from northstar.runtime import Runtime
-from northstar.workbench.wiring import wire
 
 
 class Client:
@@ -39,7 +38,6 @@ class Client:
 async def rest(tmp_path: Path) -> AsyncIterator[tuple[Client, Client, Any]]:
     """(admin client, user client, services) on a gateway in api_key mode."""
     async with Runtime(Settings(data_dir=tmp_path, log_level="WARNING", auth_mode="api_key")).running() as services:
-        wire(services)
         app = build_rest_app(services)
         admin_key, _ = await services.keys.create("acme", "root", admin=True, provenance="cli")
         user_key, _ = await services.keys.create("acme", "alice")

@@ -41,15 +41,15 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
 
 
 def diagnostics_processed(rt: Runtime) -> int:
-    assert rt.tools_sup is not None
-    ref: Any = rt.tools_sup.get("tool:diagnostics")
+    assert rt.tools_supervisor is not None
+    ref: Any = rt.tools_supervisor.get("tool:diagnostics")
     stats = ref.stats()
     return int(stats.processed + stats.in_flight)
 
 
 async def test_a_call_cancelled_while_waiting_for_startup_never_runs(runtime: Runtime) -> None:
     starting = trio.Event()  # set when "start-up" is over
-    face = McpFace(services=runtime.services, ready=starting, stdio_context=IDENTITY)
+    face = McpFace(runtime.services.gateway, ready=starting, stdio_context=IDENTITY)
     async with Client(face.server, mode="legacy", cache=None) as client:
         async with trio.open_nursery() as nursery:
             call = trio.CancelScope()
@@ -72,7 +72,7 @@ async def test_a_call_cancelled_while_waiting_for_startup_never_runs(runtime: Ru
 
 async def test_a_call_waiting_for_startup_runs_once_ready(runtime: Runtime) -> None:
     starting = trio.Event()
-    face = McpFace(services=runtime.services, ready=starting, stdio_context=IDENTITY)
+    face = McpFace(runtime.services.gateway, ready=starting, stdio_context=IDENTITY)
     async with Client(face.server, mode="legacy", cache=None) as client:
         async with trio.open_nursery() as nursery:
             results: list[Any] = []

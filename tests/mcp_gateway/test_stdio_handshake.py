@@ -77,7 +77,7 @@ ACCEPTED = (
 async def sdk_answers(data: bytes, *, max_bytes: int = LIMITS["max_bytes"], max_depth: int = LIMITS["max_depth"],
                       max_items: int = LIMITS["max_items"]) -> bytes:
     """What the stdio transport writes for ``data``: the server as ``northstar stdio`` builds it."""
-    face = McpFace(services=None, ready=trio.Event())
+    face = McpFace(None, ready=trio.Event())
     lines = CheckedLines(io.BytesIO(data), max_bytes, max_json_depth=max_depth, max_json_items=max_items)
     out = io.StringIO()
     with trio.fail_after(30):
@@ -226,7 +226,7 @@ async def test_the_session_still_sees_the_first_line_and_its_answer_is_dropped()
     data = line_of(initialize(rpc_id=5, version="2025-03-26"))
     answer = hs.answer_for(data, **LIMITS)
     assert answer is not None
-    face = McpFace(services=None, ready=trio.Event(), stdio_context=RequestContextBuilder().from_stdio())
+    face = McpFace(None, ready=trio.Event(), stdio_context=RequestContextBuilder().from_stdio())
     r, w = os.pipe()
     with os.fdopen(r, "rb") as stdin, os.fdopen(w, "wb") as client:
         # An uninitialized session would refuse resources/read as "Invalid request parameters".

@@ -19,8 +19,9 @@ from northstar.mcp_gateway.tools.actor import Invoke, InvokeResult
 from northstar.mcp_gateway.tools.catalog import Catalog
 from northstar.mcp_gateway.tools.echo import ECHO
 from northstar.mcp_gateway.tools.media_v2 import MEDIA_V2, AssetOut
+from northstar.policy.calls import CallResult, CallTool
 from northstar.policy.firearms import FirearmsService
-from northstar.policy.gate_chain import CallResult, CallTool, GateChain, GateChainConfig
+from northstar.policy.gate_chain import GateChain, GateChainConfig, decision_parts
 from northstar.storage import AuditEntry, open_store
 
 FA = "firearm.media.write"
@@ -91,7 +92,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         catalog = Catalog()
         catalog.add(ECHO, ref)
         catalog.add(MEDIA_V2, ref)
-        yield Rig(GateChain(catalog, firearms, audit, GateChainConfig()), audit, ref, firearms)
+        chain = GateChain(catalog, firearms, audit, *decision_parts(GateChainConfig(), audit))  # type: ignore[arg-type]
+        yield Rig(chain, audit, ref, firearms)
 
 
 async def test_a_denied_write_leaves_one_deny_record_and_never_runs(rig: Rig) -> None:
@@ -154,7 +156,7 @@ async def test_a_read_whose_record_fails_is_withheld(rig: Rig) -> None:
 async def test_the_audit_log_recovers_through_probe_calls(
     rig: Rig, autojump_clock: trio.testing.MockClock
 ) -> None:
-    interval = rig.chain.config.audit_probe_interval_s
+    interval = rig.chain.admission.probe_interval_s
     rig.audit.failing = True
     assert isinstance((await rig.call("media_v2.create_asset", WRITE_ARGS)).error, E.AuditUnavailable)
     assert not rig.audit.healthy
@@ -201,7 +203,7 @@ async def test_stale_policy_refuses_and_records_it(rig: Rig) -> None:
 async def test_a_refusal_does_not_crash_the_actor(rig: Rig) -> None:
     """Through the actor runtime: a refusal is an answer. Raised, it would crash the actor and
     cancel every other in-flight call."""
-    rig.chain.config.audit_probe_interval_s = 0.0
+    rig.chain.admission.probe_interval_s = 0.0
     async with trio.open_nursery() as nursery:
         ref = await nursery.start(actors.spawn, lambda: rig.chain, 16)
         ctx = RequestContext(request_id="r", tenant="acme", user="alice")
@@ -221,7 +223,7 @@ async def test_a_refusal_does_not_crash_the_actor(rig: Rig) -> None:
 
 async def test_concurrent_calls_cannot_overrun_the_in_flight_limit(rig: Rig) -> None:
     await rig.firearms.grant("acme", "alice", FA, granted_by="t")
-    rig.chain.limits.max_in_flight = 2
+    rig.chain.admission.limits.max_in_flight = 2
     rig.audit.gate = trio.Event()  # hold every decision record so the calls overlap
     results: list[CallResult] = []
 
@@ -236,4 +238,4 @@ async def test_concurrent_calls_cannot_overrun_the_in_flight_limit(rig: Rig) -> 
             rig.audit.gate.set()
     codes = sorted("ok" if r.ok else r.error.code for r in results)  # type: ignore[union-attr]
     assert codes == ["ok", "ok", "rate_limited", "rate_limited", "rate_limited"]
-    assert rig.chain.limits.in_flight == {}
+    assert rig.chain.admission.limits.in_flight == {}

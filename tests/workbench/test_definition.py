@@ -408,12 +408,8 @@ async def test_registry_packages_are_immutable(tmp_path: Path) -> None:
 
 
 async def test_the_draft_hook_answers_422_with_the_offending_path(tmp_path: Path) -> None:
-    class FakeServices:
-        catalog = builtin_catalog()
-        firearms = None
-
     async with open_store(f"sqlite:///{tmp_path.as_posix()}/d.db") as storage:
-        drafts = DraftService(storage.store, validate=draft_validator(FakeServices()))
+        drafts = DraftService(storage.store, validate=draft_validator(builtin_catalog(), None))
         await drafts.save_draft("acme", "notes", notes_spec())
         with pytest.raises(InvalidDefinition) as info:
             await drafts.save_draft("acme", "notes", with_input(restrict={"name": {"maxLength": 201}}))

@@ -8,7 +8,6 @@ import pytest
 import trio
 
 from northstar.common.config import Settings
-from northstar.workbench.wiring import wire
 from tests.pg import backend_url, require_backend
 from tests.workbench.workbench_kit import WorkbenchRuntime, context, notes_spec
 
@@ -35,8 +34,6 @@ async def test_publish_on_one_replica_goes_live_on_the_other(backend: str, tmp_p
         a = WorkbenchRuntime(Settings(data_dir=tmp_path / "a", **shared))
         b = WorkbenchRuntime(Settings(data_dir=tmp_path / "b", **shared))
         async with a.running() as sa, b.running() as sb:
-            wire(sa)
-            wire(sb)
             await sa.drafts.save_draft("acme", "notes", notes_spec())
             published = await sa.publisher.publish(ADMIN, "notes", 1)
             digest = published["package"]["content_hash"]

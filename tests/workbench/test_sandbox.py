@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from northstar.common import errors as E
-from northstar.workbench.sandbox import run_sandbox_tool
 from tests.workbench.workbench_kit import context, notes_spec, running
 
 NOTE = {"name": "hello", "mime_type": "text/plain", "content_text": "hi there"}
@@ -71,12 +70,12 @@ async def test_a_denial_is_a_sandbox_result_with_the_deciding_gate(svc: Any) -> 
     assert not unknown.ok and unknown.error["code"] == "unknown_tool"
 
 
-async def test_the_module_function_uses_the_running_runner(svc: Any) -> None:
-    result = await run_sandbox_tool(context(), "echo.ping", {"message": "yo"})
+async def test_the_runtime_hands_out_one_runner(svc: Any) -> None:
+    result = await svc.sandbox.run(context(), "echo.ping", {"message": "yo"})
     assert result.ok and result.output["message"] == "yo"
     assert result.to_dict()["sandbox"] is True
     with pytest.raises(E.ValidationFailed):
-        await run_sandbox_tool(context(), "echo.ping", {}, {"grants": 5}, services=svc)
+        await svc.sandbox.run(context(), "echo.ping", {}, {"grants": 5})
 
 
 async def test_an_unpublished_draft_runs_under_its_own_firearms(svc: Any) -> None:

@@ -13,7 +13,6 @@ from northstar.common.identity import RequestContext, new_request_id
 from northstar.mcp_gateway.tools.builtin import builtin_tools
 from northstar.mcp_gateway.tools.catalog import Catalog
 from northstar.runtime import Runtime
-from northstar.workbench.wiring import EXTRAS_KEY, wire
 
 NOTES_SPEC: dict[str, Any] = {
     "schema_version": 1,
@@ -83,12 +82,19 @@ async def running(data_dir: Path) -> AsyncIterator[Any]:
     (admins come from an admin key, see :func:`admin_headers`)."""
     runtime = WorkbenchRuntime(Settings(data_dir=data_dir, log_level="WARNING", auth_mode="headers"))
     async with runtime.running() as services:
-        wire(services)
-        yield services
+        _RUNTIMES[id(services)] = runtime
+        try:
+            yield services
+        finally:
+            del _RUNTIMES[id(services)]
+
+
+_RUNTIMES: dict[int, Runtime] = {}
 
 
 def workbench(services: Any) -> Any:
-    return services.extras[EXTRAS_KEY]
+    """The workbench part of the runtime that ``services`` came from (its watcher, its actors)."""
+    return _RUNTIMES[id(services)].workbench
 
 
 async def admin_headers(services: Any, tenant: str = "acme", user: str = "admin") -> dict[str, str]:

@@ -20,7 +20,9 @@ from northstar.common.identity import RequestContext
 from northstar.common.limits import check_timeout
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
-from northstar.policy.gate_chain import CallResult, CallTool, Decide, Ticket
+from northstar.policy.call_runner import CallRunner
+from northstar.policy.calls import CallResult, CallTool, Decide, Decision
+from northstar.policy.firearms import FirearmsService
 from northstar.policy.gates import MockPolicy
 
 # How long a call may wait for the gate chain's decision (its mailbox is full under overload).
@@ -29,10 +31,13 @@ DECIDE_TIMEOUT_S = 15.0
 
 @dataclass
 class Gateway:
+    """The facade every door calls: ``call_tool`` (decided by the gate chain actor, run here by
+    the :class:`CallRunner`), ``list_tools`` and ``inventory`` (from the catalogue and bindings)."""
+
     catalog: Catalog
-    firearms: Any
-    gate_chain: Any  # actors.ActorRef[CallTool | Decide, CallResult | Ticket]
-    audit: Any
+    firearms: FirearmsService
+    gate_chain: actors.ActorRef[CallTool | Decide, CallResult | Decision]
+    runner: CallRunner
     unauthorized_tools: str = "mark"
     tool_timeout_max_s: float = 120.0
     on_result: Callable[[RequestContext, CallResult], None] | None = None
@@ -58,22 +63,22 @@ class Gateway:
         if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
             check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
         msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved)
-        ticket: Ticket | None = None
+        decision: CallResult | Decision | None = None
         try:
-            # The decision is made in the gate chain actor, inline, in arrival order; the ticket
-            # it answers (audit records, the tool call) runs here, in the caller's task. Shielded:
-            # a decision already made (its limit slot taken) must reach the ticket's runner,
-            # which records even a cancelled call. It waits no longer than the mailbox allows.
-            # One scope is both the shield and the deadline.
+            # The decision is made in the gate chain actor, inline, in arrival order; it is run
+            # (audit records, the tool call) here, in the caller's task. Shielded: a decision
+            # already made (its limit slot taken) must reach the runner, which records even a
+            # cancelled call. It waits no longer than the mailbox allows. One scope is both the
+            # shield and the deadline.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + DECIDE_TIMEOUT_S) as waited:
-                ticket = await self.gate_chain.call(Decide(msg), timeout=None)
+                decision = await self.gate_chain.call(Decide(msg), timeout=None)
         except actors.Busy:
             raise E.ServiceUnavailable("the gateway is busy", retry_after=1) from None
         except (actors.ActorCrashed, actors.ActorStopped):
             raise E.ServiceUnavailable("the gate chain is restarting", retry_after=1) from None
-        if waited.cancelled_caught or ticket is None:
+        if waited.cancelled_caught or decision is None or isinstance(decision, CallResult):
             raise E.ServiceUnavailable("the gate chain did not answer in time", retry_after=1)
-        result = await ticket.run()
+        result = await self.runner.run(decision)
         if self.on_result is not None:
             self.on_result(ctx, result)
         return result

@@ -113,7 +113,7 @@ class SessionRegistry:
 class McpFace:
     """Builds the SDK server whose handlers call the gateway.
 
-    Give it the ``gateway``, or ``services`` plus a ``ready`` event: then the transport can
+    Give it the ``gateway`` and, optionally, a ``ready`` event: then the transport can
     start (and answer ``initialize``, which needs nothing but the server's identity) while
     the rest of the tree is still starting; every other handler waits for ``ready`` (at most
     ``STARTUP_WAIT_S``, then ``service_unavailable``). The stdio door does this, since Claude
@@ -128,13 +128,11 @@ class McpFace:
         self,
         gateway: Gateway | None = None,
         *,
-        services: Any = None,
         ready: trio.Event | None = None,
         stdio_context: RequestContext | None = None,
         registry: SessionRegistry | None = None,
     ) -> None:
         self._gateway = gateway
-        self._services = services
         self._ready = ready
         self.stdio_context = stdio_context
         self.registry = registry or SessionRegistry()
@@ -155,7 +153,7 @@ class McpFace:
 
     @property
     def gateway(self) -> Gateway:
-        gateway = self._gateway if self._gateway is not None else getattr(self._services, "gateway", None)
+        gateway = self._gateway
         if gateway is None:
             raise E.ServiceUnavailable("the gateway is starting", retry_after=1)
         return gateway

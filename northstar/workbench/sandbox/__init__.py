@@ -2,6 +2,5 @@
 
 from .runner import SandboxResult as SandboxResult
 from .runner import SandboxRunner as SandboxRunner
-from .runner import run_sandbox_tool as run_sandbox_tool
 
-__all__ = ["SandboxResult", "SandboxRunner", "run_sandbox_tool"]
+__all__ = ["SandboxResult", "SandboxRunner"]

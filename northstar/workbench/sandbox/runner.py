@@ -36,15 +36,17 @@ import actors
 from northstar.common import errors as E
 from northstar.common.error_envelope import envelope
 from northstar.common.identity import RequestContext
+from northstar.mcp_gateway.facade.gateway import Gateway
 from northstar.mcp_gateway.tools import naming
 from northstar.mcp_gateway.tools.actor import ToolActor
 from northstar.mcp_gateway.tools.blobs import BlobStore
-from northstar.mcp_gateway.tools.catalog import Resolved
+from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.media_v2 import DEFAULT_MAX_BYTES, MediaServices
 from northstar.mcp_gateway.tools.model import ToolDefinition
 from northstar.policy.gates import MockPolicy
 from northstar.storage import open_store
 from northstar.workbench.definition import build_tool, validate_spec
+from northstar.workbench.drafts.service import DraftService
 
 CLEANUP_TIMEOUT_S = 10.0
 log = logging.getLogger("northstar.workbench.sandbox")
@@ -77,14 +79,16 @@ def merged_mock(raw: Mapping[str, Any] | None, draft_bindings: Mapping[str, str 
 
 
 class SandboxRunner:
-    """Runs sandbox calls against the services of a running gateway."""
+    """Runs sandbox calls through the gateway: drafts from ``drafts``, tools from ``catalog``;
+    each run's throwaway side effects live under ``tmp_root``."""
 
-    def __init__(self, services: Any, *, tmp_root: Path | None = None) -> None:
-        self.services = services
-        settings = getattr(services, "settings", None)
-        default_root = Path(settings.data_dir) / "sandbox" if settings is not None else Path("sandbox")
-        self.tmp_root = Path(tmp_root or default_root)
-        self.max_bytes = getattr(settings, "media_max_bytes", DEFAULT_MAX_BYTES)
+    def __init__(self, gateway: Gateway, catalog: Catalog, drafts: DraftService, *, tmp_root: Path,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.gateway = gateway
+        self.catalog = catalog
+        self.drafts = drafts
+        self.tmp_root = tmp_root
+        self.max_bytes = max_bytes
 
     @contextlib.asynccontextmanager
     async def isolated(self) -> AsyncIterator[MediaServices]:
@@ -129,9 +133,9 @@ class SandboxRunner:
     async def _draft_tool(
         self, sctx: RequestContext, tool_name: str, draft_id: str, draft_version: int | None
     ) -> tuple[ToolDefinition, dict[str, str | None]]:
-        draft = await self.services.drafts.get_draft(sctx.tenant, draft_id, draft_version)
-        spec = validate_spec(draft.spec, self.services.catalog)
-        tool = build_tool(spec, self.services.catalog)
+        draft = await self.drafts.get_draft(sctx.tenant, draft_id, draft_version)
+        spec = validate_spec(draft.spec, self.catalog)
+        tool = build_tool(spec, self.catalog)
         _find(tool, tool_name)
         return tool, spec.firearm_bindings()
 
@@ -144,7 +148,7 @@ class SandboxRunner:
         media: MediaServices,
         draft: ToolDefinition | None,
     ) -> Any:
-        gateway = self.services.gateway
+        gateway = self.gateway
         if draft is None:
             return await gateway.call_tool(sctx, tool_name, inputs, mock=mock, services=media)
         scope, op = _find(draft, tool_name)
@@ -186,39 +190,3 @@ def _find(tool: ToolDefinition, name: str) -> tuple[Any, Any]:
     if found is None:
         raise E.UnknownTool(f"the draft has no operation {name}", name=name)
     return found
-
-
-_current: SandboxRunner | None = None
-
-
-def install(runner: SandboxRunner | None) -> None:
-    """Make ``runner`` the one :func:`run_sandbox_tool` uses by default (done by ``wire``)."""
-    global _current
-    _current = runner
-
-
-def runner_for(services: Any = None) -> SandboxRunner:
-    if isinstance(services, SandboxRunner):
-        return services
-    if services is not None:
-        existing = getattr(services, "sandbox", None)
-        return existing if isinstance(existing, SandboxRunner) else SandboxRunner(services)
-    if _current is None:
-        raise E.ServiceUnavailable("the sandbox is not running", retry_after=1)
-    return _current
-
-
-async def run_sandbox_tool(
-    ctx: RequestContext,
-    tool_name: str,
-    inputs: dict[str, Any] | None,
-    mock_policy: Mapping[str, Any] | None = None,
-    *,
-    draft_id: str | None = None,
-    draft_version: int | None = None,
-    services: Any = None,
-) -> SandboxResult:
-    """One sandbox run (see the module docstring); ``services``: the runtime's Services, a
-    SandboxRunner, or None for the running gateway's runner."""
-    return await runner_for(services).run(ctx, tool_name, inputs, mock_policy,
-                                          draft_id=draft_id, draft_version=draft_version)

@@ -279,7 +279,7 @@ class FastPath:
         log.warning("refused a cancel naming another principal's call", extra={
             "request_id": ctx.request_id, "principal": ctx.principal, "owners": owners})
         try:
-            await self.gateway.audit.append(refused_cancel_record(ctx, request_id))
+            await self.gateway.runner.audit.append(refused_cancel_record(ctx, request_id))
         except E.NorthstarError:  # the cancel is refused either way; the log above has it
             log.error("could not audit a refused cancel", extra={"request_id": ctx.request_id})
 

@@ -5,6 +5,7 @@ doors (public paths aside), stamps ``X-Request-Id`` and maps errors to the canon
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -17,6 +18,7 @@ from northstar.mcp_gateway.transports.rest import openapi
 from northstar.mcp_gateway.transports.rest.api import Api
 from northstar.mcp_gateway.transports.rest.api import Response as Answer
 from northstar.mcp_gateway.transports.rest.responses import RuntimeCounts
+from northstar.mcp_gateway.transports.services import Services
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/.well-known/oauth-protected-resource",
                           "/.well-known/oauth-protected-resource/mcp"})
@@ -37,10 +39,13 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document(operations, version=__version__, public_paths=PUBLIC_PATHS)
 
 
-def build_rest_app(services: Any) -> QuartTrio:
+def build_rest_app(services: Services, door_counts: Callable[[], dict[str, int]] | None = None) -> QuartTrio:
+    """The REST app over ``services``; ``door_counts`` (the HTTP face's open sessions and
+    streams) feeds ``/v1/ops/runtime``."""
     app = QuartTrio("northstar")
     app.config.update(
         NORTHSTAR_SERVICES=services,
+        NORTHSTAR_DOOR_COUNTS=door_counts,
         NORTHSTAR_OPENAPI=openapi_document(),
         MAX_CONTENT_LENGTH=services.settings.max_body_bytes,
         BODY_TIMEOUT=services.settings.read_timeout_s,
@@ -76,8 +81,8 @@ RUNTIME = Api("runtime", "operations")
                responses={200: Answer(RuntimeCounts)})
 async def runtime_counts() -> dict[str, Any]:
     """Trio tasks, open sessions and SSE streams, the audit log's group commit: for soak tests and leak hunting."""
-    services = current_app.config["NORTHSTAR_SERVICES"]
-    face = services.extras.get("http")
+    services: Services = current_app.config["NORTHSTAR_SERVICES"]
+    door_counts = current_app.config["NORTHSTAR_DOOR_COUNTS"]
     counts: dict[str, Any] = {"tasks": count_tasks()}
     audit = services.audit
     if audit is not None and hasattr(audit, "stats"):
@@ -85,13 +90,8 @@ async def runtime_counts() -> dict[str, Any]:
         counts["audit"] = {"appended": st.appended, "flushes": st.flushes, "failed_flushes": st.failed_flushes,
                            "largest_batch": st.largest_batch, "pending": audit.pending,
                            "mean_batch": round(st.appended / st.flushes, 2) if st.flushes else None}
-    if face is not None:
-        capacity = face.app.capacity
-        counts.update(
-            sessions=len(face.manager._server_instances),
-            sse_streams=capacity.total_streams,
-            sessions_opening=sum(capacity.pending.values()),
-        )
+    if door_counts is not None:
+        counts.update(door_counts())
     return counts
 
 

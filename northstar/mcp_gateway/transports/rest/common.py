@@ -8,12 +8,14 @@ from quart import current_app, g
 
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
+from northstar.mcp_gateway.transports.services import Services
 
 MAX_JSON_DEPTH = 64
 
 
-def services() -> Any:
-    return current_app.config["NORTHSTAR_SERVICES"]
+def services() -> Services:
+    found: Services = current_app.config["NORTHSTAR_SERVICES"]
+    return found
 
 
 def ctx() -> RequestContext:

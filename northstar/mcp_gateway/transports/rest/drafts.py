@@ -39,7 +39,7 @@ async def list_drafts(query: M.DraftListQuery) -> dict[str, Any]:
 @api.route("GET", "/v1/drafts/{draft_id}", summary="A draft's latest version", path=M.DraftPath,
            responses={200: Response(R.Draft)})
 async def get_draft(path: M.DraftPath) -> dict[str, Any]:
-    return (await services().drafts.get_draft(ctx().tenant, path.draft_id)).to_dict()  # type: ignore[no-any-return]
+    return (await services().drafts.get_draft(ctx().tenant, path.draft_id)).to_dict()
 
 
 @api.route("GET", "/v1/drafts/{draft_id}/versions", summary="Every version of a draft", path=M.DraftPath,
@@ -55,7 +55,7 @@ async def draft_history(path: M.DraftPath) -> dict[str, Any]:
            path=M.DraftVersionPath, responses={200: Response(R.Draft)})
 async def get_draft_version(path: M.DraftVersionPath) -> dict[str, Any]:
     rec = await services().drafts.get_draft(ctx().tenant, path.draft_id, path.version)
-    return rec.to_dict()  # type: ignore[no-any-return]
+    return rec.to_dict()
 
 
 # -- KPI bindings ---------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ async def put_kpi(path: M.KpiPath, body: M.KpiTarget) -> dict[str, Any]:
     c = ctx()
     binding = kpi_binding(path.tool_name, path.kpi_id, body)
     saved = await services().kpi.save_kpi_binding(c.tenant, binding, actor=c.principal)
-    return saved.model_dump(mode="json")  # type: ignore[no-any-return]
+    return saved.model_dump(mode="json")
 
 
 @api.route("DELETE", "/v1/kpi/bindings/{tool_name}/{kpi_id}", summary="Remove one KPI binding", path=M.KpiPath,

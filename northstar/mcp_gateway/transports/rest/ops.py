@@ -32,7 +32,7 @@ async def health() -> tuple[dict[str, Any], int]:
     audit_ok = bool(svc.audit.healthy) or (store_ok and await probe_audit(svc.audit))
     # Contained subsystems (store, gate_chain, ...) that are down right now, by name; a tool that
     # is down is reported too, but costs only its own calls, not the instance's health.
-    report = svc.subsystems() if getattr(svc, "subsystems", None) is not None else {}
+    report = svc.health()
     down = sorted(name for name, state in report.get("subsystems", {}).items() if state != "up")
     status = "ok" if store_ok and audit_ok and not down else "degraded"
     body = {
