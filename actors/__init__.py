@@ -125,8 +125,8 @@ __all__ = [
     "SupervisorEscalation",
     "SupervisorStats",
     "actor_child",
-    "ref_of",
     "contained",
+    "ref_of",
     "spawn",
     "supervisor_child",
 ]
