@@ -195,8 +195,13 @@ class UpstreamHub:
                     log.warning("pins not handed to the upstream", extra={"upstream": name, "code": err.code})
 
     # ------------------------------------------------------------------ what the doors call
+    async def _audit_change(self, action: str, name: str, actor: str, transport: str, version: int | None) -> None:
+        if self.audit is not None:
+            await self.audit.append({"event": "upstream", "action": action, "upstream": name, "version": version,
+                                     "principal": actor, "transport": transport})
+
     async def register(self, spec: UpstreamSpec, *, actor: str, replace: bool = False,
-                       expected_version: int | None = None) -> StoredUpstream:
+                       expected_version: int | None = None, transport: str = "http") -> StoredUpstream:
         """Save and start. A name already registered is a ``Conflict`` unless ``replace`` or
         ``expected_version`` (the version being replaced) says so."""
         expected = expected_version if expected_version is not None else (None if replace else 0)
@@ -207,14 +212,17 @@ class UpstreamHub:
                 raise Conflict(f"an upstream named {spec.name} is registered; pass replace (or expected_version) "
                                "to change it", current_version=err.details.get("current_version")) from None
             raise
+        await self._audit_change("register", spec.name, actor, transport, stored.version)
         async with self._lock:
             self.known.add(spec.name)
             await self._start(spec, stored.version)
         return stored
 
-    async def delete(self, name: str, *, actor: str, expected_version: int | None = None) -> None:
+    async def delete(self, name: str, *, actor: str, expected_version: int | None = None,
+                     transport: str = "http") -> None:
         if not await self.registry.delete(name, actor=actor, expected_version=expected_version):
             raise NotFound(f"no upstream named {name!r}", upstream=name)
+        await self._audit_change("remove", name, actor, transport, None)
         async with self._lock:
             self.known.discard(name)
             await self._stop(name)
