@@ -96,8 +96,8 @@ async def test_a_crash_storm_downs_one_subsystem_and_it_comes_back(rt: Runtime, 
     svc = rt.services
     client = build_rest_app(svc).test_client()
     assert rt.services.health()["subsystems"] == dict.fromkeys(
-        ["store", "policy.firearms", "gate_chain", "workbench.drafts", "workbench.publisher", "workbench.registry",
-         "mcp.sessions"], "up")
+        ["store", "policy.firearms", "gate_chain", "upstreams.watcher", "workbench.drafts", "workbench.publisher",
+         "workbench.registry", "mcp.sessions"], "up")
     assert (await health(client))[0] == 200
     await crash_storm(rt, subsystem)
     await until(lambda: rt.services.health()["subsystems"][subsystem] == "down")

@@ -72,6 +72,9 @@ class Settings(BaseModel):
     audit_key_file: Path | None = Field(default=None, description="default: <data_dir>/audit.key")
     audit_anchor_file: Path | None = Field(default=None, description="default: <data_dir>/audit.anchors")
     audit_anchor_every: int = 1000
+    # Upstream MCP servers' secrets are sealed (AES-256-GCM) with this key (created 0600 on
+    # first use); replicas of one store share it (docs/upstreams.md).
+    secrets_key_file: Path | None = Field(default=None, description="default: <data_dir>/secrets.key")
     audit_anchor_interval_s: float = 5.0
     # OAuth 2.1 bearer tokens (JWT access tokens from an authorization server): on when the
     # issuer, the audience (this resource's identifier) and the JWKS URL are all set.
@@ -128,6 +131,11 @@ class Settings(BaseModel):
         if self.store_url:
             return self.store_url
         return f"sqlite:///{(self.data_dir / 'northstar.db').as_posix()}"
+
+    @property
+    def resolved_secrets_key_file(self) -> Path:
+        """Where the upstream secrets key lives (``secrets_key_file``, else ``<data_dir>/secrets.key``)."""
+        return self.secrets_key_file or self.data_dir / "secrets.key"
 
     @property
     def admin_key_file(self) -> Path:

@@ -39,7 +39,30 @@ def output_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def input_schema(op: Operation) -> dict[str, Any]:
+    if op.upstream is not None:
+        return op.upstream.input_schema
     return op.input_schema_override if op.input_schema_override is not None else model_schema(op.input_model)
+
+
+def wrapped_input_schema(op: Operation) -> dict[str, Any]:
+    """The full input schema of an operation that may be wrapped (before any narrowing)."""
+    if op.upstream is not None:
+        return op.upstream.input_schema
+    return model_schema(op.input_model)
+
+
+def op_output_schema(op: Operation) -> dict[str, Any] | None:
+    """The output schema shown for an operation (an upstream tool may declare none)."""
+    if op.upstream is not None:
+        return op.upstream.output_schema
+    return output_schema(op.output_model)
+
+
+def _with_output(entry: dict[str, Any], op: Operation) -> dict[str, Any]:
+    schema = op_output_schema(op)
+    if schema is not None:
+        entry["outputSchema"] = schema
+    return entry
 
 
 def canonical_name(tool: ToolDefinition, op: Operation) -> str:
@@ -48,16 +71,19 @@ def canonical_name(tool: ToolDefinition, op: Operation) -> str:
 
 def operation_entry(tool: ToolDefinition, scope: Scope, op: Operation) -> dict[str, Any]:
     canonical = canonical_name(tool, op)
-    return {
+    entry = {
         "name": canonical,
         "wire_name": naming.to_wire(canonical),
         "operation": op.name,
         "title": op.title,
         "description": op.description,
         "inputSchema": input_schema(op),
-        "outputSchema": output_schema(op.output_model),
+        "outputSchema": op_output_schema(op),
         "annotations": op.annotations.to_mcp(op.title),
     }
+    if op.upstream is not None:
+        entry["upstream"] = {"name": op.upstream.upstream, "tool": op.upstream.tool, "pin": op.upstream.pin}
+    return entry
 
 
 def inventory_entry(tool: ToolDefinition, bindings: Mapping[str, str]) -> dict[str, Any]:
@@ -103,15 +129,16 @@ def mcp_tool(
     if not callable_:
         meta[f"{META_PREFIX}callable"] = False
         description = f"{description} [requires firearm {firearm}; not granted to you]"
-    return {
+    if op.upstream is not None:
+        meta[f"{META_PREFIX}upstream"] = op.upstream.upstream
+    return _with_output({
         "name": naming.to_wire(canonical),
         "title": op.title or canonical,
         "description": description,
         "inputSchema": input_schema(op),
-        "outputSchema": output_schema(op.output_model),
         "annotations": op.annotations.to_mcp(op.title),
         "_meta": meta,
-    }
+    }, op)
 
 
 def mcp_tools(

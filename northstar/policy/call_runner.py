@@ -13,6 +13,12 @@ Its limit slot goes back to the :class:`~northstar.policy.admission.Admission` l
 happens. Cancelling the caller cancels the tool's work, and the outcome ``cancelled`` is still
 recorded (shielded, bounded). Failures are answers (a :class:`CallResult` with the error),
 never exceptions, except cancellation itself.
+
+An operation wrapping an upstream MCP server's tool (``op.upstream``) is not sent to a tool
+actor: the runner calls the upstream's handle directly, in the caller's task (no extra task
+or hop), with the approved pin, the call's timeout and the door's progress sink; cancelling
+the caller sends ``notifications/cancelled`` upstream. A sandbox call never causes an upstream
+side effect (:meth:`CallRunner.sandbox_port`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import trio
 import actors
 from northstar.common import errors as E
 from northstar.mcp_gateway.tools.actor import Invoke
-from northstar.mcp_gateway.tools.model import ToolContext
+from northstar.mcp_gateway.tools.model import ToolContext, UpstreamOp, UpstreamPort
 from northstar.policy import audit_records as R
 from northstar.policy.admission import Admission
 from northstar.policy.calls import Allowed, CallResult, CallTool, Decision, Denied, Refused, Unavailable, seen_seq
@@ -34,6 +40,7 @@ from northstar.storage.base import AuditLog
 
 log = logging.getLogger("northstar.gate_chain")
 AUDIT_SHIELD_S = 10.0
+UPSTREAM_IS_ERROR = "upstream_is_error"  # the audit code of an upstream tool's own isError result
 
 
 class CallRunner:
@@ -106,9 +113,13 @@ class CallRunner:
             result = await self.invoke(d)
             outcome = "ok" if result.ok else ("timeout" if isinstance(result.error, E.ToolTimeout) else "error")
             error_code = result.error.code if result.error else None  # type: ignore[assignment]
+            if result.mcp is not None and result.mcp.get("isError"):  # the upstream tool said it failed
+                outcome, error_code = "error", UPSTREAM_IS_ERROR
         finally:
             latency_ms = (trio.current_time() - started) * 1000.0
             fields = R.outcome_fields(outcome, latency_ms, error_code)
+            if result is not None and result.upstream is not None:
+                fields["upstream_contacted"] = result.upstream.get("contacted")
             record = ({**decision, **fields} if combined
                       else R.outcome_record(d.base, d.target, decision_entry, **fields))
             # Never raise from here: an exception (Cancelled) may already be on its way out.
@@ -130,7 +141,7 @@ class CallRunner:
                                                               "decision_seq": decision_entry.seq})
             seq = seen_seq(ctx, decision_entry)
         return CallResult(ok=result.ok, output=result.output, error=result.error, audit_seq=seq, trace=d.trace,
-                          target=d.target, latency_ms=latency_ms)
+                          target=d.target, latency_ms=latency_ms, mcp=result.mcp, upstream=result.upstream)
 
     def timeout_for(self, call: CallTool) -> float:
         wanted = call.timeout_s if call.timeout_s and math.isfinite(call.timeout_s) else self.tool_timeout_s
@@ -138,6 +149,8 @@ class CallRunner:
 
     async def invoke(self, d: Allowed) -> CallResult:
         call, res = d.call, d.resolved
+        if res.op.upstream is not None:
+            return await self.invoke_upstream(d, res.op.upstream)
         services = call.services if call.services is not None else res.services
         tctx = ToolContext(request=call.ctx, services=services, package=None)
         timeout = self.timeout_for(call)
@@ -156,3 +169,41 @@ class CallRunner:
             return CallResult(ok=False, error=reply.error)
         return CallResult(ok=True, output=reply.output.model_dump(mode="json"))
 
+
+    async def invoke_upstream(self, d: Allowed, up: UpstreamOp) -> CallResult:
+        """Call an upstream tool through its handle, in this task (cancellation reaches it)."""
+        call = d.call
+        arguments: dict[str, Any] = d.verdict.validated or {}
+        if up.directory is None:
+            return CallResult(ok=False, error=E.UpstreamUnavailable(f"upstream {up.upstream} is not available here",
+                                                                    upstream=up.upstream, retry_after=1))
+        if call.ctx.sandbox:
+            port, contacted = self.sandbox_port(d, up)
+            if port is None:  # the validated call it would have made; nothing is sent anywhere
+                info = {"contacted": "none", "name": up.upstream, "tool": up.tool}
+                output = {"upstream": up.upstream, "tool": up.tool, "arguments": arguments}
+                return CallResult(ok=True, output=output, upstream=info)
+        else:
+            port, contacted = up.directory.port(up.upstream), "live"
+        if port is None:
+            return CallResult(ok=False, error=E.UpstreamUnavailable(f"upstream {up.upstream} is not running",
+                                                                    upstream=up.upstream, retry_after=1))
+        reply = await port.call_inline(up.tool, arguments, pin=up.pin, timeout_s=self.timeout_for(call),
+                                       progress=call.progress, request_id=call.ctx.request_id)
+        info = {"contacted": contacted, "name": up.upstream, "tool": up.tool}
+        if reply.error is not None:
+            return CallResult(ok=False, error=reply.error, upstream=info)
+        wire = reply.result or {}
+        structured = wire.get("structuredContent")
+        return CallResult(ok=True, output=structured if isinstance(structured, dict) else None, mcp=wire,
+                          upstream=info)
+
+    @staticmethod
+    def sandbox_port(d: Allowed, up: UpstreamOp) -> tuple[UpstreamPort | None, str]:
+        """Where a sandbox call goes: a read-only operation to the live upstream, any other to
+        the upstream's declared sandbox target, else nowhere (``contacted: none``)."""
+        assert up.directory is not None
+        if d.resolved.op.annotations.read_only:
+            return up.directory.port(up.upstream), "live"
+        port = up.directory.sandbox_port(up.upstream)
+        return (port, "sandbox") if port is not None else (None, "none")

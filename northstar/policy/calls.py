@@ -23,6 +23,7 @@ from typing import Any
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
 from northstar.mcp_gateway.tools.catalog import Resolved
+from northstar.mcp_gateway.tools.model import ProgressFn
 from northstar.policy.gates import MockPolicy, Verdict
 
 
@@ -30,7 +31,8 @@ from northstar.policy.gates import MockPolicy, Verdict
 @dataclass(frozen=True, slots=True)
 class CallTool:
     """One call: who, which tool, the arguments; ``mock``, ``services`` (isolated tool services)
-    and ``resolved`` (a tool that is not in the catalogue, e.g. a draft) serve the sandbox."""
+    and ``resolved`` (a tool that is not in the catalogue, e.g. a draft) serve the sandbox;
+    ``progress`` receives the progress an upstream tool reports (doors that can relay it)."""
 
     ctx: RequestContext
     name: str
@@ -39,6 +41,7 @@ class CallTool:
     services: Any = None
     timeout_s: float | None = None
     resolved: Resolved | None = None
+    progress: ProgressFn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,11 @@ Decision = Refused | Unavailable | Denied | Allowed
 # -- the answer to a call -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CallResult:
+    """A call's answer. ``output``: a built-in tool's output; for an upstream tool its
+    ``structuredContent`` (or None). ``mcp``: an upstream tool's MCP result as it answered
+    (wire form: ``content``, ``structuredContent``, ``isError``, ...), which the doors pass on
+    as is. ``upstream``: for upstream tools, what was contacted (see ``docs/upstreams.md``)."""
+
     ok: bool
     output: dict[str, Any] | None = None
     error: E.NorthstarError | None = None
@@ -98,6 +106,8 @@ class CallResult:
     trace: list[dict[str, Any]] = field(default_factory=list)
     target: dict[str, Any] = field(default_factory=dict)
     latency_ms: float | None = None
+    mcp: dict[str, Any] | None = None
+    upstream: dict[str, Any] | None = None
 
 
 def seen_seq(ctx: RequestContext, entry: Any) -> int:
@@ -115,7 +125,7 @@ def target_of(res: Resolved | None, firearm: str | None) -> dict[str, Any]:
     """What a call's audit records say about its target."""
     if res is None:
         return {"tool": None, "operation": None, "scope": None, "firearm": None}
-    return {
+    target = {
         "tool": res.tool.tool_id,
         "operation": res.op.name,
         "canonical_name": res.canonical,
@@ -125,3 +135,6 @@ def target_of(res: Resolved | None, firearm: str | None) -> dict[str, Any]:
         "package_hash": res.tool.package_hash,
         "read_only": res.op.annotations.read_only,
     }
+    if (up := res.op.upstream) is not None:
+        target.update(upstream=up.upstream, upstream_tool=up.tool, upstream_pin=up.pin)
+    return target

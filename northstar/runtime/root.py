@@ -9,6 +9,10 @@ their specs), and :meth:`Runtime.running` runs them as this supervision tree::
         ├── policy.firearms  contained: FirearmsService refresher (bindings and grants snapshot)
         ├── tools            Supervisor: one contained ToolActor per tool (echo, media_v2, published)
         ├── gate_chain       contained: GateChain actor, every call from every door
+        ├── upstreams        the upstream units (live and sandbox hosts): one supervised unit per
+        │                    upstream MCP server, started and stopped at run time
+        ├── upstreams.watcher contained: starts the registered upstreams, follows registrations
+        │                    (kind ``upstreams``) and audits drift
         ├── workbench.*      contained: draft store, publisher, registry watcher
         ├── mcp.sessions     contained: list_changed notifier for connected MCP sessions
         └── http | stdio     Hypercorn serving the front door, or the stdio transport
@@ -54,6 +58,9 @@ from northstar.policy.gate_chain import GateChain, GateChainConfig, decision_par
 from northstar.policy.oauth import JwtVerifier
 from northstar.storage import Storage, open_store, options_for
 from northstar.storage.actor import StoreActor, StoreClient
+from northstar.upstreams.hub import UpstreamHub
+from northstar.upstreams.registry import UpstreamRegistry
+from northstar.upstreams.secrets import SecretBox
 from northstar.workbench.drafts.service import DraftService
 from northstar.workbench.sandbox.runner import SandboxRunner
 from northstar.workbench.wiring import Workbench, WorkbenchParts, draft_validator
@@ -83,6 +90,7 @@ class Composed:
     children: list[actors.ChildSpec]
     tools: ToolsBay
     workbench: Workbench
+    upstreams: UpstreamHub
 
 
 def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supervisor | None]) -> Composed:
@@ -107,8 +115,11 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     keys = KeyService(store)
     kpi = KpiService(store)
     drafts = DraftService(store, validate=draft_validator(catalog, firearms))
+    upstreams = UpstreamHub(UpstreamRegistry(store, SecretBox.from_file(settings.resolved_secrets_key_file)),
+                            storage.audit)
     workbench = Workbench(WorkbenchParts(store=store, audit=storage.audit, catalog=catalog, firearms=firearms,
-                                         media=media, kpi=kpi, drafts=drafts, tools_supervisor=tools.current))
+                                         media=media, kpi=kpi, drafts=drafts, tools_supervisor=tools.current,
+                                         upstreams=upstreams))
     metrics.supervisors = [root, tools.current]
     services = Services(
         settings=settings, storage=storage, audit=storage.audit, store=store, catalog=catalog, firearms=firearms,
@@ -116,18 +127,22 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
                                                oauth=JwtVerifier.from_settings(settings)),
         gateway=gateway, tools=ToolsClient(gateway), drafts=drafts, kpi=kpi, media=media, metrics=metrics,
         sandbox=SandboxRunner(gateway, catalog, drafts, tmp_root=settings.data_dir / "sandbox",
-                              max_bytes=settings.media_max_bytes),
-        publisher=workbench.publisher, sessions=sessions, health=partial(health_report, root, tools.current),
+                              max_bytes=settings.media_max_bytes, upstreams=upstreams),
+        publisher=workbench.publisher, sessions=sessions,
+        health=partial(health_report, root, tools.current, upstreams), upstreams=upstreams,
     )
+    hosts, watcher = upstreams.children()
     children = [
         store_spec,
         subsystem(actors.ChildSpec("policy.firearms", partial(run_firearms, firearms))),
         actors.ChildSpec("tools", tools.run),  # each tool is contained inside
         gate_spec,
+        hosts,  # each upstream is its own unit inside (a failing one stops alone)
+        subsystem(watcher),
         *(subsystem(spec) for spec in workbench.children()),
         subsystem(actors.ChildSpec("mcp.sessions", sessions.run)),
     ]
-    return Composed(services, children, tools, workbench)
+    return Composed(services, children, tools, workbench, upstreams)
 
 
 def gate_chain_config(settings: Settings) -> GateChainConfig:
@@ -187,10 +202,11 @@ def _tool_factory(tool: ToolDefinition) -> Callable[[], ToolActor]:
     return lambda: ToolActor(tool, max_concurrency=concurrency)
 
 
-def health_report(root: Callable[[], actors.Supervisor | None],
-                  tools: Callable[[], actors.Supervisor | None]) -> dict[str, Any]:
-    """What ``/health`` reports: each contained subsystem ``up`` or ``down``, and tools that are down."""
-    report: dict[str, Any] = {"subsystems": {}, "tools_down": []}
+def health_report(root: Callable[[], actors.Supervisor | None], tools: Callable[[], actors.Supervisor | None],
+                  upstreams: UpstreamHub | None = None) -> dict[str, Any]:
+    """What ``/health`` reports: each contained subsystem ``up`` or ``down``, tools that are down,
+    and each upstream's state (an upstream that is down costs only its own calls)."""
+    report: dict[str, Any] = {"subsystems": {}, "tools_down": [], "upstreams": upstreams.health() if upstreams else {}}
     if (sup := root()) is not None:
         for child in sup.stats().children:
             if child.contained is not None:

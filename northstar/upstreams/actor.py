@@ -25,7 +25,7 @@ MAX_WAIT_S = 120.0
 DEFAULT_SLOTS = 256  # concurrent handlers; the upstream's own max_concurrency limits its calls
 
 
-def _bad_call(msg: Call) -> ValidationFailed | None:
+def bad_call(msg: Call) -> ValidationFailed | None:
     problems = []
     if not isinstance(msg.tool, str) or not 0 < len(msg.tool) <= MAX_TOOL_NAME:
         problems.append({"path": "/tool", "message": f"must be 1-{MAX_TOOL_NAME} characters"})
@@ -61,7 +61,7 @@ class UpstreamActor(actors.Actor[UpstreamMessage, Any]):
                     return ToolsReply({}, self.session.state.drift(), error=ValidationFailed("pins must map names to "
                                                                                              "hashes"))
                 return self.session.approve(pins)
-            case Call() if (bad := _bad_call(msg)) is not None:
+            case Call() if (bad := bad_call(msg)) is not None:
                 return CallReply(None, bad)
             case _:
                 return actors.NOT_NOW

@@ -5,8 +5,11 @@ workbench learns when federation is integrated:
 
 * an operation wraps an upstream tool: ``"wraps": "upstream:<name>/<tool>"`` (the upstream
   tool name verbatim, whatever its characters);
-* a top-level ``"upstream": {"name", "pins": {tool: sha256}}`` block: the definitions the
-  admin approved by publishing; a changed definition is refused until approved again.
+* a top-level ``"upstream": {"name", "pins": {tool: sha256}, "definitions": {tool: definition}}``
+  block: the definitions the admin approves by publishing (each must hash to its pin); a
+  changed definition is refused until approved again. With the definitions recorded, a
+  draft (and the package published from it) is self-contained: validating, narrowing and
+  publishing it needs no connection to the upstream.
 
 Its ``tool_id`` is the upstream's name. Operations take the upstream tool names, made safe
 for northstar's naming rules where needed (:func:`operation_name`): lowercase letters,
@@ -171,7 +174,8 @@ def generate_draft(upstream: str, tools: Mapping[str, UpstreamTool], *, title: s
         "description": _text(description, MAX_DESCRIPTION, f"Tools of the upstream MCP server {upstream}."),
         "scopes": scopes,
         "kpis": [],
-        "upstream": {"name": upstream, "pins": pins_of(tools)},
+        "upstream": {"name": upstream, "pins": pins_of(tools),
+                     "definitions": {name: tool.definition for name, tool in sorted(tools.items())}},
     }
     renamed = {tool: op for tool, op in sorted(names.items()) if tool != op}
     return GeneratedDraft(spec=spec, pins=pins_of(tools), renamed=renamed, problems=problems)

@@ -31,7 +31,7 @@ from typing import Any
 
 import actors
 from northstar.common.errors import NorthstarError, UpstreamTimeout, UpstreamUnavailable
-from northstar.upstreams.actor import UpstreamActor
+from northstar.upstreams.actor import UpstreamActor, bad_call
 from northstar.upstreams.messages import (
     Approve,
     Call,
@@ -93,6 +93,22 @@ class UpstreamHandle:
         except NorthstarError as err:  # the actor is gone, busy or late: still an answer
             return CallReply(None, err)
         return reply
+
+    async def call_inline(self, tool: str, arguments: Mapping[str, Any], *, pin: str | None = None,
+                          timeout_s: float | None = None, progress: ProgressFn | None = None,
+                          request_id: str | None = None) -> CallReply:
+        """The same call, run in the caller's own task: no mailbox hop and no task per call.
+
+        This is the gateway's call path (the caller already waits under its own deadline and
+        cancel scope): cancelling the caller cancels the upstream request, and the SDK sends
+        ``notifications/cancelled``. The session's own bounds apply as for :meth:`call`; a
+        stopped unit answers ``upstream_unavailable`` (its session says it is stopped).
+        """
+        msg = Call(tool, arguments, pin=pin, timeout_s=timeout_s, progress=progress, request_id=request_id)
+        bad = bad_call(msg)
+        if bad is not None:
+            return CallReply(None, bad)
+        return await self.session.call(msg)
 
     async def tools(self, wait_s: float = 0.0) -> ToolsReply:
         reply: ToolsReply = await self.ask(ListTools(wait_s), wait_s + GRACE_S)

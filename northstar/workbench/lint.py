@@ -48,3 +48,17 @@ def lint_spec(spec: Any) -> list[Problem]:
     for path, text in _texts(spec):
         problems += lint_text(path, text)
     return problems
+
+
+def lint_upstream(spec: Any) -> list[Problem]:
+    """The same lint over every text of the upstream tool definitions a spec wraps (their
+    descriptions, titles and every schema string: tool poisoning hides there too)."""
+    from northstar.upstreams.draft import parse_wraps
+    from northstar.upstreams.pins import lint_tools, make_tool
+
+    block = spec.upstream
+    if block is None:
+        return []
+    used = {p[1] for _i, _j, _s, op in spec.operations() if (p := parse_wraps(op.wraps)) is not None}
+    tools = {name: make_tool(block.definitions[name]) for name in sorted(used) if name in block.definitions}
+    return [{**p, "path": "/upstream/definitions/" + p["path"].removeprefix("/tools/")} for p in lint_tools(tools)]

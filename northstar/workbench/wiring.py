@@ -62,6 +62,7 @@ class WorkbenchParts:
     kpi: KpiService
     drafts: DraftService
     tools_supervisor: Callable[[], actors.Supervisor | None]
+    upstreams: Any = None  # the UpstreamHub (federation), when the gateway runs one
 
 
 class Workbench:
@@ -69,7 +70,8 @@ class Workbench:
 
     def __init__(self, parts: WorkbenchParts) -> None:
         self.parts = parts
-        self.live = LiveTools(parts.catalog, ToolHost(parts.tools_supervisor), parts.firearms, parts.media)
+        self.live = LiveTools(parts.catalog, ToolHost(parts.tools_supervisor), parts.firearms, parts.media,
+                              parts.upstreams)
         self._drafts_spec = actors.actor_child(DRAFTS_ID, lambda: DraftStoreActor(parts.drafts), capacity=256)
         self._publisher_spec = actors.actor_child(PUBLISHER_ID, lambda: Publisher(self.service), capacity=64,
                                                   shutdown_timeout=30.0)
@@ -82,6 +84,7 @@ class Workbench:
             kpi=parts.kpi,
             audit=parts.audit,
             live=self.live,
+            upstreams=parts.upstreams,
         )
         self.publisher = PublisherClient(actors.ref_of(self._publisher_spec), self.service)
         self.watcher: RegistryWatcher | None = None

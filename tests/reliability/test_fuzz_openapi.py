@@ -88,8 +88,15 @@ def modes(operation: Any) -> tuple[GenerationMode, ...]:
     return MODES if has_input else (GenerationMode.POSITIVE,)
 
 
+# Registering an upstream starts the process or opens the connection its body names: generated
+# bodies would run arbitrary commands and reach arbitrary hosts from this machine. Its body's
+# validation is covered by tests/upstreams/test_spec.py; the other upstream routes are fuzzed.
+NOT_FUZZED = {("POST", "/v1/upstreams")}
+
+
 def operations(schema: Any) -> list[Any]:
-    found = [result.ok() for result in schema.get_all_operations()]
+    found = [op for op in (result.ok() for result in schema.get_all_operations())
+             if (op.method.upper(), op.path) not in NOT_FUZZED]
     assert len(found) >= 30, [op.label for op in found]
     return found
 

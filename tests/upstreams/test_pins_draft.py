@@ -80,7 +80,8 @@ def test_the_generated_draft_groups_by_annotations_and_carries_pins() -> None:
     draft = generate_draft("tickets", tools, title="Tickets")
     spec = draft.spec
     assert spec["tool_id"] == "tickets" and spec["title"] == "Tickets"
-    assert spec["upstream"] == {"name": "tickets", "pins": {n: t.pin for n, t in sorted(tools.items())}}
+    assert spec["upstream"] == {"name": "tickets", "pins": {n: t.pin for n, t in sorted(tools.items())},
+                                "definitions": {n: t.definition for n, t in sorted(tools.items())}}
     read, write = spec["scopes"]
     assert read["name"] == "tickets.read" and read["firearm"] is None
     assert [o["name"] for o in read["operations"]] == ["list_issues"]

@@ -20,6 +20,7 @@ from northstar.common.identity import RequestContext
 from northstar.common.limits import check_timeout
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
+from northstar.mcp_gateway.tools.model import ProgressFn
 from northstar.policy.call_runner import CallRunner
 from northstar.policy.calls import CallResult, CallTool, Decide, Decision
 from northstar.policy.firearms import FirearmsService
@@ -52,17 +53,19 @@ class Gateway:
         services: Any = None,
         timeout_s: float | None = None,
         resolved: Resolved | None = None,
+        progress: ProgressFn | None = None,
     ) -> CallResult:
         """Run one call through the gate chain. Raises only for service-level failures.
 
         ``mock`` (a what-if policy), ``services`` (isolated tool services) and ``resolved``
         (a tool that is not in the catalogue, e.g. an unpublished draft) serve the sandbox.
+        ``progress`` receives the progress an upstream tool reports (doors that can relay it).
         """
         if arguments is not None and not isinstance(arguments, dict):
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
         if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
             check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
-        msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved)
+        msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress)
         decision: CallResult | Decision | None = None
         try:
             # The decision is made in the gate chain actor, inline, in arrival order; it is run

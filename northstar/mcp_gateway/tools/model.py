@@ -5,15 +5,23 @@ A :class:`ToolDefinition` has one or more :class:`Scope` objects; a scope groups
 (its JSON Schemas are derived from them in :mod:`northstar.mcp_gateway.schema_gen`),
 annotations and an async handler ``handler(tctx, inputs) -> output`` (plus, for handlers that never
 wait, the same as a plain function, ``sync_handler``).
+
+An operation that wraps a tool of an upstream MCP server (federation) is described by JSON
+Schemas instead of models: :attr:`Operation.upstream` (an :class:`UpstreamOp`) carries the
+upstream's name and tool, the approved pin, the schemas shown to clients and how to reach
+the running upstream (an :class:`UpstreamDirectory`). Its input is checked by the JSON
+Schema in ``argument_check``; its result is the upstream's MCP result, passed through.
+Such operations are never run by a tool actor: the call runner sends them to the upstream
+directly. Their ``input_model`` / ``output_model`` are the marker :class:`UpstreamModel`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from northstar.common.identity import RequestContext
 from northstar.mcp_gateway.tools import naming
@@ -48,6 +56,53 @@ class ToolContext:
 
 
 Handler = Callable[[ToolContext, Any], Awaitable[BaseModel]]
+
+#: ``progress(progress, total, message)``: progress of a running call, relayed to its caller.
+ProgressFn = Callable[[float, "float | None", "str | None"], Awaitable[None]]
+
+
+class UpstreamReply(Protocol):
+    """An upstream's answer: its MCP result (wire form), or a deliberate error."""
+
+    @property
+    def result(self) -> dict[str, Any] | None: ...
+
+    @property
+    def error(self) -> Any: ...  # a NorthstarError, or None
+
+
+class UpstreamPort(Protocol):
+    """One running upstream, as a call sees it (``northstar.upstreams.UpstreamHandle``)."""
+
+    async def call_inline(self, tool: str, arguments: Mapping[str, Any], *, pin: str | None,
+                          timeout_s: float | None, progress: ProgressFn | None,
+                          request_id: str | None) -> UpstreamReply: ...
+
+
+class UpstreamDirectory(Protocol):
+    """Where running upstreams are found by name: live, and their declared sandbox targets."""
+
+    def port(self, name: str) -> UpstreamPort | None: ...
+
+    def sandbox_port(self, name: str) -> UpstreamPort | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamOp:
+    """What an operation wrapping ``upstream:<upstream>/<tool>`` calls, and how it looks."""
+
+    upstream: str
+    tool: str  # the upstream's own tool name, verbatim
+    pin: str  # the approved definition hash: a call is refused (upstream_drift) when it changed
+    input_schema: dict[str, Any]  # as shown to clients (narrowed)
+    output_schema: dict[str, Any] | None
+    directory: UpstreamDirectory | None = None  # None: not callable here (validation only)
+
+
+class UpstreamModel(BaseModel):
+    """The model slot of an upstream operation: its schemas are JSON Schemas (``Operation.upstream``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 SyncHandler = Callable[[ToolContext, Any], BaseModel]
 
 
@@ -71,6 +126,8 @@ class Operation:
     # awaits): the tool actor answers such calls inline, in arrival order, with no task or
     # cancel scope per call. It must not block; ``handler`` must do exactly what it does.
     sync_handler: SyncHandler | None = None
+    # Set for an operation wrapping an upstream MCP server's tool (see the module docstring).
+    upstream: UpstreamOp | None = None
 
 
 @dataclass(frozen=True, slots=True)

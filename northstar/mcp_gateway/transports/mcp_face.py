@@ -67,6 +67,20 @@ def ok_result(output: dict[str, Any]) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=output)
 
 
+def passthrough_result(wire: dict[str, Any]) -> types.CallToolResult:
+    """An upstream tool's MCP result, as it answered (content blocks, structuredContent, isError)."""
+    return types.CallToolResult.model_validate(wire)
+
+
+def progress_sink(ctx: Any) -> Any:
+    """Relays an upstream's progress to this request's caller, when it asked for progress."""
+    meta = getattr(ctx, "meta", None)
+    if not meta or meta.get("progress_token") is None:
+        return None
+    session = getattr(ctx, "session", None)
+    return getattr(session, "report_progress", None)
+
+
 def error_result(err: E.NorthstarError, request_id: str) -> types.CallToolResult:
     return types.CallToolResult.model_validate(tool_error_result(err, request_id))
 
@@ -213,14 +227,14 @@ class McpFace:
         rctx = self.identity(ctx)
         try:
             await self.until_ready()
-            result = await self.gateway.call_tool(rctx, params.name, params.arguments)
+            result = await self.gateway.call_tool(rctx, params.name, params.arguments, progress=progress_sink(ctx))
         except E.NorthstarError as err:
             return error_result(err, rctx.request_id)
         except Exception as exc:
             log.exception("tools/call failed", extra={"request_id": rctx.request_id})
             raise MCPError(code=INTERNAL_ERROR, message="internal error") from exc
         if result.ok:
-            return ok_result(result.output or {})
+            return ok_result(result.output or {}) if result.mcp is None else passthrough_result(result.mcp)
         assert result.error is not None
         if isinstance(result.error, E.UnknownTool):
             raise protocol_error(result.error, rctx.request_id)

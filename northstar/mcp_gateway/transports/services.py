@@ -26,6 +26,7 @@ from northstar.policy.firearms import FirearmsService
 from northstar.storage import Storage
 from northstar.storage.actor import StoreClient
 from northstar.storage.audit import GroupCommitAuditLog
+from northstar.upstreams.hub import UpstreamHub
 from northstar.workbench.drafts.service import DraftService
 from northstar.workbench.publisher.actor import PublisherClient
 from northstar.workbench.sandbox.runner import SandboxRunner
@@ -52,4 +53,5 @@ class Services:
     sandbox: SandboxRunner
     publisher: PublisherClient
     sessions: SessionRegistry
-    health: Callable[[], dict[str, Any]]  # each subsystem up or down, tools down: for /health
+    health: Callable[[], dict[str, Any]]  # each subsystem up or down, tools down, upstreams: for /health
+    upstreams: UpstreamHub  # federation: registered upstream MCP servers and their running units

@@ -13,6 +13,11 @@ publisher and the registry watcher both go through it, under one lock. Activatio
    (reloading it once if needed) so a tool never goes live unguarded on a replica;
 3. start the new actor, swap the catalogue entry (listeners signal ``tools/list_changed``),
    then stop the previous actor in an orderly way (it finishes what it was serving).
+
+A package wrapping an upstream MCP server's tools is built from the definitions it recorded
+(never from what the upstream lists now), its operations find the running upstream through
+``upstreams`` (the hub), and activation approves its pins on the upstream: the baseline
+drift is measured against, on this gateway and on every replica that activates it.
 """
 
 from __future__ import annotations
@@ -104,11 +109,12 @@ class LiveTool:
 class LiveTools:
     """The published part of the catalogue (one writer, under a lock)."""
 
-    def __init__(self, catalog: Any, host: ToolHost, firearms: Any, services: Any) -> None:
+    def __init__(self, catalog: Any, host: ToolHost, firearms: Any, services: Any, upstreams: Any = None) -> None:
         self.catalog = catalog
         self.host = host
         self.firearms = firearms
         self.services = services  # handed to the wrapped built-in handlers (media_v2)
+        self.upstreams = upstreams  # the UpstreamHub: where upstream operations are sent, pins approved
         self._live: dict[str, LiveTool] = {}
         self._lock = trio.Lock()
 
@@ -123,7 +129,7 @@ class LiveTools:
         """The ToolDefinition a package describes (its hash and schemas verified)."""
         verify_package(package)
         spec = ToolSpec.model_validate(package["spec"])
-        tool = build_tool(spec, self.catalog, package_hash=package["content_hash"])
+        tool = build_tool(spec, self.catalog, package_hash=package["content_hash"], upstreams=self.upstreams)
         if canonical_json(tool_schemas(tool)) != canonical_json(package["schemas"]):
             raise InvalidDefinition(f"{tool.tool_id}@{tool.version}: the wrapped operations changed since "
                                     "it was published; publish a new version",
@@ -139,6 +145,7 @@ class LiveTools:
             if fresh and current is not None and current.overlay_version >= overlay_version:
                 return False
             await self._ensure_guarded(overlay.get("firearm_bindings") or {})
+            await self._approve(package)
             same = fresh and current is not None and current.tool.package_hash == package["content_hash"]
             if same and current is not None:
                 current.overlay_version = overlay_version  # policy-only change: same actor, same entry
@@ -178,6 +185,11 @@ class LiveTools:
                 if live.generation == self.host.generation:
                     await self.host.stop(live.child_id)
             self._live.clear()
+
+    async def _approve(self, package: dict[str, Any]) -> None:
+        block = package["spec"].get("upstream")
+        if block and self.upstreams is not None:
+            await self.upstreams.approve(block["name"], block.get("pins") or {})
 
     async def _ensure_guarded(self, bindings: dict[str, str | None]) -> None:
         guarded = [scope for scope, firearm in bindings.items() if firearm]

@@ -33,7 +33,7 @@ from northstar.common import errors as E
 from northstar.common.identity import RequestContext
 from northstar.storage.core import utc_now_iso
 from northstar.workbench.definition import ToolSpec, build_tool, tool_schemas, validate_spec
-from northstar.workbench.lint import lint_spec
+from northstar.workbench.lint import lint_spec, lint_upstream
 from northstar.workbench.publisher.live import LiveTools
 from northstar.workbench.registry import (
     ComponentRegistry,
@@ -75,6 +75,7 @@ class PublisherService:
         kpi: Any,
         audit: Any,
         live: LiveTools | None,
+        upstreams: Any = None,
     ) -> None:
         self.drafts = drafts
         self.registry = registry
@@ -84,20 +85,21 @@ class PublisherService:
         self.kpi = kpi
         self.audit = audit
         self.live = live
+        self.upstreams = upstreams
 
     # -- publish --------------------------------------------------------------------------
     async def publish(self, ctx: RequestContext, draft_id: str, version: int | None) -> dict[str, Any]:
         require_admin(ctx)
         draft = await self.drafts.get_draft(ctx.tenant, draft_id, version)
         spec = validate_spec(draft.spec, self.catalog, bindings=self._bindings())
-        problems = lint_spec(spec)
+        problems = lint_spec(spec) + lint_upstream(spec)
         if problems:
             raise E.InvalidDefinition("the definition failed the publish lint", errors=problems)
         latest = await self.registry.latest(spec.tool_id)
         await self._check_collisions(ctx, spec, draft_id, latest)
         version_str = next_version(spec.version, latest["version"] if latest else None)
         spec = spec.model_copy(update={"version": version_str})
-        tool = build_tool(spec, self.catalog)
+        tool = build_tool(spec, self.catalog, upstreams=self.upstreams)
         source = {"draft_id": draft_id, "draft_version": draft.version, "tenant": ctx.tenant}
         package = make_package(spec, tool_schemas(tool), published_by=ctx.principal, source=source)
         await self.registry.save(package, actor=ctx.principal)

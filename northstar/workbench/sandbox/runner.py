@@ -42,7 +42,7 @@ from northstar.mcp_gateway.tools.actor import ToolActor
 from northstar.mcp_gateway.tools.blobs import BlobStore
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.media_v2 import DEFAULT_MAX_BYTES, MediaServices
-from northstar.mcp_gateway.tools.model import ToolDefinition
+from northstar.mcp_gateway.tools.model import ToolDefinition, UpstreamDirectory
 from northstar.policy.gates import MockPolicy
 from northstar.storage import open_store
 from northstar.workbench.definition import build_tool, validate_spec
@@ -62,6 +62,9 @@ class SandboxResult:
     tool: str | None = None
     request_id: str | None = None
     sandbox: bool = True
+    # An upstream operation: what was contacted ("live" | "sandbox" | "none"), the upstream and
+    # tool, and the upstream's MCP result when it was contacted (docs/upstreams.md, Sandbox rules).
+    upstream: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +86,8 @@ class SandboxRunner:
     each run's throwaway side effects live under ``tmp_root``."""
 
     def __init__(self, gateway: Gateway, catalog: Catalog, drafts: DraftService, *, tmp_root: Path,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, upstreams: UpstreamDirectory | None = None) -> None:
+        self.upstreams = upstreams
         self.gateway = gateway
         self.catalog = catalog
         self.drafts = drafts
@@ -135,7 +139,7 @@ class SandboxRunner:
     ) -> tuple[ToolDefinition, dict[str, str | None]]:
         draft = await self.drafts.get_draft(sctx.tenant, draft_id, draft_version)
         spec = validate_spec(draft.spec, self.catalog)
-        tool = build_tool(spec, self.catalog)
+        tool = build_tool(spec, self.catalog, upstreams=self.upstreams)
         _find(tool, tool_name)
         return tool, spec.firearm_bindings()
 
@@ -171,6 +175,7 @@ class SandboxRunner:
             audit_seq=result.audit_seq,
             tool=(result.target or {}).get("canonical_name") or naming.to_canonical(tool_name),
             request_id=sctx.request_id,
+            upstream=None if result.upstream is None else {**result.upstream, "result": result.mcp},
         )
 
 

@@ -9,6 +9,8 @@ it falls through to the SDK, which owns every error answer. Taken here:
 * a single JSON-RPC request object (no batch) with ``method: tools/call``, an integer or
   string id, ``params.name`` a string and ``params.arguments`` an object (or absent);
 * ``Content-Type: application/json`` and an ``Accept`` that includes ``application/json``;
+* no progress token (``params._meta.progressToken``): a call that asks for progress goes to
+  the SDK, whose session relays an upstream tool's progress to it;
 * no ``Mcp-Param-*`` headers and no duplicated routing headers; and one of:
   - the 2026-07-28 era: the SDK's own inbound validation ladder
     (``classify_inbound_request``) accepts the envelope and headers;
@@ -122,11 +124,20 @@ def call_of(msg: Any) -> dict[str, Any] | None:
     args = params.get("arguments")
     if args is not None and not isinstance(args, dict):
         return None
+    meta = params.get("_meta")
+    if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+        return None  # progress is relayed by the SDK's session path
     return msg
 
 
-def call_result(output: dict[str, Any], modern: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {
+def call_result(output: dict[str, Any], modern: bool, mcp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A tool's output as an MCP result; an upstream tool's own MCP result (``mcp``) as it is."""
+    if mcp is not None:
+        result = dict(mcp)
+        if modern:
+            result["resultType"] = "complete"
+        return result
+    result = {
         "content": [{"type": "text", "text": _dumps(output).decode()}],
         "structuredContent": output,
         "isError": False,
@@ -287,7 +298,7 @@ class FastPath:
         if isinstance(reply, E.NorthstarError):
             body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "result": error_result(reply, request_id, modern)}
         elif reply.ok:
-            body = {"jsonrpc": "2.0", "id": rid, "result": call_result(reply.output or {}, modern)}
+            body = {"jsonrpc": "2.0", "id": rid, "result": call_result(reply.output or {}, modern, reply.mcp)}
         elif isinstance(reply.error, E.UnknownTool):
             data = envelope(reply.error, request_id)["error"]
             body = {"jsonrpc": "2.0", "id": rid,

@@ -66,9 +66,12 @@ class ToolInventory(_Out):
 
 class ToolCallResult(_Out):
     tool: str | None
-    output: Any
+    output: Any = Field(description="the tool's output; for an upstream MCP server's tool its structuredContent")
     audit_seq: int | None
     request_id: str
+    content: list[dict[str, Any]] | None = Field(default=None, description="upstream tools: the content blocks")
+    is_error: bool | None = Field(default=None, description="upstream tools: the upstream's own isError")
+    upstream: str | None = Field(default=None, description="upstream tools: the upstream's name")
 
 
 class Draft(_Out):
@@ -232,6 +235,8 @@ class SandboxResult(_Out):
     tool: str | None
     request_id: str | None
     sandbox: bool
+    upstream: dict[str, Any] | None = Field(default=None, description="upstream tools: contacted (live, sandbox "
+                                                                      "or none), name, tool, result")
 
 
 class Published(_Out):

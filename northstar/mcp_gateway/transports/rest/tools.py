@@ -22,7 +22,9 @@ async def inventory() -> dict[str, Any]:
 @api.route("POST", "/v1/tools/{name}/call", summary="Call a tool", path=M.ToolNamePath,
            body=M.ToolCallBody, responses={200: Response(R.ToolCallResult)},
            description="The arguments go in `arguments`; any other top-level key is refused (400). A denial or "
-                       "failure is the error envelope, `details.audit_seq` naming its audit record.")
+                       "failure is the error envelope, `details.audit_seq` naming its audit record. For an "
+                       "operation of an upstream MCP server, `output` is its `structuredContent` (or null), "
+                       "`content` its content blocks and `is_error` its own `isError`, passed through.")
 async def call(path: M.ToolNamePath, body: M.ToolCallBody) -> tuple[dict[str, Any], int]:
     result = await services().gateway.call_tool(ctx(), path.name, dict(body.arguments), timeout_s=body.timeout_s)
     if not result.ok:
@@ -30,9 +32,13 @@ async def call(path: M.ToolNamePath, body: M.ToolCallBody) -> tuple[dict[str, An
         if result.audit_seq is not None:
             result.error.details.setdefault("audit_seq", result.audit_seq)
         raise result.error
-    return {
+    answer = {
         "tool": result.target.get("canonical_name"),
         "output": result.output,
         "audit_seq": result.audit_seq,
         "request_id": ctx().request_id,
-    }, 200
+    }
+    if result.mcp is not None:
+        answer.update(content=result.mcp.get("content") or [], is_error=bool(result.mcp.get("isError")),
+                      upstream=result.target.get("upstream"))
+    return answer, 200
