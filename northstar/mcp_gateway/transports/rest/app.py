@@ -88,7 +88,7 @@ async def runtime_counts() -> dict[str, Any]:
     if face is not None:
         capacity = face.app.capacity
         counts.update(
-            sessions=len(face.manager._server_instances),
+            sessions=face.session_count(),
             sse_streams=capacity.total_streams,
             sessions_opening=sum(capacity.pending.values()),
         )
