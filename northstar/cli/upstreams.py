@@ -39,6 +39,7 @@ def _hub(settings: Settings, storage: Any) -> Any:
 async def _listed(hub: Any, name: str) -> dict[str, Any]:
     """Connect to ``name`` with a short-lived unit and list its tools."""
     import actors
+    from northstar.upstreams.host import UpstreamHost
 
     spec = await hub.registry.load(name)
     sup = actors.Supervisor("upstreams.cli", [], max_restarts=5, period=60.0)
@@ -46,9 +47,8 @@ async def _listed(hub: Any, name: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
-        hub._live_sup = sup
         try:
-            handle = await hub.live.start(spec)
+            handle = await UpstreamHost(lambda: sup).start(spec)
             reply = await handle.tools(wait_s=spec.connect_timeout_s)
             result = {"tools": dict(reply.unwrap().tools), "problems": list(reply.problems)}
         except E.NorthstarError as err:
@@ -83,7 +83,7 @@ async def _in_store(settings: Settings, storage: Any, args: argparse.Namespace, 
             spec = parse_spec(raw)
             expected = args.expected_version if args.expected_version is not None else (None if args.replace else 0)
             stored = await hub.registry.register(spec, actor=operator(), expected_version=expected)
-            await hub._audit_change("register", spec.name, operator(), "cli", stored.version)
+            await hub.audit_change("register", spec.name, operator(), "cli", stored.version)
             return hub.view(stored, admin=True)
         case "list":
             return {"upstreams": [hub.view(s, admin=True) for s in await hub.registry.list()]}

@@ -1,53 +1,51 @@
-"""Builds the gateway's HTTP face: the Quart-Trio REST app, the SDK's MCP transports and
-the front door in front of them, and serves it all with Hypercorn (trio worker).
+"""Assembles the gateway's HTTP face and serves it with Hypercorn (trio worker).
 
-``build_rest_app`` wires the :class:`~northstar.common.identity.RequestContextBuilder`
-(through the authenticator, on every request) and the error envelope handlers.
-``serve_http`` is the supervision-tree child that runs Hypercorn until shutdown.
+:class:`HttpFace` puts the doors together: the front door (every HTTP request passes it),
+behind it the SDK's Streamable HTTP session managers (``/mcp``, ``/mcp/stateless``), the
+legacy SSE door (``/sse``, ``/messages/``, :mod:`~northstar.mcp_gateway.transports.sse`),
+the fast path, and the Quart-Trio REST app (the :class:`RequestContext` is built by the
+authenticator on every request; the error envelope handlers). ``serve_http`` is the
+supervision-tree child that runs Hypercorn until shutdown.
+
+Where the gateway relies on its libraries' internals (session ids, the session table, SSE
+pings, Hypercorn's connections) it goes through :mod:`northstar.compat`.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import uuid
+from functools import partial
 from typing import Any
 
-import anyio
 import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import run as hypercorn_trio_run
-from hypercorn.trio import serve
-from mcp.server import sse as mcp_sse
-from mcp.server import streamable_http_manager as mcp_streamable_manager
-from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from sse_starlette import EventSourceResponse
 
-from northstar.common import errors as E
-from northstar.mcp_gateway.transports.http.answers import send_error
+from northstar.compat import hypercorn as compat_hypercorn
+from northstar.compat import mcp_sdk, sse_starlette
 from northstar.mcp_gateway.transports.http.capacity import CapacityLimits
-from northstar.mcp_gateway.transports.http.connection import GuardedTCPServer, IdleReaper
+from northstar.mcp_gateway.transports.http.connection import GatewayConnections, IdleReaper
 from northstar.mcp_gateway.transports.http.fastpath import FastPath
 from northstar.mcp_gateway.transports.http.front_door import FrontDoor
 from northstar.mcp_gateway.transports.http.host_origin import HostOriginPolicy
 from northstar.mcp_gateway.transports.mcp_face import McpFace
 from northstar.mcp_gateway.transports.rest.app import build_rest_app
 from northstar.mcp_gateway.transports.services import Services
+from northstar.mcp_gateway.transports.sse import LegacySse
 
 log = logging.getLogger("northstar.server")
-
-
-def random_uuid() -> uuid.UUID:
-    """A UUID made of 128 random bits (``uuid4`` fixes 6 of them): unguessable session ids."""
-    return uuid.UUID(bytes=secrets.token_bytes(16))
 
 
 def transport_security(policy: HostOriginPolicy) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=policy.hosts, allowed_origins=policy.origins
     )
+
+
+def warn_if_unverified() -> None:
+    """Log each library whose installed version differs from the one :mod:`northstar.compat` was verified against."""
+    for problem in (*compat_hypercorn.unverified(), *mcp_sdk.unverified(), *sse_starlette.unverified()):
+        log.warning(problem)
 
 
 class HttpFace:
@@ -59,6 +57,11 @@ class HttpFace:
         self.mcp = McpFace(services.gateway, registry=services.sessions)
         self.policy = HostOriginPolicy.for_bind(settings.host, settings.allowed_hosts, settings.allowed_origins)
         security = transport_security(self.policy)
+        warn_if_unverified()
+        # Process-wide settings of the SDK's transports: 128 random bits per session id, and
+        # the ping interval of their SSE streams (legacy /sse, GET and POST /mcp).
+        mcp_sdk.use_random_session_ids()
+        sse_starlette.set_ping_interval(settings.sse_keepalive_s)
         self.manager = StreamableHTTPSessionManager(
             self.mcp.server,
             json_response=False,
@@ -75,14 +78,14 @@ class HttpFace:
             security_settings=security,
             max_request_body_size=settings.max_body_bytes,
         )
-        self.sse = SseServerTransport("/messages/", security_settings=security)
+        self.sse = LegacySse(self.mcp, security)
         self.rest = build_rest_app(services, door_counts=self.door_counts)
         self.app = FrontDoor(
             rest_app=self.rest,
             streamable=self.manager.handle_request,
             stateless=self.stateless_manager.handle_request,
-            sse_connect=self.sse_connect,
-            sse_post=self.sse_post,
+            sse_connect=self.sse.connect,
+            sse_post=self.sse.post,
             authenticator=services.authenticator,
             policy=self.policy,
             max_body_bytes=settings.max_body_bytes,
@@ -93,56 +96,21 @@ class HttpFace:
                 max_sse_streams=settings.max_sse_streams,
                 max_sse_streams_per_principal=settings.max_sse_streams_per_principal,
                 max_sessions_per_principal=settings.max_sessions_per_principal,
-                live_sessions=lambda: self.manager._server_instances,
+                live_sessions=partial(mcp_sdk.live_sessions, self.manager),
             ),
         )
-        # Session ids: the SDK makes them with uuid4 (122 random bits); use all 128.
-        mcp_sse.uuid4 = random_uuid  # type: ignore[attr-defined]
-        mcp_streamable_manager.uuid4 = random_uuid  # type: ignore[attr-defined]
-        # The SDK's SSE responses (legacy /sse, GET /mcp and POST /mcp streams) ping at this interval.
-        EventSourceResponse.DEFAULT_PING_INTERVAL = int(max(1, settings.sse_keepalive_s))
         if settings.fast_path:
             self.app.fastpath = FastPath(services.gateway, self.manager)
 
     def door_counts(self) -> dict[str, int]:
         """Open sessions and SSE streams, for ``/v1/ops/runtime``."""
         capacity = self.app.capacity
-        return {"sessions": len(self.manager._server_instances), "sse_streams": capacity.total_streams,
+        return {"sessions": mcp_sdk.session_count(self.manager), "sse_streams": capacity.total_streams,
                 "sessions_opening": sum(capacity.pending.values())}
 
-    async def sse_post(self, scope: Any, receive: Any, send: Any) -> None:
-        """The legacy message endpoint, minus an SDK race: a message for a session whose stream
-        is closing is accepted (202) and then handed to a closed stream, which raised out of the
-        application. The client is gone; the message has nowhere to go."""
-        started = False
 
-        async def watch(message: Any) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.sse.handle_post_message(scope, receive, watch)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            log.info("a message arrived for a legacy SSE session that was closing; dropped")
-            if not started:
-                err = E.NotFound("Could not find session")
-                await send_error(send, err, FrontDoor.request_id_of(scope), jsonrpc=True)
-
-    async def sse_connect(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["method"] != "GET":
-            err = E.MethodNotAllowed("the SSE stream is opened with GET")
-            await send_error(send, err, FrontDoor.request_id_of(scope), jsonrpc=True)
-            return
-        try:
-            async with self.sse.connect_sse(scope, receive, send) as (read, write):
-                await self.mcp.server.run(read, write, self.mcp.init_options())
-        except ValueError:
-            return  # the transport already answered (a rejected request)
-
-
-def hypercorn_config(settings: Any, bind: str) -> HyperConfig:
-    config = HyperConfig()
+def hypercorn_config(settings: Any, bind: str, reaper: IdleReaper) -> compat_hypercorn.GatewayConfig:
+    config = compat_hypercorn.GatewayConfig()
     config.bind = [bind]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -155,7 +123,8 @@ def hypercorn_config(settings: Any, bind: str) -> HyperConfig:
     config.keep_alive_timeout = settings.read_timeout_s
     config.h11_max_incomplete_size = 64 * 1024
     config.include_server_header = False
-    config.northstar_write_stall_s = settings.sse_send_timeout_s  # type: ignore[attr-defined]  # GuardedTCPServer
+    config.write_stall_s = settings.sse_send_timeout_s
+    config.connection_hooks = GatewayConnections(reaper)
     return config
 
 
@@ -167,12 +136,11 @@ async def serve_http(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Hypercorn until ``shutdown`` is set; reports the bound addresses when listening."""
-    config = hypercorn_config(face.services.settings, bind)
-    reaper = IdleReaper(config.keep_alive_timeout)
-    config.northstar_idle_reaper = reaper  # type: ignore[attr-defined]  # read by GuardedTCPServer
-    hypercorn_trio_run.TCPServer = GuardedTCPServer  # type: ignore[attr-defined]  # one per connection
+    settings = face.services.settings
+    reaper = IdleReaper(settings.read_timeout_s)
+    config = hypercorn_config(settings, bind, reaper)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reaper.run, shutdown)
         async with face.manager.run(), face.stateless_manager.run():
-            await serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+            await compat_hypercorn.serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
         nursery.cancel_scope.cancel()

@@ -184,6 +184,10 @@ class UpstreamHost:
         log.info("upstream stopped", extra={"upstream": name})
         return True
 
+    def forget_all(self) -> None:
+        """Its supervisor is gone (and every unit with it): nothing is running any more."""
+        self._running.clear()
+
     def get(self, name: str) -> UpstreamHandle | None:
         return self._running.get(name)
 

@@ -91,8 +91,8 @@ class UpstreamHub:
                 task_status.started(self)
         finally:
             self._live_sup = self._sandbox_sup = None
-            self.live._running.clear()
-            self.sandbox._running.clear()
+            self.live.forget_all()
+            self.sandbox.forget_all()
 
     async def _watch(self, *, task_status: trio.TaskStatus[UpstreamHub] = trio.TASK_STATUS_IGNORED) -> None:
         self._cursor = 0
@@ -195,7 +195,7 @@ class UpstreamHub:
                     log.warning("pins not handed to the upstream", extra={"upstream": name, "code": err.code})
 
     # ------------------------------------------------------------------ what the doors call
-    async def _audit_change(self, action: str, name: str, actor: str, transport: str, version: int | None) -> None:
+    async def audit_change(self, action: str, name: str, actor: str, transport: str, version: int | None) -> None:
         if self.audit is not None:
             await self.audit.append({"event": "upstream", "action": action, "upstream": name, "version": version,
                                      "principal": actor, "transport": transport})
@@ -212,7 +212,7 @@ class UpstreamHub:
                 raise Conflict(f"an upstream named {spec.name} is registered; pass replace (or expected_version) "
                                "to change it", current_version=err.details.get("current_version")) from None
             raise
-        await self._audit_change("register", spec.name, actor, transport, stored.version)
+        await self.audit_change("register", spec.name, actor, transport, stored.version)
         async with self._lock:
             self.known.add(spec.name)
             await self._start(spec, stored.version)
@@ -222,7 +222,7 @@ class UpstreamHub:
                      transport: str = "http") -> None:
         if not await self.registry.delete(name, actor=actor, expected_version=expected_version):
             raise NotFound(f"no upstream named {name!r}", upstream=name)
-        await self._audit_change("remove", name, actor, transport, None)
+        await self.audit_change("remove", name, actor, transport, None)
         async with self._lock:
             self.known.discard(name)
             await self._stop(name)

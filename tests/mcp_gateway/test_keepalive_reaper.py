@@ -3,7 +3,8 @@
 Found under the benchmark's load pattern: a timer still armed when its connection's task
 group had exited fired into ``None`` (Hypercorn drops the nursery on exit). The exception
 escaped the reaper task and crashed the whole HTTP face: every client was disconnected
-until the supervisor restarted it.
+until the supervisor restarted it. The timers run on Hypercorn's own per-connection
+``TaskGroup`` here, as they do when serving.
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypercorn.trio.task_group import TaskGroup
 
 from northstar.mcp_gateway.transports.http.connection import IdleReaper, KeepAliveTimer
 
 
-class GoneTaskGroup:
-    """Hypercorn's TaskGroup after ``__aexit__``: the nursery is dropped."""
-
-    _nursery = None
-
-
-class LiveTaskGroup:
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
+async def gone_task_group() -> TaskGroup:
+    """A connection's task group after the connection ended."""
+    async with TaskGroup() as task_group:
+        pass
+    return task_group
 
 
 async def test_a_timer_of_a_finished_connection_fires_quietly() -> None:
@@ -36,7 +34,7 @@ async def test_a_timer_of_a_finished_connection_fires_quietly() -> None:
         closed.append("closed")
 
     timer = KeepAliveTimer(IdleReaper(5.0))
-    await timer.restart(GoneTaskGroup(), close)
+    await timer.restart(await gone_task_group(), close)
     timer.fire()  # raised AttributeError before the fix
     assert closed == []
 
@@ -47,9 +45,9 @@ async def test_a_timer_of_a_live_idle_connection_closes_it() -> None:
     async def close() -> None:
         closed.append("closed")
 
-    async with trio.open_nursery() as nursery:
+    async with TaskGroup() as task_group:
         timer = KeepAliveTimer(IdleReaper(5.0))
-        await timer.restart(LiveTaskGroup(nursery), close)
+        await timer.restart(task_group, close)
         timer.fire()
     assert closed == ["closed"]
 
@@ -60,9 +58,9 @@ async def test_a_timer_restarted_by_a_new_request_does_not_close(autojump_clock:
     async def close() -> None:
         closed.append("closed")
 
-    async with trio.open_nursery() as nursery:
+    async with TaskGroup() as task_group:
         timer = KeepAliveTimer(IdleReaper(5.0))
-        await timer.restart(LiveTaskGroup(nursery), close)
+        await timer.restart(task_group, close)
         timer.fire()  # the close task is scheduled for this idle period...
         await timer.stop()  # ...but a request started before it ran
     assert closed == []
@@ -85,13 +83,13 @@ async def test_the_reaper_survives_a_failing_timer_and_expires_the_rest(
     reaper = IdleReaper(5.0)
     shutdown = trio.Event()
     with caplog.at_level(logging.ERROR, logger="northstar.server"):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reaper.run, shutdown)
+        async with TaskGroup() as task_group:
+            task_group.spawn(reaper.run, shutdown)
             broken = BrokenTimer(reaper)
-            await broken.restart(LiveTaskGroup(nursery), close)
+            await broken.restart(task_group, close)
             await trio.sleep(1)
             good = KeepAliveTimer(reaper)
-            await good.restart(LiveTaskGroup(nursery), close)
+            await good.restart(task_group, close)
             await trio.sleep(10)  # both deadlines pass: the broken one first
             assert closed == ["closed"]
             assert not reaper.idle

@@ -38,6 +38,7 @@ from northstar.common.error_envelope import (
     tool_error_result,
 )
 from northstar.common.identity import RequestContext, Transport, new_request_id
+from northstar.compat.mcp_sdk import connection_of
 from northstar.mcp_gateway.transports.http.asgi import SCOPE_KEY
 from northstar.mcp_gateway.transports.stdio import handshake
 
@@ -190,7 +191,7 @@ class McpFace:
 
     async def remember_session(self, ctx: Any, call_next: Callable[[Any], Any]) -> Any:
         if ctx.request_id is not None and ctx.method in ("initialize", "tools/list"):
-            connection = getattr(getattr(ctx, "session", None), "_connection", None)
+            connection = connection_of(getattr(ctx, "session", None))
             if connection is not None and str(ctx.protocol_version) not in MODERN_PROTOCOL_VERSIONS:
                 self.registry.remember(connection)
         return await call_next(ctx)

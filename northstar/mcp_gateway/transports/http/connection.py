@@ -1,42 +1,24 @@
-"""Per-connection behaviour of the HTTP server the gateway depends on, on top of Hypercorn.
+"""Per-connection behaviour of the HTTP server: keep-alive timers and connection notices.
 
-Writes that make no progress close the connection (a client that stopped reading cannot hold
-a stream, a session or shutdown); one reaper task keeps every idle connection's keep-alive
-timer; a closed connection cancels the 2026-07-28 calls it carried. Hypercorn's private names
-are used only through :mod:`northstar.compat.hypercorn`."""
+Hypercorn runs each connection; :mod:`northstar.compat.hypercorn` (the one place that
+touches Hypercorn's internals) lets the gateway plug into it through
+:class:`~northstar.compat.hypercorn.ConnectionHooks`, which :class:`GatewayConnections`
+implements: one reaper task keeps every idle connection's keep-alive timer
+(:class:`IdleReaper`), and a connection whose client closed it cancels the 2026-07-28 calls
+it carried (:func:`~northstar.mcp_gateway.transports.http.fastpath.connection_opened`)."""
 
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from hypercorn.events import Closed, RawData
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.utils import parse_socket_addr
 
+from northstar.compat.hypercorn import spawn_if_open
 from northstar.mcp_gateway.transports.http import fastpath
 
 log = logging.getLogger("northstar.server")
-
-
-async def send_with_stall_limit(stream: Any, data: bytes, stall_s: float) -> None:
-    """Write ``data``; raise ``trio.TooSlowError`` when no byte could be written for ``stall_s``.
-
-    A slow client that keeps reading is fine; one that stopped reading (its window is shut)
-    is not, whatever the response (an SSE stream, a large body).
-    """
-    sock = getattr(stream, "socket", None)
-    if sock is None:  # not a plain socket stream (e.g. TLS): bound the whole write instead
-        with trio.fail_after(stall_s):
-            await stream.send_all(data)
-        return
-    with memoryview(data) as view:
-        sent = 0
-        while sent < len(view):
-            with trio.fail_after(stall_s):
-                sent += await sock.send(view[sent:])
 
 
 class IdleReaper:
@@ -98,165 +80,54 @@ class IdleReaper:
 class KeepAliveTimer:
     """A connection's keep-alive timer, kept by the server's :class:`IdleReaper`.
 
-    Hypercorn calls ``restart`` when the connection goes idle and ``stop`` when a request
-    starts or reading ends; neither switches tasks. Without a reaper (a server run some other
-    way) it falls back to one timer task per idle period, started with ``start_soon``.
+    Hypercorn calls ``restart`` when the connection goes idle (``action`` closes it) and
+    ``stop`` when a request starts or reading ends; neither switches tasks.
     """
 
-    __slots__ = ("_action", "_armed", "_reaper", "_scope", "_task_group")
+    __slots__ = ("_action", "_armed", "_reaper", "_task_group")
 
-    def __init__(self, reaper: IdleReaper | None) -> None:
+    def __init__(self, reaper: IdleReaper) -> None:
         self._reaper = reaper
         self._task_group: Any = None
-        self._action: Any = None
-        self._scope: trio.CancelScope | None = None
+        self._action: Callable[[], Awaitable[None]] | None = None
         self._armed = 0  # bumped on every restart and stop: a firing for an older one is stale
 
-    async def restart(self, task_group: Any, action: Any) -> None:
+    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
         self._armed += 1
         self._task_group, self._action = task_group, action
-        if self._reaper is not None:
-            self._reaper.arm(self)
-            return
-        if self._scope is not None:
-            self._scope.cancel()
-        scope = self._scope = trio.CancelScope()
-        task_group._nursery.start_soon(_run_in_scope, scope, action)
+        self._reaper.arm(self)
 
     async def stop(self) -> None:
         self._armed += 1
-        if self._reaper is not None:
-            self._reaper.disarm(self)
-        if self._scope is not None:
-            self._scope.cancel()
-            self._scope = None
+        self._reaper.disarm(self)
 
     def fire(self) -> None:
         """The deadline passed (or the server is stopping): close the idle connection.
 
-        A connection that is already gone has nothing to close: Hypercorn's task group drops
-        its nursery (``None``) when it exits, and a closed nursery refuses new tasks.
+        A connection that is already gone has nothing to close (its task group refuses the task).
         """
-        nursery = getattr(self._task_group, "_nursery", None)
-        if nursery is None:
-            return
-        try:
-            nursery.start_soon(self._close_if_still_idle, self._armed)
-        except RuntimeError:  # the nursery is closing
-            pass
+        if self._task_group is not None:
+            spawn_if_open(self._task_group, self._close_if_still_idle, self._armed)
 
     async def _close_if_still_idle(self, armed: int) -> None:
-        if armed == self._armed:  # no request started since the timer was set
+        if armed == self._armed and self._action is not None:  # no request started since the timer was set
             with trio.CancelScope(shield=True):
                 await self._action()
 
 
-async def _run_in_scope(scope: trio.CancelScope, action: Any) -> None:
-    with scope:
-        await action()
+class GatewayConnections:
+    """The gateway's :class:`~northstar.compat.hypercorn.ConnectionHooks`: reaper-kept
+    keep-alive timers, and the fast path's registry of live connections."""
 
+    def __init__(self, reaper: IdleReaper) -> None:
+        self.reaper = reaper
 
-class GuardedTCPServer(TCPServer):
-    """Hypercorn's per-connection server with two fixes the gateway depends on.
+    def keep_alive_timer(self) -> KeepAliveTimer:
+        return KeepAliveTimer(self.reaper)
 
-    * Writes: Hypercorn shields every socket write from cancellation, so a client that
-      stops reading (a never-reading SSE client) parks the response task for ever: no
-      send timeout can fire, the connection and its session are never released, and
-      graceful shutdown hangs. Here a write that makes no progress for
-      ``sse_send_timeout_s`` closes the connection; the application then sees a disconnect.
-    * Closing: ``_close`` runs ``send_eof`` before ``aclose``; when the caller is being
-      cancelled (Quart-Trio cancels its request task right after the response) the first
-      raises ``Cancelled`` and the socket is never closed, so a ``Connection: close``
-      response kept its descriptor until the client gave up. It is shielded here.
-    * A client that hangs up on an idle keep-alive connection: the connection waited for its
-      keep-alive timer before closing, one descriptor per departed client for that long.
-    * Per request cost: a response write that fits the socket buffer is one non-blocking
-      write; keep-alive timers are kept by one :class:`IdleReaper` task, not a task per
-      idle period; the
-      connection is registered so closing it cancels its 2026-07-28 calls (no watcher task).
-    """
+    def opened(self, client: Any, server: Any) -> set[trio.CancelScope] | None:
+        return fastpath.connection_opened(client, server)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._reaper: IdleReaper | None = getattr(self.config, "northstar_idle_reaper", None)
-        self.idle_task = KeepAliveTimer(self._reaper)  # type: ignore[assignment]
-
-    async def _idle_timeout(self) -> None:
-        if self._reaper is None:
-            await super()._idle_timeout()
-        else:  # the reaper already waited out the keep-alive time (or the server is stopping)
-            await self._initiate_server_close()
-
-    async def protocol_send(self, event: Any) -> None:
-        if not isinstance(event, RawData):
-            await super().protocol_send(event)
-            return
-        data = event.data
-        lock = self.send_lock
-        if not lock.locked():
-            # The common case: nobody else is writing and the socket buffer has room, so the
-            # bytes go out in one non-blocking write, with no task switch and no timer.
-            lock.acquire_nowait()
-            try:
-                sent = self._write_now(data)
-                if sent < len(data):
-                    await self._send_rest(memoryview(data)[sent:])
-            finally:
-                lock.release()
-            return
-        async with lock:
-            await self._send_rest(data)
-
-    def _write_now(self, data: bytes) -> int:
-        """Bytes written without blocking (0 when the buffer is full or the socket is not plain)."""
-        sock = getattr(self.stream, "socket", None)
-        if sock is None or not data:
-            return 0
-        try:
-            return os.write(sock.fileno(), data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError:
-            return 0  # the careful path below meets the same error and closes the connection
-
-    async def _send_rest(self, data: Any) -> None:
-        stall_s = float(getattr(self.config, "northstar_write_stall_s", 10.0))
-        try:
-            with trio.CancelScope(shield=True):
-                await send_with_stall_limit(self.stream, data, stall_s)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            await self.protocol.handle(Closed())
-        except trio.TooSlowError:
-            log.info("closing a connection whose client stopped reading", extra={"stall_s": stall_s})
-            with trio.CancelScope(shield=True):
-                await self.stream.aclose()
-            await self.protocol.handle(Closed())
-
-    async def _read_data(self) -> None:
-        client, server = self._addresses()
-        calls = fastpath.connection_opened(client, server)
-        try:
-            await super()._read_data()
-        finally:
-            if calls is not None:  # the client's end is closed: cancel the calls still running for it
-                fastpath.connection_closed(client, server, calls)
-            # Reading is over (EOF, reset, closed, or cancelled): nothing more can arrive. The
-            # keep-alive timer of an idle connection would otherwise hold it, and its descriptor,
-            # open until it fired (read_timeout_s) after the client had already gone. ``stop``
-            # never waits, so it is safe here even while Cancelled propagates.
-            await self.idle_task.stop()
-
-    def _addresses(self) -> tuple[Any, Any]:
-        """(client, server) as Hypercorn puts them in the ASGI scope; (None, None) if unknown."""
-        sock = getattr(self.stream, "socket", None)
-        if sock is None:
-            return None, None
-        try:
-            return (parse_socket_addr(sock.family, sock.getpeername()),
-                    parse_socket_addr(sock.family, sock.getsockname()))
-        except OSError:
-            return None, None
-
-    async def _close(self) -> None:
-        with trio.CancelScope(shield=True):
-            await super()._close()
+    def closed(self, client: Any, server: Any, calls: set[trio.CancelScope] | None) -> None:
+        if calls is not None:  # the client's end is closed: cancel the calls still running for it
+            fastpath.connection_closed(client, server, calls)

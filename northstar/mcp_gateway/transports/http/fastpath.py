@@ -43,6 +43,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from northstar.common import errors as E
 from northstar.common.error_envelope import INVALID_PARAMS, envelope, error_headers, tool_error_result
 from northstar.common.identity import RequestContext
+from northstar.compat.mcp_sdk import session_open_for
 from northstar.mcp_gateway.transports.http.inflight import CANCELLED, InFlight
 from northstar.policy.audit_records import refused_cancel_record
 
@@ -176,13 +177,8 @@ class FastPath:
         return None
 
     def owns_session(self, scope: dict[str, Any], session_id: str) -> bool:
-        transport = self.manager._server_instances.get(session_id)
-        if transport is None or transport.is_terminated:
-            return False
-        owner = self.manager._session_owners.get(session_id)
-        user = scope.get("user")
-        principal = getattr(getattr(user, "access_token", None), "client_id", None)
-        return owner is None or owner.get("client_id") == principal
+        """A live session the SDK would serve for this caller (its owner rule, not ours)."""
+        return session_open_for(self.manager, session_id, scope.get("user"))
 
     @staticmethod
     def acceptable(headers: dict[bytes, bytes]) -> bool:

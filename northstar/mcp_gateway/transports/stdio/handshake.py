@@ -15,8 +15,9 @@ Any other first line (another method, ``_meta``, unusual capabilities, a line th
 checks would refuse, a line not yet sent) is left to the SDK, untouched.
 
 The early answer is only given under the SDK versions it was verified against
-(:data:`VERIFIED_SDK`); ``tests/mcp_gateway/test_stdio_handshake.py`` compares it with the
-SDK session's own answer for every protocol version and every accepted shape.
+(:data:`northstar.compat.mcp_sdk.VERIFIED`, which also writes its bytes the SDK's way:
+:func:`~northstar.compat.mcp_sdk.stdio_result_line`); ``tests/mcp_gateway/test_stdio_handshake.py``
+compares it with the SDK session's own answer for every protocol version and every accepted shape.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import json
 import re
 import select
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, BinaryIO
 
 from northstar import __version__
+from northstar.compat.mcp_sdk import sdk_is_verified, stdio_result_line
 
 SERVER_NAME = "northstar"
 SERVER_TITLE = "northstar"
@@ -44,9 +45,6 @@ CAPABILITIES: dict[str, Any] = {
     "resources": {"listChanged": False, "subscribe": False},
     "tools": {"listChanged": True},
 }
-
-#: The SDK distributions whose ``initialize`` answer the early one was checked against.
-VERIFIED_SDK = {"mcp": "2.3.0", "mcp_types": "2.3.0"}
 
 #: How long to wait for the client's first line before starting without it (the setting
 #: ``stdio_first_line_wait_s``).
@@ -64,13 +62,6 @@ class FirstLine:
     line: bytes  # exactly what ``readline(max_body_bytes + 1)`` returned; b"" at end of input
     answer: bytes | None = None  # the initialize response written to stdout, if any
     rpc_id: int | str | None = None  # its JSON-RPC id
-
-
-def sdk_is_verified() -> bool:
-    try:
-        return all(metadata.version(dist) == version for dist, version in VERIFIED_SDK.items())
-    except metadata.PackageNotFoundError:
-        return False
 
 
 def read_first_line(stdin: BinaryIO, limit: int, wait_s: float = FIRST_LINE_WAIT_S) -> bytes | None:
@@ -114,8 +105,7 @@ def initialize_response(rpc_id: int | str, protocol_version: str) -> bytes:
         "serverInfo": {"description": SERVER_DESCRIPTION, "name": SERVER_NAME, "title": SERVER_TITLE,
                        "version": __version__},
     }
-    body = json.dumps(result, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f'{{"jsonrpc":"2.0","id":{json.dumps(rpc_id)},"result":{body}}}\n'.encode()
+    return stdio_result_line(rpc_id, result)
 
 
 def answer_early(stdin: BinaryIO, stdout: BinaryIO, *, max_bytes: int, max_depth: int, max_items: int,
