@@ -26,6 +26,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from sse_starlette import EventSourceResponse
 
 from northstar.common import errors as E
+from northstar.mcp_gateway.transports.console import ConsoleMount, build_console_app
 from northstar.mcp_gateway.transports.http.answers import send_error
 from northstar.mcp_gateway.transports.http.capacity import CapacityLimits
 from northstar.mcp_gateway.transports.http.connection import GuardedTCPServer, IdleReaper
@@ -77,7 +78,7 @@ class HttpFace:
         self.sse = SseServerTransport("/messages/", security_settings=security)
         self.rest = build_rest_app(services)
         self.app = FrontDoor(
-            rest_app=self.rest,
+            rest_app=ConsoleMount(build_console_app(services), self.rest),  # /console, then the REST app
             streamable=self.manager.handle_request,
             stateless=self.stateless_manager.handle_request,
             sse_connect=self.sse_connect,
