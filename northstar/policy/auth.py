@@ -282,7 +282,8 @@ class Authenticator(ConsoleSignIn):
         self.trust_headers = trust_headers
         self.builder = RequestContextBuilder()
         self.sessions = ConsoleSessions()
-        keys.on_revoke.append(self.sessions.close_key)
+        if isinstance(getattr(keys, "on_revoke", None), list):  # a revoked key ends its console sessions
+            keys.on_revoke.append(self.sessions.close_key)
 
     async def authenticate(self, headers: Iterable[tuple[str, str]], transport: Transport) -> RequestContext:
         try:

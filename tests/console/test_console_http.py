@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import re
 from html.parser import HTMLParser
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
@@ -134,6 +133,7 @@ def test_pages_need_a_session_and_admin_pages_an_admin(gateway: GatewayProcess, 
     for path in PAGES:
         status, _, page = call(gateway, "GET", path, headers=cookie(user))
         assert status == (403 if path in ADMIN_PAGES else 200), path
+        assert ("needs an admin key" in page) == (path in ADMIN_PAGES), path
     # A made-up session is no session: sent back to sign in, the cookie cleared.
     status, headers, _ = call(gateway, "GET", "/console/", headers=cookie("x" * 43))
     assert status == 303 and "Max-Age=0" in headers["set-cookie"][0]

@@ -9,7 +9,9 @@ function node(tag, attrs) {
 
 export function sparkline(series, { target = null, width = 240, height = 48, label = "" } = {}) {
   const values = series.map((v) => (typeof v === "number" && Number.isFinite(v) ? v : null));
-  const top = Math.max(1e-9, ...values.filter((v) => v !== null), target ?? 0) * 1.1;
+  const highest = Math.max(1e-9, ...values.filter((v) => v !== null));
+  // A target far above every value would flatten the bars: scale to the values, pin the target on top.
+  const top = (target !== null && target <= highest * 4 ? Math.max(highest, target) : highest) * 1.1;
   const svg = node("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", class: "spark" });
   const title = node("title", {});
   title.textContent = label;
@@ -25,8 +27,8 @@ export function sparkline(series, { target = null, width = 240, height = 48, lab
     svg.append(node("rect", { x: i * slot + 1, y: height - h, width: slot - 2, height: h, class: "spark-bar" }));
   });
   if (target !== null) {
-    const y = height - (target / top) * (height - 4);
-    svg.append(node("line", { x1: 0, x2: width, y1: y, y2: y, class: "spark-target" }));
+    const y = Math.max(1, height - (target / top) * (height - 4));
+    svg.append(node("line", { x1: 0, x2: width, y1: y, y2: y, class: target > top ? "spark-target off-scale" : "spark-target" }));
   }
   return svg;
 }

@@ -27,7 +27,7 @@ async function load(reset) {
   fill($("#entries"), table([
     ["Seq", (e) => h("button", { type: "button", class: "link", text: String(e.seq), onclick: () => detail(e) })],
     ["When", (e) => when(e.ts)],
-    ["Event", (e) => e.event || "—"],
+    ["Event", (e) => [e.event || "—", e.sandbox ? [" ", badge("sandbox", "info")] : ""]],
     ["Decision", (e) => (e.decision ? badge(e.decision, e.decision === "allow" ? "ok" : "bad") : "—")],
     ["Outcome", outcomeOf],
     ["Tool", (e) => e.canonical_name || e.tool || "—"],
