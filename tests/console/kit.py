@@ -8,6 +8,8 @@ test run; with ``NORTHSTAR_CONSOLE_SCREENSHOTS=<dir>`` they are also written to 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -70,12 +72,26 @@ def browser() -> Iterator[Any]:
         pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium (make test does it)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
+    with plain_asyncio(), sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
             b.close()
+
+
+@contextlib.contextmanager
+def plain_asyncio() -> Iterator[None]:
+    """Playwright's sync API runs an asyncio loop of its own in this thread, marked as running
+    between calls. Make it under asyncio's standard policy (the test process has trio_asyncio's
+    installed) and leave no running loop behind: the trio tests that follow would see it."""
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop_policy(policy)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from typing import Any
 
 from quart import Response, render_template, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext, Transport
@@ -74,6 +75,10 @@ def build_console_app(services: Any) -> QuartTrio:
     @app.errorhandler(405)
     async def not_allowed(_: Exception) -> Response:
         return await error_page(405, "That method is not allowed here.")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(err: HTTPException) -> Response:
+        return await error_page(err.code or 400, "The request was refused.")
 
     @app.errorhandler(Exception)
     async def failed(_: Exception) -> Response:
