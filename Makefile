@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA   ?= ./data
 
-.PHONY: run install test lint typecheck contracts unit real-client bench soak clean
+.PHONY: run install test lint typecheck contracts unit real-client bench soak clean browser console-screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,23 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The console's browser tests drive Debian's chromium (Playwright is told its path; it never
+# downloads a browser). Installed here when missing; quiet, idempotent, sudo only when not root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+# Screenshots of the console's main pages for docs/console.md, taken by its browser tests.
+console-screenshots: $(STAMP) browser
+	NORTHSTAR_CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest -q tests/console/test_console_workflow.py \
+	  tests/console/test_console_access.py
 
 real-client: $(STAMP)
 	bash tests/real_client/repro_real_client.sh

@@ -19,6 +19,7 @@ to, and structured ``details``. Mapping to the wire (REST envelope, JSON-RPC err
     │   ├── AdminRequired               403 admin_required
     │   ├── IdentityMismatch            403 identity_mismatch     (details: header)
     │   ├── KeyNotConfirmed             403 key_not_confirmed     (details: key_id)
+    │   ├── CsrfFailed                  403 csrf_failed           (a console cookie without its CSRF token)
     │   └── PolicyDenied                403 policy_denied         (details: gate, reason)
     ├── NotFound                        404 not_found
     │   └── UnknownTool                 404 unknown_tool          (details: name)
@@ -327,6 +328,13 @@ class IdentityMismatch(Forbidden):
 class KeyNotConfirmed(Forbidden):
     code = "key_not_confirmed"
     default_message = "this admin key is not honoured until an operator confirms it"
+
+
+class CsrfFailed(Forbidden):
+    """A state change made with the console's session cookie did not carry the session's CSRF token."""
+
+    code = "csrf_failed"
+    default_message = "the request did not carry the session's CSRF token"
 
 
 class PolicyUnavailable(ServiceUnavailable):

@@ -12,7 +12,8 @@ What is counted
       ``northstar_tool_calls_total{outcome="denied"}`` but are not KPI samples.
     * Sandbox dry runs are ignored entirely: they must not move live KPIs.
 
-:meth:`Metrics.status` evaluates KPI bindings (``metric`` one of ``latency_p50_ms``,
+:meth:`Metrics.status` evaluates KPI bindings (and splits each window into
+:data:`SERIES_BUCKETS` slices, the ``series`` the console charts) (``metric`` one of ``latency_p50_ms``,
 ``latency_p95_ms``, ``latency_p99_ms``, ``error_rate``, ``calls``; ``comparison`` ``lte`` or
 ``gte``; ``window`` like ``5m``) into ``ok`` / ``breach`` / ``no_data``. A binding's
 ``tool_name`` is a tool id (all its operations) or a canonical operation name
@@ -33,6 +34,7 @@ from northstar.kpi.models import window_to_seconds
 MAX_SAMPLES_PER_TOOL = 50_000
 MAX_AGE_S = 86_400.0
 QUANTILES = (0.5, 0.95, 0.99)
+SERIES_BUCKETS = 12  # slices of a KPI's window in its status (the console draws them)
 _LATENCY_METRICS = {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
 
 
@@ -171,10 +173,24 @@ class Metrics:
             else:
                 verdict = "ok" if value <= target else "breach"
             self._kpi_values[(tool_name, b["kpi_id"], b["metric"])] = (value, target)
+            window_s = min(window_to_seconds(b["window"]), self.max_age_s)
             out.append({"kpi_id": b["kpi_id"], "metric": b["metric"], "target": target,
                         "comparison": b["comparison"], "window": b["window"], "value": value,
-                        "status": verdict, "samples": len(samples)})
+                        "status": verdict, "samples": len(samples),
+                        "series": self.series(b["metric"], samples, window_s), "bucket_s": window_s / SERIES_BUCKETS})
         return out
+
+    def series(self, metric: str, samples: list[Sample], window_s: float,
+               buckets: int = SERIES_BUCKETS) -> list[float | None]:
+        """The metric over ``buckets`` equal slices of the window, oldest first (None: no call in it)."""
+        now = self.clock()
+        width = window_s / buckets
+        slices: list[list[Sample]] = [[] for _ in range(buckets)]
+        for sample in samples:
+            age = now - sample.t
+            index = buckets - 1 - min(buckets - 1, max(0, int(age // width))) if width > 0 else buckets - 1
+            slices[index].append(sample)
+        return [self.value(metric, part) if part or metric == "calls" else None for part in slices]
 
     # -- Prometheus -----------------------------------------------------------------------
     def prometheus(self) -> str:

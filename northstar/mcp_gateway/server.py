@@ -23,6 +23,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from northstar.compat import hypercorn as compat_hypercorn
 from northstar.compat import mcp_sdk, sse_starlette
+from northstar.mcp_gateway.transports.console import ConsoleMount, build_console_app
 from northstar.mcp_gateway.transports.http.capacity import CapacityLimits
 from northstar.mcp_gateway.transports.http.connection import GatewayConnections, IdleReaper
 from northstar.mcp_gateway.transports.http.fastpath import FastPath
@@ -81,7 +82,7 @@ class HttpFace:
         self.sse = LegacySse(self.mcp, security)
         self.rest = build_rest_app(services, door_counts=self.door_counts)
         self.app = FrontDoor(
-            rest_app=self.rest,
+            rest_app=ConsoleMount(build_console_app(services), self.rest),  # /console, then the REST app
             streamable=self.manager.handle_request,
             stateless=self.stateless_manager.handle_request,
             sse_connect=self.sse.connect,

@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any
@@ -52,6 +52,7 @@ from northstar.common.identity import (
     new_request_id,
     validate_value,
 )
+from northstar.policy.console_sessions import CSRF_HEADER, SAFE_METHODS, ConsoleSession, ConsoleSessions
 from northstar.policy.firearms import GLOBAL_TENANT, iso_now
 from northstar.policy.oauth import JwtVerifier
 from northstar.storage import kinds
@@ -113,6 +114,7 @@ class KeyService:
         self.cache_ttl_s = cache_ttl_s
         self.max_cached = max_cached
         self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+        self.on_revoke: builtins.list[Callable[[str], object]] = []  # e.g. end the key's console sessions
 
     def _remember(self, key_id: str, key: ApiKey | None) -> None:
         if len(self._cache) >= self.max_cached:
@@ -173,6 +175,8 @@ class KeyService:
             raise E.NotFound("no such key", key_id=key_id)
         await self.store.save(GLOBAL_TENANT, kinds.API_KEYS, key_id, None, actor=actor)
         self._remember(key_id, None)
+        for hook in self.on_revoke:
+            hook(key_id)
 
     async def list(self) -> list[dict[str, Any]]:
         return [key.public() for key in await self.all()]
@@ -181,17 +185,26 @@ class KeyService:
         """Admin keys that are not honoured until an operator adopts or replaces them."""
         return [key for key in await self.all() if not key.confirmed]
 
-    async def verify(self, token: str) -> ApiKey:
-        m = KEY_PATTERN.fullmatch(token)
-        if m is None:
-            raise E.Unauthorized("malformed API key")
-        key_id, secret = m.groups()
+    async def lookup(self, key_id: str) -> ApiKey | None:
+        """The live key with this id (None: unknown or revoked), through the cache."""
         key = self._cached(key_id)
         if key is ...:
             rec = await self.store.get(GLOBAL_TENANT, kinds.API_KEYS, key_id)
             key = ApiKey(**rec.data) if rec is not None and rec.data else None
             self._remember(key_id, key)
-        if key is None or not hmac.compare_digest(key.digest, digest(secret)):
+        return key
+
+    async def verify(self, token: str) -> ApiKey:
+        m = KEY_PATTERN.fullmatch(token)
+        if m is None:
+            raise E.Unauthorized("malformed API key")
+        key_id, secret = m.groups()
+        return await self.verify_digest(key_id, digest(secret))
+
+    async def verify_digest(self, key_id: str, key_digest: str) -> ApiKey:
+        """The key whose id and secret digest these are (a console session holds both); 401 otherwise."""
+        key = await self.lookup(key_id)
+        if key is None or not hmac.compare_digest(key.digest, key_digest):
             raise E.Unauthorized("invalid or revoked API key")
         return key
 
@@ -200,7 +213,63 @@ def _asdict(key: ApiKey) -> dict[str, Any]:
     return {f: getattr(key, f) for f in key.__slots__}
 
 
-class Authenticator:
+class ConsoleSignIn:
+    """Console sessions opened with an API key (:mod:`northstar.policy.console_sessions`).
+
+    A mix-in of :class:`Authenticator`: the session is one more way to present an API key,
+    checked by the same rules (a revoked key, an unconfirmed admin key, identity headers that
+    contradict the key are refused as they are with ``Authorization: Bearer``).
+    """
+
+    keys: KeyService
+    sessions: ConsoleSessions
+    builder: RequestContextBuilder
+
+    async def sign_in(self, token: str) -> tuple[str, ConsoleSession]:
+        """Open a session for this API key (401 for a bad key, 403 for an unconfirmed admin key)."""
+        key = await self.keys.verify(token.strip())
+        if not key.confirmed:
+            raise KeyNotConfirmed(unconfirmed_message(key.key_id), key_id=key.key_id)
+        return self.sessions.open(key_id=key.key_id, key_digest=key.digest, tenant=key.tenant, user=key.user,
+                                  admin=key.admin, now=trio.current_time())
+
+    def sign_out(self, session_id: str) -> bool:
+        return self.sessions.close(session_id)
+
+    def session(self, session_id: str) -> ConsoleSession | None:
+        return self.sessions.get(session_id, trio.current_time())
+
+    async def authenticate_session(self, session_id: str, headers: Iterable[tuple[str, str]], transport: Transport,
+                                   *, method: str) -> tuple[RequestContext, ConsoleSession]:
+        """The caller behind a console session cookie; a state change must carry the session's CSRF token."""
+        pairs = list(headers)
+        ident = self.builder.identity_headers(pairs)
+        session = self.session(session_id)
+        if session is None:
+            raise E.Unauthorized("the console session has ended: sign in again")
+        if method.upper() not in SAFE_METHODS:
+            sent = [v for k, v in pairs if k.lower() == CSRF_HEADER]
+            if len(sent) != 1 or not session.csrf_ok(sent[0]):
+                raise E.CsrfFailed(f"a state change made with the console's cookie needs its {CSRF_HEADER} header")
+        try:
+            key = await self.keys.verify_digest(session.key_id, session.key_digest)
+        except E.Unauthorized:
+            self.sessions.close_key(session.key_id)
+            raise
+        if not key.confirmed:
+            raise KeyNotConfirmed(unconfirmed_message(key.key_id), key_id=key.key_id)
+        for header, value in ((TENANT_HEADER, key.tenant), (USER_HEADER, key.user)):
+            if header in ident and ident[header] != value:
+                raise IdentityMismatch(f"{header} does not match the signed-in key", header=header)
+        ctx = RequestContext(
+            request_id=ident.get(REQUEST_ID_HEADER) or new_request_id(), tenant=key.tenant, user=key.user,
+            mode=Mode(ident.get(MODE_HEADER, Mode.SAAS.value)), transport=transport, is_admin=key.admin,
+            authenticated_by="api_key",
+        )
+        return ctx, session
+
+
+class Authenticator(ConsoleSignIn):
     """Turns a request's headers into a RequestContext, per the configured mode.
 
     Identity headers stand in for a credential only with ``trust_headers`` (the ``headers``
@@ -212,6 +281,9 @@ class Authenticator:
         self.oauth = oauth
         self.trust_headers = trust_headers
         self.builder = RequestContextBuilder()
+        self.sessions = ConsoleSessions()
+        if isinstance(getattr(keys, "on_revoke", None), list):  # a revoked key ends its console sessions
+            keys.on_revoke.append(self.sessions.close_key)
 
     async def authenticate(self, headers: Iterable[tuple[str, str]], transport: Transport) -> RequestContext:
         try:

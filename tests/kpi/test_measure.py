@@ -59,8 +59,24 @@ def test_status_evaluates_each_metric_over_its_window() -> None:
     assert out["latency_p95_ms"]["status"] == "breach" and out["latency_p95_ms"]["value"] > 50
     assert out["latency_p50_ms"]["status"] == "ok"
     assert out["error_rate"]["value"] == pytest.approx(25 / 125) and out["error_rate"]["status"] == "breach"
-    assert out["calls"] == {"kpi_id": "calls", "metric": "calls", "target": 10.0, "comparison": "gte",
-                            "window": "5m", "value": 125.0, "status": "ok", "samples": 125}
+    calls = {k: v for k, v in out["calls"].items() if k not in ("series", "bucket_s")}
+    assert calls == {"kpi_id": "calls", "metric": "calls", "target": 10.0, "comparison": "gte",
+                     "window": "5m", "value": 125.0, "status": "ok", "samples": 125}
+    assert out["calls"]["series"] == [0.0] * 11 + [125.0] and out["calls"]["bucket_s"] == 25.0
+
+
+def test_the_series_splits_the_window_into_slices_oldest_first() -> None:
+    clock = Clock()
+    m = Metrics(clock=clock)
+    for age, latency in ((600.0, 99.0), (290.0, 10.0), (290.0, 30.0), (130.0, 7.0), (1.0, 2.0)):  # as they come
+        clock.now = 10_000.0 - age
+        m.record(CTX, Result(ok=True, latency_ms=latency))
+    clock.now = 10_000.0
+    (p50,) = m.status("notes", [binding("latency_p50_ms", 100)])
+    # 5 minutes in 12 slices of 25 s: ages 290 s -> slice 0, 130 s -> slice 6, 1 s -> slice 11; 600 s is out.
+    assert p50["series"] == [10.0, None, None, None, None, None, 7.0, None, None, None, None, 2.0]
+    (calls,) = m.status("notes", [binding("calls", 1)])
+    assert calls["series"] == [2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
 
 def test_old_samples_leave_the_window_and_no_data_is_reported() -> None:

@@ -1,7 +1,10 @@
 """The Quart-Trio REST application: every blueprint, the identity of each request, the OpenAPI document.
 
 ``build_rest_app`` authenticates every request through the same authenticator as the MCP
-doors (public paths aside), stamps ``X-Request-Id`` and maps errors to the canonical envelope."""
+doors (public paths aside), stamps ``X-Request-Id`` and maps errors to the canonical envelope.
+Besides ``Authorization: Bearer``, the REST API (and only it) accepts the web console's session
+cookie, with the session's CSRF token on every state change (:mod:`northstar.policy.console_sessions`):
+the console's pages act through these same routes and the same gate chain."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from northstar.mcp_gateway.transports.rest.api import Api
 from northstar.mcp_gateway.transports.rest.api import Response as Answer
 from northstar.mcp_gateway.transports.rest.responses import RuntimeCounts
 from northstar.mcp_gateway.transports.services import Services
+from northstar.policy.console_sessions import COOKIE_NAME
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/.well-known/oauth-protected-resource",
                           "/.well-known/oauth-protected-resource/mcp"})
@@ -62,6 +66,11 @@ def build_rest_app(services: Services, door_counts: Callable[[], dict[str, int]]
         if request.path in PUBLIC_PATHS:
             g.ctx = services.authenticator.builder.from_headers(headers, transport=Transport.HTTP)
             return
+        session_id = console_session_id(headers)
+        if session_id is not None:  # the console's cookie: one more way to present an API key
+            g.ctx, _ = await services.authenticator.authenticate_session(
+                session_id, headers, Transport.HTTP, method=request.method)
+            return
         g.ctx = await services.authenticator.authenticate(headers, Transport.HTTP)
 
     @app.after_request
@@ -72,6 +81,17 @@ def build_rest_app(services: Services, door_counts: Callable[[], dict[str, int]]
         return response
 
     return app
+
+
+def console_session_id(headers: list[tuple[str, str]]) -> str | None:
+    """The console session cookie's value, when the request carries no ``Authorization`` header.
+
+    A request with ``Authorization: Bearer`` is authenticated by it alone (and needs no CSRF
+    token); the cookie is read only without one.
+    """
+    if any(k.lower() == "authorization" for k, _ in headers):
+        return None
+    return request.cookies.get(COOKIE_NAME) or None
 
 
 RUNTIME = Api("runtime", "operations")

@@ -121,6 +121,12 @@ async def audit_verify() -> dict[str, Any]:
     return report
 
 
+@api.route("GET", "/v1/keys", summary="Every live API key (never a secret)", admin=True,
+           responses={200: Response(R.ApiKeys)})
+async def list_keys() -> dict[str, Any]:
+    return {"keys": await services().keys.list()}
+
+
 @api.route("POST", "/v1/keys", summary="Create an API key", body=M.KeyBody, admin=True,
            responses={201: Response(R.NewApiKey)})
 async def create_key(body: M.KeyBody) -> tuple[dict[str, Any], int]:

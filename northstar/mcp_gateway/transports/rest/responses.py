@@ -128,6 +128,9 @@ class KpiStatusEntry(_Out):
     value: float | None
     status: Literal["ok", "breach", "no_data"]
     samples: int = Field(ge=0)
+    series: list[float | None] = Field(default_factory=list, description="the metric over equal slices of the "
+                                       "window, oldest first (null: no call in that slice)")
+    bucket_s: float | None = Field(default=None, description="the length of one slice, in seconds")
 
 
 class KpiStatus(_Out):
@@ -215,6 +218,10 @@ class ApiKey(_Out):
                                    "bootstrap, cli, api_key, oauth or adopted")
     minted_by: str | None = None
     confirmed: bool = Field(default=True, description="false: an admin key that is not honoured until adopted")
+
+
+class ApiKeys(_Out):
+    keys: list[ApiKey] = Field(description="every live key, without its secret (that is shown once, at creation)")
 
 
 class NewApiKey(ApiKey):
