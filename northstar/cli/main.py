@@ -7,6 +7,7 @@
     northstar keys create --tenant T --user U [--admin] | list | revoke KEY_ID | adopt KEY_ID
     northstar audit tail [-n N] | verify
     northstar drafts ... / sandbox run ... / publish ...  (see ``northstar <cmd> --help``)
+    northstar --version
 
 Administrative commands work on the store directly (no running gateway needed); a
 running gateway picks the change up within its policy refresh interval (1 s).
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from northstar import __version__
 from northstar.common.config import Settings
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="northstar", description="A governed MCP gateway and tool workbench")
+    ap.add_argument("--version", action="version", version=f"northstar {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve MCP (Streamable HTTP, SSE) and the REST API over HTTP")
     serve.add_argument("--host", default=None)
