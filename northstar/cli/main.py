@@ -5,7 +5,7 @@
     northstar firearms bind SCOPE FIREARM | unbind SCOPE | grant TENANT USER FIREARM
                        [--expires-at TS] [--reason R] | revoke TENANT USER FIREARM | list
     northstar keys create --tenant T --user U [--admin] | list | revoke KEY_ID | adopt KEY_ID
-    northstar audit tail [-n N] | verify
+    northstar audit tail [-n N] | verify | export [--since SEQ] [--format jsonl]
     northstar config show [--format text|json]
     northstar drafts ... / sandbox run ... / publish ...  (see ``northstar <cmd> --help``)
     northstar --version
