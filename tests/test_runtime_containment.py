@@ -19,13 +19,13 @@ import trio
 import trio.lowlevel
 
 import actors
-from northstar.runtime import root as runtime_module
 from northstar.common import errors as E
 from northstar.common.config import Settings
 from northstar.common.identity import RequestContextBuilder, Transport
 from northstar.mcp_gateway.transports.rest.app import build_rest_app
 from northstar.policy.gate_chain import GateChain
 from northstar.runtime import Runtime
+from northstar.runtime import root as runtime_module
 from northstar.storage.actor import Check, StoreActor
 
 CTX = RequestContextBuilder().from_headers([("X-Tenant-Id", "t1"), ("X-User-Id", "u")], transport=Transport.INTERNAL)
