@@ -33,8 +33,12 @@ RUNNING: dict[str, GatewayProcess] = {}
 
 
 def gateway_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's northstar process: none of the caller's ``NORTHSTAR_*``
+    settings, and no config file (``NORTHSTAR_CONFIG=""``: a ``northstar.toml`` in the working
+    directory is ignored) unless ``extra`` names one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NORTHSTAR_")}
-    env.update({"NORTHSTAR_DATA_DIR": str(data_dir), "NORTHSTAR_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    env.update({"NORTHSTAR_DATA_DIR": str(data_dir), "NORTHSTAR_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+                "NORTHSTAR_CONFIG": ""})
     env.update(extra or {})
     return env
 

@@ -1,7 +1,8 @@
 """Administrative CLI commands: firearms, API keys and the audit log.
 
 They open the store directly, so they work whether or not a gateway is running; every
-policy change is written to the audit log like its REST twin.
+policy change is written to the audit log like its REST twin. ``audit export`` writes the log
+as JSON lines (:mod:`northstar.storage.audit_export`), the same lines as ``GET /v1/audit/export``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import collections
 import contextlib
 import getpass
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -124,6 +126,42 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> Any:
         return {"entries": [{"seq": e.seq, "ts": e.ts, **e.record} for e in tail]}
 
 
+async def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the entries after ``--since`` to stdout, a page at a time, up to the head at start."""
+    from northstar.storage.audit_export import export_line, export_pages
+
+    out = sys.stdout.buffer
+    async with opened(settings) as storage:
+        through = await storage.audit.head_seq()
+        pages = export_pages(storage.audit, args.since, through)
+        try:
+            async for page in pages:
+                out.write("".join(export_line(e) for e in page).encode("utf-8"))
+                out.flush()
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, and keep Python from failing
+            # again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        finally:
+            await pages.aclose()
+    return 0
+
+
+def export_handler(settings: Settings, args: argparse.Namespace) -> int:
+    from northstar.common.errors import NorthstarError
+
+    try:
+        return int(trio.run(_audit_export, settings, args))
+    except NorthstarError as err:
+        return fail(f"{err.code}: {err.message}")
+    except BaseExceptionGroup as group:
+        only = _only_error(group)
+        if only is None:
+            raise
+        return fail(f"{only.code}: {only.message}")
+
+
 def run_async(fn: Callable[[Settings, argparse.Namespace], Any]) -> Callable[[Settings, argparse.Namespace], int]:
     def handler(settings: Settings, args: argparse.Namespace) -> int:
         from northstar.common.errors import NorthstarError
@@ -157,6 +195,15 @@ def _only_error(group: BaseExceptionGroup[Any]) -> Any:
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
+
+
+def seq_arg(text: str) -> int:
+    """A sequence number on the command line: ASCII digits, within 64 bits."""
+    from northstar.common.limits import MAX_SEQ
+
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEQ:
+        raise argparse.ArgumentTypeError(f"not a sequence number (0 to {MAX_SEQ}): {text[:32]!r}")
+    return int(text)
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -202,5 +249,11 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p = asub.add_parser("tail")
     p.add_argument("-n", type=int, default=20)
     asub.add_parser("verify")
+    p = asub.add_parser("export", help="the log as JSON lines (seq, ts, prev_hash, hash, tenant_seq, record), "
+                                       "for independent verification")
+    p.add_argument("--since", type=seq_arg, default=0, metavar="SEQ",
+                   help="only the entries after this seq (default 0: from the start); resume with the last seq got")
+    p.add_argument("--format", choices=("jsonl",), default="jsonl", help="one JSON object a line (the only format)")
+    p.set_defaults(handler=export_handler)
     for p in asub.choices.values():
         common(p)

@@ -5,12 +5,15 @@
     northstar firearms bind SCOPE FIREARM | unbind SCOPE | grant TENANT USER FIREARM
                        [--expires-at TS] [--reason R] | revoke TENANT USER FIREARM | list
     northstar keys create --tenant T --user U [--admin] | list | revoke KEY_ID | adopt KEY_ID
-    northstar audit tail [-n N] | verify
+    northstar audit tail [-n N] | verify | export [--since SEQ] [--format jsonl]
+    northstar config show [--format text|json]
     northstar drafts ... / sandbox run ... / publish ...  (see ``northstar <cmd> --help``)
+    northstar --version
 
-Administrative commands work on the store directly (no running gateway needed); a
-running gateway picks the change up within its policy refresh interval (1 s).
-Exit codes: 0 success, 1 operation failed, 2 usage error.
+Every command takes ``--config PATH`` (a TOML settings file; see
+:mod:`northstar.common.config_file`). Administrative commands work on the store directly (no
+running gateway needed); a running gateway picks the change up within its policy refresh
+interval (1 s). Exit codes: 0 success, 1 operation failed, 2 usage error (a bad setting too).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from northstar import __version__
 from northstar.common.config import Settings
+from northstar.common.config_file import ConfigError, LoadedSettings, load_settings
 
 if TYPE_CHECKING:
     from northstar.common.identity import RequestContext
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH",
+                   help="a TOML settings file (default: $NORTHSTAR_CONFIG, else ./northstar.toml if there is one)")
     p.add_argument("--data-dir", help="directory for the embedded store and blobs (default ./data)")
     p.add_argument("--store-url", help="sqlite:///path.db or postgresql://... (default: SQLite in data dir)")
     p.add_argument("--log-level", default=None)
@@ -39,13 +46,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="northstar", description="A governed MCP gateway and tool workbench")
+    ap.add_argument("--version", action="version", version=f"northstar {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve MCP (Streamable HTTP, SSE) and the REST API over HTTP")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--auth-mode", choices=("api_key", "headers"), default=None,
-                       help="api_key (default): a credential on every request; headers: trust X-Tenant-Id / "
-                            "X-User-Id as sent (local development only; never admin)")
+    serve_flags(serve)
     _common(serve)
     serve.set_defaults(handler=cmd_serve)
     stdio = sub.add_parser("stdio", help="serve MCP over stdio (for Claude Desktop and other local clients)")
@@ -63,25 +67,47 @@ def parser() -> argparse.ArgumentParser:
     from northstar.cli import upstreams as cli_upstreams
 
     cli_upstreams.add_parsers(sub, _common)
+    from northstar.cli import config as cli_config
+
+    cli_config.add_parsers(sub, _common, serve_flags)
     return ap
 
 
+def serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--auth-mode", choices=("api_key", "headers"), default=None,
+                   help="api_key (default): a credential on every request; headers: trust X-Tenant-Id / "
+                        "X-User-Id as sent (local development only; never admin)")
+
+
+#: The settings a command-line option sets (each flag's ``dest`` is the setting's name).
+FLAG_SETTINGS = ("host", "port", "data_dir", "store_url", "log_level", "auth_mode")
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    for name in ("host", "port", "data_dir", "store_url", "log_level", "auth_mode"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return Settings(**overrides)
+    """The settings for ``args`` (flag > env > file > default); raises ConfigError."""
+    return load_args(args).settings
+
+
+def load_args(args: argparse.Namespace) -> LoadedSettings:
+    flags = {name: getattr(args, name, None) for name in FLAG_SETTINGS}
+    return load_settings(flags, config=getattr(args, "config", None))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = settings_from(args)
+    try:
+        args.loaded = load_args(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"northstar: {exc}\n")
+        return 2
+    settings: Settings = args.loaded.settings
     from northstar.common import logs
 
     logs.configure(settings.log_level, settings.log_format)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "makes_data_dir", True):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     from northstar.storage.audit_seal import AuditSealError
 
@@ -171,6 +197,10 @@ async def serve_main(settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if args.loaded.file is not None:
+        import logging
+
+        logging.getLogger("northstar").info("config file", extra={"path": str(args.loaded.file)})
     try:
         trio.run(serve_main, settings)
     except BaseException as exc:  # a failed start arrives wrapped in supervisors and nurseries

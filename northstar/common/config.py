@@ -1,6 +1,9 @@
 """Gateway settings, read from ``NORTHSTAR_*`` environment variables (and CLI flags).
 
-Every limit the gateway enforces is a setting here; ``docs/configuration.md`` lists them.
+Every limit the gateway enforces is a setting here; ``docs/configuration.md`` lists them. The
+command line also reads a TOML file with the same settings (:mod:`.config_file`: flag > env >
+file > default). A setting that holds a secret itself (not a path to one) is declared with
+``json_schema_extra={"secret": True}``; ``northstar config show`` masks it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ def _env_value(field: Any, raw: str) -> Any:
     if get_origin(field.annotation) is list:
         text = raw.strip()
         if text.startswith("["):
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except ValueError:
+                return raw  # refused by the field's validation, which names the variable
         return [part.strip() for part in text.split(",") if part.strip()]
     return raw
 
@@ -41,6 +47,9 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
 class Settings(BaseModel):
     """Settings: explicit arguments win over ``NORTHSTAR_*`` variables, which win over defaults.
 
+    (The command line builds them with :func:`northstar.common.config_file.load_settings`:
+    flags, variables and the config file, in that order of precedence.)
+
     (A small reader instead of pydantic-settings keeps ``northstar stdio``'s cold start short:
     Claude Desktop spawns it on every launch.)
     """
@@ -49,6 +58,19 @@ class Settings(BaseModel):
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**{**from_environment(), **data})
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Settings:
+        """Exactly ``values`` over the defaults, no environment lookup (the sources are merged
+        already: :func:`northstar.common.config_file.load_settings`)."""
+        self = cls.__new__(cls)
+        BaseModel.__init__(self, **values)
+        return self
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        """The environment variable of a setting: ``port`` -> ``NORTHSTAR_PORT``."""
+        return f"{ENV_PREFIX}{name}".upper()
 
     host: str = "127.0.0.1"
     port: int = 8000

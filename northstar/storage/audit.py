@@ -57,6 +57,8 @@ class AuditIO(Protocol):
 
     async def get(self, seq: int) -> AuditEntry | None: ...
 
+    async def head_seq(self) -> int: ...
+
     async def verify(self, tenant: str | None, anchors: builtins.list[Anchor]) -> VerifyReport: ...
 
 
@@ -295,6 +297,10 @@ class GroupCommitAuditLog:
 
     async def get(self, seq: int) -> AuditEntry | None:
         return await self._io.get(check_int("seq", seq, 0, MAX_SEQ))
+
+    async def head_seq(self) -> int:
+        """The seq of the newest committed entry, every process's (0: the log is empty)."""
+        return await self._io.head_seq()
 
     async def verify(self, tenant: str | None = None) -> VerifyReport:
         """Walk the chain; with a seal, also hold it to its anchors (table and file) and sealed head."""

@@ -243,6 +243,12 @@ async def audit_query(pool: Any, filters: dict[str, Any], after_seq: int | None,
     return [_entry(row) for row in rows]
 
 
+async def audit_head_seq(pool: Any) -> int:
+    """The seq of the newest committed entry (0: none yet)."""
+    value = await pool.fetchval("SELECT seq FROM audit_head WHERE id = 1")
+    return int(value) if value is not None else 0
+
+
 async def audit_get(pool: Any, seq: int) -> AuditEntry | None:
     row = await pool.fetchrow(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq = $1", seq)
     return _entry(row) if row else None

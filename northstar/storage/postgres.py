@@ -202,6 +202,9 @@ class PostgresAuditIO:
     async def get(self, seq: int) -> AuditEntry | None:
         return await self.db.call(ops.audit_get, int(seq))
 
+    async def head_seq(self) -> int:
+        return await self.db.call(ops.audit_head_seq)
+
     async def verify(self, tenant: str | None, anchors: Sequence[Anchor] = ()) -> VerifyReport:
         verifier = ChainVerifier(tenant, key=None if self.seal is None else self.seal.key, tenant_seqs=True)
         verifier.add_anchors(anchors)

@@ -297,6 +297,12 @@ def audit_query(conn: sqlite3.Connection, filters: dict[str, Any], after_seq: in
     return [_entry(row) for row in rows]
 
 
+def audit_head_seq(conn: sqlite3.Connection) -> int:
+    """The seq of the newest committed entry (0: none yet)."""
+    row = conn.execute("SELECT seq FROM audit_head WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
+
+
 def audit_get(conn: sqlite3.Connection, seq: int) -> AuditEntry | None:
     row = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq = ?", (seq,)).fetchone()
     return _entry(row) if row else None

@@ -137,6 +137,12 @@ class AuditQuery(_Params):
     limit: Annotated[int, Field(ge=1, le=1000), DIGITS] = 100
 
 
+class AuditExportQuery(_Params):
+    since: Annotated[int, Field(ge=0, le=L.MAX_SEQ), DIGITS] = Field(
+        default=0, description="only the entries after this seq; to resume, the last seq received")
+    format: Literal["jsonl"] = Field(default="jsonl", description="one JSON object a line (the only format)")
+
+
 # -- bodies ---------------------------------------------------------------------------------------
 class ToolCallBody(_Body):
     arguments: Arguments = Field(default_factory=dict)

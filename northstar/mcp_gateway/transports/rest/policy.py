@@ -3,20 +3,32 @@
 Changing policy needs the admin permission, and every change is itself written to the
 audit log (``event: policy``). Admins read the whole audit log by its global ``seq``; anyone
 else reads only the records of their own calls, numbered by their tenant's ``tenant_seq``
-(:func:`own_view`).
+(:func:`own_view`). Admins can also stream the whole log as JSON lines for a SIEM
+(:func:`audit_export`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+from quart import Response as QuartResponse
+
+from northstar.common import errors as E
+from northstar.common.error_envelope import envelope
 from northstar.mcp_gateway.transports.rest import models as M
 from northstar.mcp_gateway.transports.rest import responses as R
 from northstar.mcp_gateway.transports.rest.api import Api, Response
 from northstar.mcp_gateway.transports.rest.common import ctx, services
+from northstar.storage.audit_export import MEDIA_TYPE, export_line, export_pages
+from northstar.storage.core import canonical_json
 
 api = Api("policy", "policy")
 bp = api.blueprint
+log = logging.getLogger("northstar.audit.export")
+#: The response header naming the last seq of the export (the head when it began).
+THROUGH_HEADER = "X-Audit-Through-Seq"
 
 
 async def audit_policy(action: str, **fields: Any) -> int:
@@ -125,6 +137,48 @@ async def audit_verify() -> dict[str, Any]:
            responses={200: Response(R.ApiKeys)})
 async def list_keys() -> dict[str, Any]:
     return {"keys": await services().keys.list()}
+@api.route("GET", "/v1/audit/export", summary="The audit log as JSON lines, for independent verification",
+           query=M.AuditExportQuery, admin=True,
+           responses={200: Response(None, "one entry a line: seq, ts, prev_hash, hash, tenant_seq, record "
+                                          "(docs/api.md: the hash computation)", MEDIA_TYPE)},
+           description=f"Every entry after `since`, in seq order, up to the head when the export began (the "
+                       f"`{THROUGH_HEADER}` header). Streamed a page at a time; a client that stops reading "
+                       "is disconnected after `sse_send_timeout_s`. A stream that ends before that seq was cut "
+                       "short (its last line is then an error envelope): resume with `since` = the last seq got.")
+async def audit_export(query: M.AuditExportQuery) -> QuartResponse:
+    # Read the head first: a store that is down is a plain 503 before any byte of the stream.
+    audit = services().audit
+    through = int(await audit.head_seq())
+    response = QuartResponse(export_body(audit, query.since, through, ctx().request_id), status=200,
+                             content_type=MEDIA_TYPE, headers={THROUGH_HEADER: str(through)})
+    # No whole-response deadline: the export is bounded by its snapshot, and a stalled client by
+    # the server's write-stall limit (sse_send_timeout_s), whatever the log's size.
+    response.timeout = None
+    return response
+
+
+async def export_body(audit: Any, since: int, through: int, request_id: str) -> AsyncIterator[bytes]:
+    """The lines, one chunk per page; a failure ends the stream with an error envelope line."""
+    last = since
+    pages = export_pages(audit, since, through)
+    try:
+        async for page in pages:
+            yield "".join(export_line(e) for e in page).encode("utf-8")
+            last = page[-1].seq
+    except E.NorthstarError as err:
+        log.warning("audit export cut short after seq %d: %s", last, err.code, extra={"request_id": request_id})
+        yield _error_line(err, request_id, last)
+    except Exception:
+        log.exception("audit export failed after seq %d", last, extra={"request_id": request_id})
+        yield _error_line(E.NorthstarError(), request_id, last)
+    finally:
+        await pages.aclose()
+
+
+def _error_line(err: E.NorthstarError, request_id: str, last: int) -> bytes:
+    body = envelope(err, request_id)
+    body["error"]["details"]["last_seq"] = last
+    return (canonical_json(body) + "\n").encode("utf-8")
 
 
 @api.route("POST", "/v1/keys", summary="Create an API key", body=M.KeyBody, admin=True,
