@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA   ?= ./data
 
-.PHONY: run install test lint typecheck contracts unit real-client bench soak clean browser console-screenshots
+.PHONY: run install test lint typecheck contracts unit real-client bench soak clean test-tools browser console-screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,18 +33,21 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-unit: $(STAMP) browser
+unit: $(STAMP) test-tools
 	$(PY) -m pytest -q
 
-# The console's browser tests drive Debian's chromium (Playwright is told its path; it never
-# downloads a browser). Installed here when missing; quiet, idempotent, sudo only when not root.
-browser:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+# Programs the tests drive, from Debian's packages: chromium for the console's browser tests
+# (Playwright is told its path; it never downloads a browser) and wrk for the benchmark's smoke
+# tests. Installed here when missing; quiet, idempotent, sudo only when not root.
+test-tools:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v wrk >/dev/null; then \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  echo "installing chromium, chromium-driver and wrk (apt-get)"; \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver wrk >/dev/null; \
 	fi
+
+browser: test-tools
 
 # Screenshots of the console's main pages for docs/console.md, taken by its browser tests.
 console-screenshots: $(STAMP) browser
