@@ -55,7 +55,7 @@ def mask_text(text: str) -> str:
         parts.port  # noqa: B018  (raises ValueError on a malformed port)
     except ValueError:
         return MASK  # not a URL we can take apart: it could hide anything
-    shown = parts._replace(netloc=_netloc(parts), query=_query(parts.query))
+    shown = SplitResult(parts.scheme, _netloc(parts), parts.path, _query(parts.query), parts.fragment)
     return text if shown == parts else urlunsplit(shown)
 
 

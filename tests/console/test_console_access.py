@@ -23,7 +23,7 @@ def test_the_session_cookie_is_httponly_strict_and_holds_no_key(browser: Any, ga
     assert cookie is not None
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
     assert cookie["expires"] == -1  # a session cookie: the server decides when it ends
-    assert gateway.admin_key not in cookie["value"] and gateway.admin_key.split("_")[2] not in cookie["value"]
+    assert gateway.admin_key not in cookie["value"] and gateway.admin_key.split("_", 2)[2] not in cookie["value"]
     assert "northstar_console" not in tab.page.evaluate("document.cookie")  # never readable by script
     assert gateway.admin_key not in tab.page.content()
     expected_errors(tab)

@@ -46,8 +46,9 @@ def test_sign_in_lands_on_the_catalogue(browser: Any, gateway: GatewayProcess, s
     expect(media).to_contain_text("firearm.media.write")
     expect(media).to_contain_text("media_v2__create_asset")
     expect(page.locator("#principal")).to_have_text("default/admin")
-    # Federation's routes do not answer yet: their section stays hidden.
-    expect(page.locator("#upstreams")).to_be_hidden()
+    # The upstream servers' section is shown, empty until one is registered.
+    expect(page.locator("#upstreams")).to_be_visible()
+    expect(page.locator("#upstream-list")).to_contain_text("No upstream is registered.")
     tab.shot("catalogue", shots)
     expected_errors(tab)
 

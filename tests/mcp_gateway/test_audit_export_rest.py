@@ -8,6 +8,7 @@ line naming the last ``seq`` sent, so a consumer knows it was cut short and wher
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,20 +61,18 @@ async def get_export(app: Any, key: str) -> tuple[int, Any, bytes]:
     return resp.status_code, resp.headers, await resp.get_data()
 
 
-async def test_a_store_down_at_the_start_is_a_503_envelope(app_and_key: tuple[Any, str, Any],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    app, key, services = app_and_key
-    monkeypatch.setattr(services, "audit", FailingAudit(services.audit, head_fails=True))
-    status, headers, body = await get_export(app, key)
+async def test_a_store_down_at_the_start_is_a_503_envelope(app_and_key: tuple[Any, str, Any]) -> None:
+    _, key, services = app_and_key
+    failing = build_rest_app(dataclasses.replace(services, audit=FailingAudit(services.audit, head_fails=True)))
+    status, headers, body = await get_export(failing, key)
     assert status == 503 and headers["Retry-After"] == "1"
     assert json.loads(body)["error"]["code"] == "store_unavailable"
 
 
-async def test_a_store_failing_midway_ends_the_stream_with_an_error_line(app_and_key: tuple[Any, str, Any],
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    app, key, services = app_and_key
-    monkeypatch.setattr(services, "audit", FailingAudit(services.audit, fail_from=2))
-    status, headers, body = await get_export(app, key)
+async def test_a_store_failing_midway_ends_the_stream_with_an_error_line(app_and_key: tuple[Any, str, Any]) -> None:
+    _, key, services = app_and_key
+    failing = build_rest_app(dataclasses.replace(services, audit=FailingAudit(services.audit, fail_from=2)))
+    status, headers, body = await get_export(failing, key)
     assert status == 200
     lines = [json.loads(line) for line in body.splitlines()]
     through = int(headers["X-Audit-Through-Seq"])
