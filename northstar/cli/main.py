@@ -34,6 +34,7 @@ from northstar.common.config_file import ConfigError, LoadedSettings, load_setti
 if TYPE_CHECKING:
     from northstar.common.identity import RequestContext
     from northstar.mcp_gateway.transports.stdio.handshake import FirstLine
+    from northstar.mcp_gateway.transports.stdio.list_snapshot import ListSnapshots
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -232,7 +233,8 @@ def listen_problem(exc: BaseException, host: str, port: int) -> str | None:
 
 
 # -- stdio ----------------------------------------------------------------------------------
-async def stdio_main(settings: Settings, identity: RequestContext, first: FirstLine | None = None) -> None:
+async def stdio_main(settings: Settings, identity: RequestContext, first: FirstLine | None = None,
+                     snapshots: ListSnapshots | None = None) -> None:
     import actors
     from northstar.mcp_gateway.transports.mcp_face import McpFace
     from northstar.mcp_gateway.transports.services import Services
@@ -250,19 +252,26 @@ async def stdio_main(settings: Settings, identity: RequestContext, first: FirstL
             from northstar.mcp_gateway.transports.stdio.lines import (
                 AnswerMalformedLines,
                 CheckedLines,
+                KeepToolsList,
                 SkipEarlyAnswer,
             )
 
             face = McpFace(services.gateway, ready=rt.ready, stdio_context=identity, registry=services.sessions)
             lines = CheckedLines(sys.stdin.buffer, settings.max_body_bytes, max_json_depth=settings.max_json_depth,
                                  max_json_items=settings.max_json_items,
-                                 first_line=None if first is None else first.line)
+                                 already_read=b"" if first is None else first.read)
             try:
                 async with stdio_server(stdin=anyio.wrap_file(lines)) as (read, write):  # type: ignore[arg-type]
                     task_status.started(face)
                     if first is not None and first.answer is not None and first.rpc_id is not None:
                         write = SkipEarlyAnswer(write, first.rpc_id, first.answer)
-                    await face.server.run(AnswerMalformedLines(read, write, lines), write, face.init_options())
+                    keep = None
+                    if snapshots is not None:
+                        keep = write = KeepToolsList(
+                            write, snapshots, protocol_version=None if first is None else first.protocol_version,
+                            early_id=None if first is None else first.list_id,
+                            early_result=None if first is None else first.list_result)
+                    await face.server.run(AnswerMalformedLines(read, write, lines, keep), write, face.init_options())
             finally:
                 rt.shutdown.set()
 
@@ -275,6 +284,14 @@ async def stdio_main(settings: Settings, identity: RequestContext, first: FirstL
         nursery.cancel_scope.cancel()
 
 
+def stdio_list_snapshots(settings: Settings, identity: RequestContext) -> ListSnapshots:
+    """Where the stdio door keeps this principal's last tools/list answer (see list_snapshot)."""
+    from northstar.mcp_gateway.transports.stdio.list_snapshot import for_principal
+
+    return for_principal(settings.data_dir / "stdio", identity.tenant, identity.user, str(identity.mode),
+                         settings.unauthorized_tools)
+
+
 def cmd_stdio(settings: Settings, args: argparse.Namespace) -> int:
     import logging
     import sys
@@ -285,12 +302,14 @@ def cmd_stdio(settings: Settings, args: argparse.Namespace) -> int:
     identity = RequestContextBuilder().from_stdio(tenant=args.tenant, user=args.user, mode=args.mode)
     # Claude Desktop writes initialize as soon as it spawns us: answer it before the SDK and
     # the runtime are loaded (the SDK session still handles it; see stdio_handshake).
+    snapshots = stdio_list_snapshots(settings, identity) if settings.stdio_list_snapshot else None
     first = None
     if settings.stdio_first_line_wait_s > 0 and sys.stdin is not None and sys.stdout is not None:
         first = stdio_handshake.answer_early(sys.stdin.buffer, sys.stdout.buffer, max_bytes=settings.max_body_bytes,
                                              max_depth=settings.max_json_depth, max_items=settings.max_json_items,
-                                             wait_s=settings.stdio_first_line_wait_s)
+                                             wait_s=settings.stdio_first_line_wait_s, snapshots=snapshots)
     if first is not None and first.answer is not None:
-        logging.getLogger("northstar.stdio").debug("initialize answered before start-up")
-    trio.run(stdio_main, settings, identity, first)
+        logging.getLogger("northstar.stdio").debug("initialize answered before start-up",
+                                                   extra={"tools_list_too": first.list_id is not None})
+    trio.run(stdio_main, settings, identity, first, snapshots)
     return 0

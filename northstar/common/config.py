@@ -123,6 +123,9 @@ class Settings(BaseModel):
     # stdio: how long to wait for the client's first line, to answer a plain initialize before
     # the SDK and the runtime are loaded (see stdio_handshake.py); 0 turns that off.
     stdio_first_line_wait_s: float = 0.1
+    # stdio: answer a plain first tools/list early too, from the last answer the same principal
+    # got (<data_dir>/stdio/; list_changed follows if the catalogue changed since).
+    stdio_list_snapshot: bool = True
 
     # Limits (docs/reliability.md says what each one does when it trips).
     max_body_bytes: int = 4 * 1024 * 1024

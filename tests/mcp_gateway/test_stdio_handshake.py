@@ -99,7 +99,7 @@ async def test_the_early_answer_is_the_sdks(msg: dict[str, Any]) -> None:
     data = line_of(msg)
     found = hs.answer_for(data, **LIMITS)
     assert found is not None, "this shape should be answered early"
-    rpc_id, answer = found
+    rpc_id, answer, _ = found
     assert rpc_id == msg["id"] and type(rpc_id) is type(msg["id"])
     assert answer == await sdk_answers(data)
 
@@ -187,11 +187,15 @@ def test_read_first_line_waits_only_as_long_as_told() -> None:
     r, w = os.pipe()
     with os.fdopen(r, "rb") as stdin, os.fdopen(w, "wb") as client:
         assert hs.read_first_line(stdin, 1024, wait_s=0) is None  # nothing sent yet: nothing read
-        client.write(b'{"a":1}\n{"b":2}\n')
+        client.write(b'{"a":1}\n{"b":2}\n{"c"')
         client.flush()
-        assert hs.read_first_line(stdin, 1024, wait_s=5) == b'{"a":1}\n'
-        assert stdin.readline() == b'{"b":2}\n'  # the rest is left for the transport
+        reader = hs.EarlyLines(stdin, 1024)
+        assert reader.next_line(5) == b'{"a":1}\n'
+        assert reader.next_line(5) == b'{"b":2}\n'
+        assert reader.next_line(0) is None  # a partial line is not a line
+        assert reader.read == b'{"a":1}\n{"b":2}\n{"c"'  # every byte taken, for the transport
         client.close()
+        assert reader.next_line(5) is None  # the partial line ended by end of input: the transport's
         assert hs.read_first_line(stdin, 1024, wait_s=5) == b""
     assert hs.read_first_line(io.BytesIO(b"x\n"), 1024, wait_s=0) is None  # cannot be polled
 
@@ -204,7 +208,7 @@ def test_answer_early_writes_once_and_keeps_the_line() -> None:
         client.flush()
         out = io.BytesIO()
         first = hs.answer_early(stdin, out, **LIMITS, wait_s=5)
-    assert first is not None and first.line == data and first.rpc_id == 3
+    assert first is not None and first.read.startswith(data) and first.rpc_id == 3
     assert out.getvalue() == first.answer == hs.answer_for(data, **LIMITS)[1]  # type: ignore[index]
 
 
@@ -233,7 +237,7 @@ async def test_the_session_still_sees_the_first_line_and_its_answer_is_dropped()
         client.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
                      b'{"jsonrpc":"2.0","id":6,"method":"resources/read","params":{"uri":"file:///x"}}\n')
         client.flush()
-        lines = CheckedLines(stdin, 1 << 20, first_line=data)
+        lines = CheckedLines(stdin, 1 << 20, already_read=data)
         out = EndInputOnReply(6, client)
         with trio.fail_after(30):
             async with stdio_server(stdin=anyio.wrap_file(lines), stdout=anyio.wrap_file(out)) as (read, write):  # type: ignore[arg-type]

@@ -134,7 +134,8 @@ def test_c2_missing_session_id_is_400(rgw: GatewayProcess, http: httpx2.Client) 
     assert_rpc_error(resp, 400, -32600)
 
 
-@pytest.mark.parametrize("sid", [secrets.token_hex(16), "0" * 32, "not-a-session", "a" * 300, "../../etc"])
+@pytest.mark.parametrize("sid", [secrets.token_hex(16), "0" * 32, "not-a-session", "a" * 300, "../../etc"],
+                         ids=["random", "zeros", "word", "long", "path"])
 def test_c2_unknown_session_id_is_404(rgw: GatewayProcess, http: httpx2.Client, sid: str) -> None:
     headers = mcp_headers(fresh("c2"), version=HANDSHAKE, session=sid)
     assert_rpc_error(http.post(f"{rgw.url}/mcp", json=rpc("tools/list"), headers=headers), 404, -32600,

@@ -102,6 +102,7 @@ class SessionRegistry:
         self.sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.changed = trio.Event()
         self.sent = 0
+        self._started = False
 
     def remember(self, connection: Any) -> None:
         self.sessions.add(connection)
@@ -110,6 +111,11 @@ class SessionRegistry:
         self.changed.set()
 
     async def run(self, *, task_status: trio.TaskStatus[SessionRegistry] = trio.TASK_STATUS_IGNORED) -> None:
+        if not self._started:
+            # The notifier starts last: what changed before is the catalogue every session is
+            # first answered from (their handlers wait for the whole tree), nothing to re-list.
+            self._started = True
+            self.changed = trio.Event()
         task_status.started(self)
         while True:
             await self.changed.wait()

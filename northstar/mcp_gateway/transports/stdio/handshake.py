@@ -18,18 +18,29 @@ The early answer is only given under the SDK versions it was verified against
 (:data:`northstar.compat.mcp_sdk.VERIFIED`, which also writes its bytes the SDK's way:
 :func:`~northstar.compat.mcp_sdk.stdio_result_line`); ``tests/mcp_gateway/test_stdio_handshake.py``
 compares it with the SDK session's own answer for every protocol version and every accepted shape.
+
+The first ``tools/list`` can be answered early too, from the last answer the same principal got
+(:mod:`.list_snapshot`): when ``initialize`` was answered here, a snapshot is kept, and the
+client's next lines (within the same wait each) are a plain ``notifications/initialized`` and a
+plain ``tools/list``. Every byte read here is handed on to the SDK's session, which handles each
+line as usual; its answers to the lines answered here are dropped
+(:class:`~northstar.mcp_gateway.transports.stdio.lines.SkipEarlyAnswer`), and where its
+``tools/list`` result differs from the snapshot's, ``notifications/tools/list_changed`` follows.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
+import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from northstar import __version__
 from northstar.compat.mcp_sdk import sdk_is_verified, stdio_result_line
+from northstar.mcp_gateway.transports.stdio.list_snapshot import ListSnapshots, response_line
 
 SERVER_NAME = "northstar"
 SERVER_TITLE = "northstar"
@@ -57,31 +68,71 @@ _CLIENT_INFO_FIELDS = frozenset({"name", "version", "title", "description", "web
 
 @dataclass(frozen=True)
 class FirstLine:
-    """The client's first stdin line, read before start-up, and the answer already sent."""
+    """What was read from stdin before start-up, and the answers already sent."""
 
-    line: bytes  # exactly what ``readline(max_body_bytes + 1)`` returned; b"" at end of input
+    read: bytes  # every byte taken from stdin (whole lines, maybe a partial last one); b"" at end of input
     answer: bytes | None = None  # the initialize response written to stdout, if any
     rpc_id: int | str | None = None  # its JSON-RPC id
+    list_id: int | str | None = None  # the tools/list answered from a snapshot, if any
+    list_result: bytes | None = None  # the snapshot's result, as sent
+    protocol_version: str | None = None  # negotiated by the early initialize answer
+
+
+class EarlyLines:
+    """Lines read straight from stdin's file descriptor, each within a wait.
+
+    Nothing is buffered out of sight (no ``BufferedReader`` read-ahead), so every byte taken is
+    in :attr:`read`, to be handed on to the transport whole.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, stdin: BinaryIO, limit: int) -> None:
+        self.fd = stdin.fileno()
+        self.limit = limit
+        self.read = b""
+        self.pos = 0  # where the next line starts in ``read``
+        self.eof = False
+
+    def next_line(self, wait_s: float) -> bytes | None:
+        """The next whole line (b"" at end of input), or None: none within ``wait_s``, or longer than the limit."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            end = self.read.find(b"\n", self.pos)
+            if end >= 0 and end - self.pos < self.limit:
+                line, self.pos = self.read[self.pos:end + 1], end + 1
+                return line
+            if end >= 0 or len(self.read) - self.pos > self.limit:
+                return None  # too long: the transport refuses it
+            if self.eof:
+                return b"" if self.pos == len(self.read) else None
+            try:
+                ready, _, _ = select.select([self.fd], [], [], max(deadline - time.monotonic(), 0.0))
+            except (OSError, ValueError):
+                return None
+            if not ready:
+                return None
+            chunk = os.read(self.fd, self.CHUNK)
+            self.eof = not chunk
+            self.read += chunk
 
 
 def read_first_line(stdin: BinaryIO, limit: int, wait_s: float = FIRST_LINE_WAIT_S) -> bytes | None:
-    """The first line if the client has started sending it within ``wait_s``, else None.
+    """The first line if the client has sent it within ``wait_s`` (b"" at end of input), else None.
 
-    Reads the way the stdio transport does (``readline(limit + 1)``), so the line can be
-    handed to it unchanged. None (nothing read) where stdin cannot be polled.
+    None too where stdin cannot be polled. The bytes read past it are lost here: this is for
+    looking only; :func:`answer_early` keeps them.
     """
     try:
-        ready, _, _ = select.select([stdin], [], [], wait_s)
-    except (OSError, ValueError, TypeError):
+        reader = EarlyLines(stdin, limit)
+    except (OSError, ValueError, AttributeError):
         return None
-    if not ready:
-        return None
-    line: bytes = stdin.readline(limit + 1)
-    return line
+    return reader.next_line(wait_s)
 
 
-def answer_for(line: bytes, *, max_bytes: int, max_depth: int, max_items: int) -> tuple[int | str, bytes] | None:
-    """(id, response line) for an ``initialize`` the SDK would accept, else None."""
+def answer_for(line: bytes, *, max_bytes: int, max_depth: int,
+               max_items: int) -> tuple[int | str, bytes, str] | None:
+    """(id, response line, negotiated version) for an ``initialize`` the SDK would accept, else None."""
     if len(line) > max_bytes or not line.endswith(b"\n"):
         return None
     try:
@@ -93,7 +144,7 @@ def answer_for(line: bytes, *, max_bytes: int, max_depth: int, max_items: int) -
         return None
     requested = msg["params"]["protocolVersion"]
     negotiated = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-    return msg["id"], initialize_response(msg["id"], negotiated)
+    return msg["id"], initialize_response(msg["id"], negotiated), negotiated
 
 
 def initialize_response(rpc_id: int | str, protocol_version: str) -> bytes:
@@ -109,21 +160,66 @@ def initialize_response(rpc_id: int | str, protocol_version: str) -> bytes:
 
 
 def answer_early(stdin: BinaryIO, stdout: BinaryIO, *, max_bytes: int, max_depth: int, max_items: int,
-                 wait_s: float = FIRST_LINE_WAIT_S) -> FirstLine | None:
-    """Read the client's first line if it is there; answer it now if it is a plain ``initialize``."""
-    line = read_first_line(stdin, max_bytes, wait_s)
-    if line is None:
-        return None
-    found = answer_for(line, max_bytes=max_bytes, max_depth=max_depth, max_items=max_items)
-    if found is None or not sdk_is_verified():
-        return FirstLine(line)
-    rpc_id, answer = found
+                 wait_s: float = FIRST_LINE_WAIT_S, snapshots: ListSnapshots | None = None) -> FirstLine | None:
+    """Read the client's first lines if they are there; answer a plain ``initialize`` now, and
+    a plain first ``tools/list`` after it from ``snapshots``. None when nothing was read."""
     try:
-        stdout.write(answer)
+        reader = EarlyLines(stdin, max_bytes)
+    except (OSError, ValueError, AttributeError):
+        return None  # stdin cannot be polled
+    line = reader.next_line(wait_s)
+    found = None if not line else answer_for(line, max_bytes=max_bytes, max_depth=max_depth, max_items=max_items)
+    if found is None or not sdk_is_verified():
+        return FirstLine(reader.read) if reader.read or line == b"" else None
+    rpc_id, answer, version = found
+    if not _write(stdout, answer):
+        return FirstLine(reader.read)  # the transport will meet the same closed stdout
+    cached = None if snapshots is None else snapshots.load(version)
+    if cached is None or not _is_initialized(reader.next_line(wait_s)):
+        return FirstLine(reader.read, answer, rpc_id, protocol_version=version)
+    list_id = _plain_tools_list(reader.next_line(wait_s))
+    if list_id is None or not _write(stdout, response_line(list_id, cached)):
+        return FirstLine(reader.read, answer, rpc_id, protocol_version=version)
+    return FirstLine(reader.read, answer, rpc_id, list_id, cached, version)
+
+
+def _write(stdout: BinaryIO, data: bytes) -> bool:
+    try:
+        stdout.write(data)
         stdout.flush()
     except OSError:
-        return FirstLine(line)  # the transport will meet the same closed stdout
-    return FirstLine(line, answer, rpc_id)
+        return False
+    return True
+
+
+def _loads(line: bytes | None) -> Any:
+    if not line:
+        return None
+    try:
+        return json.loads(line.decode("utf-8"), object_pairs_hook=_unique_pairs, parse_constant=_refuse,
+                          parse_float=_refuse)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _is_initialized(line: bytes | None) -> bool:
+    msg = _loads(line)
+    return isinstance(msg, dict) and msg.get("jsonrpc") == "2.0" \
+        and msg.get("method") == "notifications/initialized" and set(msg) <= {"jsonrpc", "method", "params"} \
+        and msg.get("params", {}) == {}
+
+
+def _plain_tools_list(line: bytes | None) -> int | str | None:
+    """The id of a ``tools/list`` with no cursor and no ``_meta``, else None."""
+    msg = _loads(line)
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or msg.get("method") != "tools/list":
+        return None
+    if not {"jsonrpc", "id", "method"} <= set(msg) <= {"jsonrpc", "id", "method", "params"}:
+        return None
+    if msg.get("params", {}) != {} or not _plain_id(msg["id"]):
+        return None
+    rpc_id: int | str = msg["id"]
+    return rpc_id
 
 
 # -- the accepted shape -------------------------------------------------------------------
