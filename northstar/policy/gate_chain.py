@@ -20,6 +20,7 @@ it and cancel every call in flight.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -36,12 +37,14 @@ from northstar.policy.calls import (
     Decide,
     Decision,
     Denied,
+    Held,
     Refused,
     Unavailable,
     target_of,
 )
+from northstar.policy.approval_core import approval_step, args_hash, final_arguments
 from northstar.policy.firearms import FirearmsService
-from northstar.policy.gates import CallFacts, evaluate
+from northstar.policy.gates import CallFacts, Verdict, evaluate
 from northstar.policy.limits import PrincipalLimits
 from northstar.storage.base import AuditLog
 
@@ -56,12 +59,13 @@ class GateChainConfig:
     audit_probe_interval_s: float = 1.0
 
 
-def decision_parts(config: GateChainConfig, audit: AuditLog) -> tuple[Admission, CallRunner]:
-    """The admission ledger and the runner a gate chain and its gateway share (one per gateway)."""
+def decision_parts(config: GateChainConfig, audit: AuditLog, approvals: Any = None) -> tuple[Admission, CallRunner]:
+    """The admission ledger and the runner a gate chain and its gateway share (one per gateway);
+    ``approvals`` (an ApprovalDesk) consumes the approval of a held call that runs."""
     limits = PrincipalLimits(rate=config.rate_per_s, burst=config.burst, max_in_flight=config.max_in_flight)
     admission = Admission(limits, probe_interval_s=config.audit_probe_interval_s)
     runner = CallRunner(audit, admission, tool_timeout_s=config.tool_timeout_s,
-                        tool_timeout_max_s=config.tool_timeout_max_s)
+                        tool_timeout_max_s=config.tool_timeout_max_s, approvals=approvals)
     return admission, runner
 
 
@@ -132,7 +136,32 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Decision]):
         target = target_of(res, facts.firearm)
         if not verdict.allowed or res is None:
             return Denied(msg, base, target, verdict, trace_dicts, probe)
+        held = self.approval(msg, res, base, target, verdict, trace_dicts, probe)
+        if held is not None:
+            return held
         # Take the limit slot now, in the same step as the gates, so concurrent calls cannot
         # all pass the same in-flight / rate check; the runner gives it back when it has run.
         self.admission.take(msg.ctx.principal, trio.current_time())
         return Allowed(msg, res, base, target, verdict, trace_dicts, probe)
+
+    def approval(self, msg: CallTool, res: Resolved, base: dict[str, Any], target: dict[str, Any],
+                 verdict: Verdict, trace: list[dict[str, Any]], probe: bool) -> Held | Denied | None:
+        """For a scope that requires approval: hold the call, deny it (a simulated outcome in the
+        sandbox), or None to run it (no approval needed, or approved for these exact arguments)."""
+        approver = self.firearms.approver_for(res.scope.name)
+        simulated = msg.mock.approval if msg.mock is not None else None
+        if approver is None and simulated is None:
+            return None
+        arguments = final_arguments(verdict.validated)
+        digest = args_hash(arguments)
+        step, entry = approval_step(approver=approver, simulated=simulated,  # type: ignore[arg-type]
+                                    sandbox=msg.ctx.sandbox, ticket=msg.approval, digest=digest)
+        trace.append(entry)
+        if isinstance(step, E.NorthstarError):
+            denial = Verdict(gate="approval", allowed=False, code=step.code, reason=step.message, error=step)
+            return Denied(msg, base, target, denial, trace, probe)
+        if step == "hold":
+            return Held(msg, res, base, target, trace, approver or "", arguments, digest)
+        if msg.approval is not None:
+            target["approval_id"] = msg.approval.approval_id
+        return None
