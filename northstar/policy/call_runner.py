@@ -63,7 +63,7 @@ class CallRunner:
         self.tool_timeout_max_s = tool_timeout_max_s
 
     async def run(self, decision: Decision) -> CallResult:
-        probe = not isinstance(decision, Refused) and decision.probe
+        probe = not isinstance(decision, Refused | Held) and decision.probe
         try:
             match decision:
                 case Refused():

@@ -3,8 +3,9 @@
 A *binding* ties a scope to a firearm (``media.write -> firearm.media.write``); a scope with
 no binding is open. An *approval rule* marks a scope ``approval: required``: its calls pass the
 gates, then wait for a human approver, a principal granted the rule's approver firearm
-(``firearm.approve`` unless the rule names another, e.g. ``firearm.approve.media``). A *grant* gives a firearm to one user of one tenant, optionally until
-an expiry, recording who granted it and why. Bindings are gateway-wide; grants are
+(``firearm.approve`` unless the rule names another, e.g. ``firearm.approve.media``). A *grant*
+gives a firearm to one user of one tenant, optionally until an expiry, recording who granted it
+and why. Bindings are gateway-wide; grants are
 tenant-scoped.
 
 :class:`FirearmsPolicyStore` persists both in the versioned store (every change is a new

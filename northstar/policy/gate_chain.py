@@ -29,6 +29,7 @@ from northstar.common import errors as E
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.policy import audit_records as R
 from northstar.policy.admission import Admission
+from northstar.policy.approval_core import approval_step, args_hash, final_arguments
 from northstar.policy.call_runner import CallRunner
 from northstar.policy.calls import (
     Allowed,
@@ -42,7 +43,6 @@ from northstar.policy.calls import (
     Unavailable,
     target_of,
 )
-from northstar.policy.approval_core import approval_step, args_hash, final_arguments
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gates import CallFacts, Verdict, evaluate
 from northstar.policy.limits import PrincipalLimits

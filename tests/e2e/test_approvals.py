@@ -65,15 +65,14 @@ def decide(url: str, approval_id: str, action: str, headers: dict[str, str], **b
 async def call_and_decide(gw: GatewayProcess, kind: str, action: str) -> tuple[Any, dict[str, Any], str]:
     user, message = caller(), f"deploy-{uuid.uuid4().hex[:6]}"
     results: list[Any] = []
-    async with mcp_client(kind, gw.url, gw.data_dir, TENANT, user) as client:
-        async with trio.open_nursery() as nursery:
-            async def call() -> None:
-                results.append(await client.call_tool(TOOL, {"message": message}))
+    async with mcp_client(kind, gw.url, gw.data_dir, TENANT, user) as client, trio.open_nursery() as nursery:
+        async def call() -> None:
+            results.append(await client.call_tool(TOOL, {"message": message}))
 
-            nursery.start_soon(call)
-            approval = await pending_of(gw.url, user, message)
-            resp = decide(gw.url, approval["id"], action, APPROVER, reason="checked")
-            assert resp.status_code == 200, resp.text
+        nursery.start_soon(call)
+        approval = await pending_of(gw.url, user, message)
+        resp = decide(gw.url, approval["id"], action, APPROVER, reason="checked")
+        assert resp.status_code == 200, resp.text
     return results[0], approval, user
 
 
@@ -137,11 +136,11 @@ async def test_disconnected_caller_reissues_and_is_matched(gw: GatewayProcess) -
     user, message = caller(), "reissue"
     approval: dict[str, Any] = {}
     with trio.CancelScope() as gone:  # the client goes away, connection and all, while it waits
-        async with mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client.call_tool, TOOL, {"message": message})
-                approval = await pending_of(gw.url, user, message)
-                gone.cancel()
+        async with (mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client,
+                    trio.open_nursery() as nursery):
+            nursery.start_soon(client.call_tool, TOOL, {"message": message})
+            approval = await pending_of(gw.url, user, message)
+            gone.cancel()
     assert decide(gw.url, approval["id"], "approve", APPROVER).status_code == 200
     progress: list[float] = []
 
@@ -163,17 +162,17 @@ async def test_waiting_caller_hears_progress(gw: GatewayProcess) -> None:
         progress.append((value, text))
 
     results: list[Any] = []
-    async with mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client:
-        async with trio.open_nursery() as nursery:
-            async def call() -> None:
-                results.append(await client.call_tool(TOOL, {"message": message}, progress_callback=on_progress))
+    async with (mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client,
+                trio.open_nursery() as nursery):
+        async def call() -> None:
+            results.append(await client.call_tool(TOOL, {"message": message}, progress_callback=on_progress))
 
-            nursery.start_soon(call)
-            approval = await pending_of(gw.url, user, message)
-            with trio.fail_after(WAIT_S):
-                while not progress:
-                    await trio.sleep(0.05)
-            assert decide(gw.url, approval["id"], "approve", APPROVER).status_code == 200
+        nursery.start_soon(call)
+        approval = await pending_of(gw.url, user, message)
+        with trio.fail_after(WAIT_S):
+            while not progress:
+                await trio.sleep(0.05)
+        assert decide(gw.url, approval["id"], "approve", APPROVER).status_code == 200
     assert not results[0].is_error
     assert approval["id"] in (progress[0][1] or "")
 

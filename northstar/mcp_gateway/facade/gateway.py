@@ -22,8 +22,8 @@ from northstar.common.limits import check_timeout
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.model import ProgressFn
-from northstar.policy.call_runner import CallRunner
 from northstar.policy.approvals import ApprovalDesk
+from northstar.policy.call_runner import CallRunner
 from northstar.policy.calls import CallResult, CallTool, Decide, Decision, Held
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gates import MockPolicy
