@@ -10,6 +10,7 @@ the REST and stateless doors answer ``approval_pending`` at once. The audit chai
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 import trio
 
 from tests.e2e.clients import TRANSPORTS, error_of, grant, identity, mcp_client
-from tests.harness import GatewayProcess
+from tests.harness import GatewayProcess, northstar_cli
 
 TENANT = "t-ap"
 APPROVER = identity(TENANT, "approver")
@@ -185,6 +186,24 @@ def test_stateless_door_answers_pending_at_once(gw: GatewayProcess) -> None:
     assert resp.status_code == 200, resp.text
     result = resp.json()["result"]
     assert result["isError"] and result["_meta"]["northstar/error"]["code"] == "approval_pending"
+
+
+def test_cli_twins_list_show_and_decide(gw: GatewayProcess) -> None:
+    me = identity(TENANT, caller())
+    resp = httpx2.post(f"{gw.url}/v1/tools/{TOOL}/call", headers=me, json={"arguments": {"message": "cli"}})
+    approval_id = resp.json()["error"]["details"]["approval_id"]
+    listed = northstar_cli(gw.data_dir, "approvals", "list", "--state", "pending")
+    assert listed.returncode == 0, listed.stderr
+    assert approval_id in {a["id"] for a in json.loads(listed.stdout)["approvals"]}
+    shown = northstar_cli(gw.data_dir, "approvals", "show", approval_id)
+    assert json.loads(shown.stdout)["arguments"] == {"message": "cli", "data": None}
+    own = northstar_cli(gw.data_dir, "approvals", "approve", approval_id, "--tenant", TENANT,
+                        "--user", me["X-User-Id"])
+    assert own.returncode == 1 and "approval_self" in own.stderr
+    done = northstar_cli(gw.data_dir, "approvals", "reject", approval_id, "--tenant", TENANT, "--user", "approver",
+                         "--reason", "not today")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "rejected"
 
 
 def test_every_step_is_audited_and_the_chain_verifies(gw: GatewayProcess) -> None:
