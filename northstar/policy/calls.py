@@ -109,6 +109,7 @@ class Held:
     approver: str
     arguments: dict[str, Any]
     args_hash: str
+    probe: bool = False
 
 
 Decision = Refused | Unavailable | Denied | Allowed | Held

@@ -161,7 +161,11 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Decision]):
             denial = Verdict(gate="approval", allowed=False, code=step.code, reason=step.message, error=step)
             return Denied(msg, base, target, denial, trace, probe)
         if step == "hold":
-            return Held(msg, res, base, target, trace, approver or "", arguments, digest)
+            # A held call costs a rate token like any call (a flood of held calls is limited),
+            # but holds no in-flight slot while it waits: the slot is taken when it runs.
+            self.admission.take(msg.ctx.principal, trio.current_time())
+            self.admission.give_back(msg.ctx.principal)
+            return Held(msg, res, base, target, trace, approver or "", arguments, digest, probe)
         if msg.approval is not None:
             target["approval_id"] = msg.approval.approval_id
         return None

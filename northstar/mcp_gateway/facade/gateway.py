@@ -89,7 +89,11 @@ class Gateway:
         """Wait for the held call's approval, then decide it again under the approval and run it."""
         if self.approvals is None:
             return await self.runner.run(decision)
-        ticket = await self.approvals.hold(decision)
+        try:
+            ticket = await self.approvals.hold(decision)
+        finally:
+            if decision.probe:  # its pending record was the audit probe's append
+                self.runner.admission.probe_done(trio.current_time())
         if isinstance(ticket, CallResult):
             return ticket
         # Decided again: the firearm, the limits and the arguments' hash are checked at run time.
