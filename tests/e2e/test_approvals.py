@@ -206,6 +206,23 @@ def test_cli_twins_list_show_and_decide(gw: GatewayProcess) -> None:
     assert json.loads(done.stdout)["state"] == "rejected"
 
 
+async def test_an_unanswered_call_expires_after_the_ttl(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A gateway whose approvals last one second: the waiting caller gets approval_expired."""
+    with GatewayProcess(tmp_path_factory.mktemp("approvals-ttl"), env={"NORTHSTAR_APPROVAL_TTL_S": "1"}) as short:
+        resp = httpx2.put(f"{short.url}/v1/firearms/approvals/utility", headers=short.admin_headers, json={})
+        assert resp.status_code == 200, resp.text
+        async with mcp_client("sse", short.url, short.data_dir, TENANT, "late") as client:
+            with trio.fail_after(WAIT_S):
+                result = await client.call_tool(TOOL, {"message": "too late"})
+        err = error_of(result)
+        assert err["code"] == "approval_expired" and err["details"]["approval_id"].startswith("ap_")
+        entries = httpx2.get(f"{short.url}/v1/audit", headers=short.admin_headers).json()["entries"]
+        assert [e["approval_id"] for e in entries if e.get("action") == "expire"] == [err["details"]["approval_id"]]
+        grant(short.url, TENANT, "approver", "firearm.approve")
+        late = decide(short.url, err["details"]["approval_id"], "approve", APPROVER)
+        assert late.status_code == 409 and late.json()["error"]["details"]["state"] == "expired"
+
+
 def test_every_step_is_audited_and_the_chain_verifies(gw: GatewayProcess) -> None:
     entries = httpx2.get(f"{gw.url}/v1/audit", headers=gw.admin_headers, params={"limit": "1000"}).json()["entries"]
     actions = {e.get("action") for e in entries if e.get("event") == "approval"}
