@@ -42,6 +42,9 @@ from northstar.storage.base import AuditLog
 log = logging.getLogger("northstar.approvals")
 PAGE = 1000
 MAX_SCAN = 100_000  # records a listing reads at most
+#: Held calls of one principal waiting at once in this process; beyond it a held call is
+#: answered ``approval_pending`` at once (and re-issued later), whatever its door.
+MAX_WAITING_PER_PRINCIPAL = 64
 
 
 class ApprovalDesk:
@@ -54,6 +57,7 @@ class ApprovalDesk:
         self.poll_s = poll_s
         self.clock = clock
         self._events: dict[str, trio.Event] = {}
+        self._waiting: dict[str, int] = {}
 
     # -- records ----------------------------------------------------------------------------
     async def _load(self, approval_id: str) -> tuple[dict[str, Any], int]:
@@ -99,9 +103,14 @@ class ApprovalDesk:
         ctx = held.call.ctx
         data, version, seq = await self.open(held)
         state = C.state_at(data, self.clock())
-        if state == "pending" and held.call.wait_approval:
-            with held.call.abandon() if held.call.abandon is not None else contextlib.nullcontext():
-                data, version = await self.wait(data, version, held.call.progress)
+        room = self._waiting.get(ctx.principal, 0) < MAX_WAITING_PER_PRINCIPAL
+        if state == "pending" and held.call.wait_approval and room:
+            self._waiting[ctx.principal] = self._waiting.get(ctx.principal, 0) + 1
+            try:
+                with held.call.abandon() if held.call.abandon is not None else contextlib.nullcontext():
+                    data, version = await self.wait(data, version, held.call.progress)
+            finally:
+                self._release(ctx.principal)
             state = C.state_at(data, self.clock())
         if state == "approved":
             return C.ApprovalTicket(data["id"], data["args_hash"])
@@ -110,6 +119,17 @@ class ApprovalDesk:
         err = (E.ApprovalPending(approval_id=data["id"], expires_at=data["expires_at"]) if state == "pending"
                else C.outcome_error(data, state))
         return CallResult(ok=False, error=err, audit_seq=seq, trace=held.trace, target=held.target)
+
+    def waiting(self) -> dict[str, int]:
+        """Held calls waiting in this process, per principal."""
+        return dict(self._waiting)
+
+    def _release(self, principal: str) -> None:
+        left = self._waiting.get(principal, 0) - 1
+        if left > 0:
+            self._waiting[principal] = left
+        else:
+            self._waiting.pop(principal, None)
 
     async def open(self, held: Held) -> tuple[dict[str, Any], int, int | None]:
         """The live approval of this exact call (approved first, then pending), else a new one."""

@@ -130,3 +130,21 @@ def test_the_sandbox_simulates_and_never_holds() -> None:
     step, _ = C.approval_step(approver="firearm.approve", simulated=None, sandbox=False,
                               ticket=C.ApprovalTicket("ap", "other"), digest="d")
     assert step == "hold"
+
+
+async def test_waiting_calls_of_one_principal_are_capped(desk: ApprovalDesk, virtual_clock: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from northstar.policy import approvals
+
+    monkeypatch.setattr(approvals, "MAX_WAITING_PER_PRINCIPAL", 1)
+    alice = who("alice")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(desk.hold, held(alice, {"message": "first"}))
+        await trio.sleep(1)
+        second = await desk.hold(held(alice, {"message": "second"}))  # answered at once, not waiting
+        assert isinstance(second, CallResult) and isinstance(second.error, E.ApprovalPending)
+        assert trio.current_time() < 10
+        other = await desk.hold(held(who("boss"), {"message": "x"}, wait=False))
+        assert isinstance(other, CallResult)
+        nursery.cancel_scope.cancel()
+    assert desk.waiting() == {}
