@@ -34,6 +34,28 @@ def waiting_call(gw: GatewayProcess, key: str, message: str, out: list[Any]) -> 
     return thread
 
 
+def test_an_admin_requires_approval_and_the_sandbox_simulates_it(browser: Any, gateway: GatewayProcess) -> None:
+    tab = open_tab(browser, gateway)
+    tab.sign_in(gateway.admin_key)
+    page = tab.page
+    tab.goto("/console/policy")
+    page.fill("#approval-scope", "utility")
+    page.click("#require-approval")
+    expect(page.locator("#approval-rule-table tr", has_text="utility")).to_contain_text("firearm.approve")
+    tab.goto("/console/sandbox")
+    for simulated, badge, code in (("rejected", "refused", "approval_rejected"), ("approved", "allowed", "approved")):
+        page.fill("#tool", "echo.ping")
+        page.fill("#arguments", '{"message": "what if"}')
+        page.select_option("#mock-approval", simulated)
+        page.locator("#result-badge").evaluate("el => el.replaceChildren()")
+        page.click("#run")
+        expect(page.locator("#result-badge")).to_contain_text(badge)
+        expect(page.locator("#trace-table tr", has_text="approval")).to_contain_text(code)
+    status, body, _ = rest(gateway, "GET", "/v1/approvals", key=gateway.admin_key)
+    assert body["approvals"] == []  # the sandbox held nothing
+    expected_errors(tab)
+
+
 def test_an_approver_approves_a_waiting_call_in_the_inbox(browser: Any, gateway: GatewayProcess,
                                                          shots: Path) -> None:
     status, body, _ = rest(gateway, "PUT", "/v1/firearms/approvals/utility", {}, key=gateway.admin_key)
