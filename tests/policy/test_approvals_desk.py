@@ -20,6 +20,7 @@ from northstar.policy.approvals import ApprovalDesk
 from northstar.policy.calls import CallResult, CallTool, Held
 from northstar.policy.firearms import FirearmsService
 from northstar.storage import Storage, open_store
+from tests.pg import backend_url, require_backend
 
 T0 = 1_900_000_000.0
 TARGET = {"canonical_name": "echo.ping", "tool": "echo", "scope": "utility", "operation": "ping"}
@@ -48,8 +49,20 @@ async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
         yield s
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def approvals_backend(request: pytest.FixtureRequest) -> str:
+    require_backend(request.param)
+    return str(request.param)
+
+
 @pytest.fixture
-async def desk(storage: Storage) -> ApprovalDesk:
+async def any_desk(approvals_backend: str, tmp_path: Path) -> AsyncIterator[ApprovalDesk]:
+    """A desk on either backend (real time: the records and the conditional saves are what count)."""
+    async with backend_url(approvals_backend, tmp_path) as (url, _schema), open_store(url) as s:
+        yield await make_desk(s)
+
+
+async def make_desk(storage: Storage) -> ApprovalDesk:
     firearms = FirearmsService(storage.store, clock=lambda: T0)
     await firearms.load()
     await firearms.require_approval("utility", actor="test")
@@ -57,6 +70,11 @@ async def desk(storage: Storage) -> ApprovalDesk:
     await firearms.grant("acme", "alice", "firearm.approve", granted_by="test")
     return ApprovalDesk(storage.store, storage.audit, firearms, ttl_s=600.0, poll_s=120.0,
                         clock=lambda: T0 + trio.current_time())
+
+
+@pytest.fixture
+async def desk(storage: Storage) -> ApprovalDesk:
+    return await make_desk(storage)
 
 
 async def test_a_waiting_call_expires_on_the_virtual_clock(desk: ApprovalDesk, virtual_clock: Any) -> None:
@@ -97,7 +115,8 @@ async def test_approved_while_waiting_runs_once(desk: ApprovalDesk, virtual_cloc
     assert (await desk.get(alice, ticket.approval_id))["state"] == "consumed"
 
 
-async def test_the_same_call_finds_its_approval_and_a_changed_one_does_not(desk: ApprovalDesk) -> None:
+async def test_the_same_call_finds_its_approval_and_a_changed_one_does_not(any_desk: ApprovalDesk) -> None:
+    desk = any_desk
     alice = who("alice")
     first = await desk.hold(held(alice, {"message": "a"}, wait=False))
     again = await desk.hold(held(alice, {"message": "a"}, wait=False))
@@ -148,3 +167,41 @@ async def test_waiting_calls_of_one_principal_are_capped(desk: ApprovalDesk, vir
         assert isinstance(other, CallResult)
         nursery.cancel_scope.cancel()
     assert desk.waiting() == {}
+
+
+async def test_racing_decisions_and_consumes_have_one_winner(any_desk: ApprovalDesk) -> None:
+    desk = any_desk
+    await desk.firearms.grant("acme", "carol", "firearm.approve", granted_by="test")
+    alice = who("alice")
+    pending = await desk.hold(held(alice, {"message": "race"}, wait=False))
+    approval_id = pending.error.details["approval_id"]  # type: ignore[union-attr]
+    outcomes: list[str] = []
+
+    async def decide(user: str, approve: bool) -> None:
+        try:
+            await desk.decide(who(user), approval_id, approve=approve)
+            outcomes.append("won")
+        except E.ApprovalState:
+            outcomes.append("lost")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(decide, "boss", True)
+        nursery.start_soon(decide, "carol", False)
+    assert sorted(outcomes) == ["lost", "won"]
+    again = await desk.hold(held(alice, {"message": "run"}, wait=False))
+    approval_id = again.error.details["approval_id"]  # type: ignore[union-attr]
+    await desk.decide(who("boss"), approval_id, approve=True)
+    ticket = C.ApprovalTicket(approval_id, C.args_hash({"message": "run"}))
+    consumed: list[str] = []
+
+    async def consume() -> None:
+        try:
+            await desk.consume(alice, ticket)
+            consumed.append("ran")
+        except E.ApprovalState:
+            consumed.append("refused")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(consume)
+    assert sorted(consumed) == ["ran", "refused", "refused"]
