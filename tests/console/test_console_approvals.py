@@ -42,6 +42,8 @@ def test_an_admin_requires_approval_and_the_sandbox_simulates_it(browser: Any, g
     page.fill("#approval-scope", "utility")
     page.click("#require-approval")
     expect(page.locator("#approval-rule-table tr", has_text="utility")).to_contain_text("firearm.approve")
+    tab.goto("/console/")
+    expect(page.locator("#tool-echo tr", has_text="utility")).to_contain_text("required: firearm.approve")
     tab.goto("/console/sandbox")
     for simulated, badge, code in (("rejected", "refused", "approval_rejected"), ("approved", "allowed", "approved")):
         page.fill("#tool", "echo.ping")
