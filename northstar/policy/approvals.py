@@ -155,14 +155,18 @@ class ApprovalDesk:
     async def wait(self, data: dict[str, Any], version: int, progress: ProgressFn | None) -> tuple[dict[str, Any], int]:
         """Wait until the approval is decided or expires; relay progress while waiting."""
         started = self.clock()
-        while C.state_at(data, self.clock()) == "pending":
-            if progress is not None:
-                await self._progress(progress, self.clock() - started, data)
-            remaining = float(data["expires_ts"]) - self.clock()
-            event = self._events.setdefault(data["id"], trio.Event())
-            with trio.move_on_after(max(0.0, min(self.poll_s, remaining))):
-                await event.wait()
-            data, version = await self._load(data["id"])
+        try:
+            while C.state_at(data, self.clock()) == "pending":
+                if progress is not None:
+                    await self._progress(progress, self.clock() - started, data)
+                remaining = float(data["expires_ts"]) - self.clock()
+                event = self._events.setdefault(data["id"], trio.Event())
+                with trio.move_on_after(max(0.0, min(self.poll_s, remaining))):
+                    await event.wait()
+                data, version = await self._load(data["id"])
+        finally:
+            # No event outlives its waiters (another waiter of the same call polls on).
+            self._events.pop(data["id"], None)
         return data, version
 
     async def _progress(self, progress: ProgressFn, elapsed: float, data: dict[str, Any]) -> None:
