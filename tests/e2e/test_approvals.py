@@ -133,11 +133,12 @@ async def test_rest_door_reissue_and_changed_arguments(gw: GatewayProcess) -> No
     assert again.status_code == 409 and again.json()["error"]["details"]["approval_id"] not in (first, changed)
 
 
-async def test_disconnected_caller_reissues_and_is_matched(gw: GatewayProcess) -> None:
-    user, message = caller(), "reissue"
+@pytest.mark.parametrize("kind", ["streamable-2025", "stdio"])
+async def test_disconnected_caller_reissues_and_is_matched(gw: GatewayProcess, kind: str) -> None:
+    user, message = caller(), f"reissue-{kind}"
     approval: dict[str, Any] = {}
     with trio.CancelScope() as gone:  # the client goes away, connection and all, while it waits
-        async with (mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client,
+        async with (mcp_client(kind, gw.url, gw.data_dir, TENANT, user) as client,
                     trio.open_nursery() as nursery):
             nursery.start_soon(client.call_tool, TOOL, {"message": message})
             approval = await pending_of(gw.url, user, message)
