@@ -8,7 +8,10 @@ lookup, firearm bindings and grants, limit state, audit health), runs the pure g
 the decision with :class:`~northstar.policy.call_runner.CallRunner` (audit records, the tool
 call, the outcome): :meth:`Gateway.call_tool` does exactly that. A
 :class:`~northstar.policy.calls.CallTool` message does both inside the actor, for callers that
-want one round trip. A denied call never reaches a tool.
+want one round trip. A denied call never reaches a tool. A call that passed every gate to a scope
+that requires human approval is answered :class:`~northstar.policy.calls.Held` (no limit slot
+taken, one rate token spent) unless it carries the approved ticket of these exact arguments
+(:mod:`northstar.policy.approval_core`); the sandbox simulates the approval instead.
 
 Failing closed: when the audit log cannot commit, or the policy snapshot is stale, the call
 is refused (503 ``audit_unavailable`` / ``policy_unavailable``, with Retry-After), never
