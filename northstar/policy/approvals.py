@@ -144,12 +144,13 @@ class ApprovalDesk:
                     return dict(rec.data), int(rec.version), None
         data = C.new_record(approval_id=C.new_id(prefix), ctx=ctx, target=held.target, approver=held.approver,
                             arguments=held.arguments, digest=held.args_hash, now=now, ttl_s=self.ttl_s)
-        await self.store.save(GLOBAL_TENANT, kinds.APPROVALS, data["id"], data, expected_version=0,
-                              actor=ctx.principal)
         record = {**held.base, **held.target, "event": "decision", "decision": "pending", "gate": "approval",
                   "code": "approval_pending", "reason": f"held for approval {data['id']}", "approval_id": data["id"],
                   "args_hash": held.args_hash, "expires_at": data["expires_at"], "trace": held.trace}
+        # The record first: no approval an approver could act on exists without its audit record.
         entry = await self.audit.append(record)
+        await self.store.save(GLOBAL_TENANT, kinds.APPROVALS, data["id"], data, expected_version=0,
+                              actor=ctx.principal)
         return data, 1, seen_seq(ctx, entry)
 
     async def wait(self, data: dict[str, Any], version: int, progress: ProgressFn | None) -> tuple[dict[str, Any], int]:
