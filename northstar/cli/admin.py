@@ -79,12 +79,21 @@ async def _firearms(settings: Settings, args: argparse.Namespace) -> Any:
                 out = {**g.to_dict(), "audit_seq": await audit_policy(
                     storage, "grant", grant_tenant=args.tenant, grant_user=args.user, firearm=args.firearm,
                     reason=args.reason, expires_at=args.expires_at)}
+            case "require-approval":
+                out = await svc.require_approval(args.scope, approver_firearm=args.approver_firearm, actor=who)
+                out["audit_seq"] = await audit_policy(storage, "require_approval", scope=args.scope,
+                                                      approver_firearm=out["approver_firearm"])
+            case "clear-approval":
+                await svc.clear_approval(args.scope, actor=who)
+                out = {"scope": args.scope, "approval": None,
+                       "audit_seq": await audit_policy(storage, "clear_approval", scope=args.scope)}
             case "revoke":
                 await svc.revoke(args.tenant, args.user, args.firearm, actor=who)
                 out = {"revoked": True, "audit_seq": await audit_policy(
                     storage, "revoke", grant_tenant=args.tenant, grant_user=args.user, firearm=args.firearm)}
             case _:
-                out = {"bindings": svc.list_bindings(), "grants": svc.list_grants()}
+                out = {"bindings": svc.list_bindings(), "grants": svc.list_grants(),
+                       "approval_rules": svc.list_approval_rules()}
         return out
 
 
@@ -214,6 +223,11 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("scope")
     p.add_argument("firearm")
     p = fsub.add_parser("unbind")
+    p.add_argument("scope")
+    p = fsub.add_parser("require-approval", help="hold the scope's calls until a human approves each")
+    p.add_argument("scope")
+    p.add_argument("--approver-firearm", help="who may approve (default firearm.approve)")
+    p = fsub.add_parser("clear-approval", help="let the scope's calls run without approval")
     p.add_argument("scope")
     for name in ("grant", "revoke"):
         p = fsub.add_parser(name)

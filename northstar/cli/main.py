@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     from northstar.cli import workbench as cli_workbench
 
     cli_workbench.add_parsers(sub, _common)
+    from northstar.cli import approvals as cli_approvals
+
+    cli_approvals.add_parsers(sub, _common)
     from northstar.cli import upstreams as cli_upstreams
 
     cli_upstreams.add_parsers(sub, _common)

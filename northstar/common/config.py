@@ -143,6 +143,8 @@ class Settings(BaseModel):
     sse_keepalive_s: float = 15.0
     tool_timeout_s: float = 30.0
     tool_timeout_max_s: float = 120.0
+    # How long a held call's approval stays open (docs/approvals.md); a waiting call waits no longer.
+    approval_ttl_s: float = Field(default=600.0, ge=1.0, le=86_400.0)
     max_concurrent_calls_per_principal: int = 64
     rate_limit_per_principal_per_s: float = 200.0
     rate_limit_burst: int = 400

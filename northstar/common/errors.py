@@ -20,7 +20,10 @@ to, and structured ``details``. Mapping to the wire (REST envelope, JSON-RPC err
     │   ├── IdentityMismatch            403 identity_mismatch     (details: header)
     │   ├── KeyNotConfirmed             403 key_not_confirmed     (details: key_id)
     │   ├── CsrfFailed                  403 csrf_failed           (a console cookie without its CSRF token)
-    │   └── PolicyDenied                403 policy_denied         (details: gate, reason)
+    │   ├── PolicyDenied                403 policy_denied         (details: gate, reason)
+    │   ├── ApprovalRejected            403 approval_rejected     (details: approval_id, reason)
+    │   ├── ApprovalExpired             403 approval_expired      (details: approval_id, expires_at)
+    │   └── ApprovalSelf                403 approval_self         (a caller deciding its own call)
     ├── NotFound                        404 not_found
     │   └── UnknownTool                 404 unknown_tool          (details: name)
     ├── MethodNotAllowed                405 method_not_allowed
@@ -28,7 +31,10 @@ to, and structured ``details``. Mapping to the wire (REST envelope, JSON-RPC err
     ├── RequestTimeout                  408 request_timeout
     ├── Conflict                        409 conflict              (details: current_version)
     │   ├── NameCollision               409 name_collision
-    │   └── UpstreamDrift               409 upstream_drift        (details: upstream, changed, removed, added)
+    │   ├── UpstreamDrift               409 upstream_drift        (details: upstream, changed, removed, added)
+    │   ├── ApprovalState               409 approval_state        (details: approval_id, state)
+    │   └── ApprovalPending             409 approval_pending      (details: approval_id, expires_at; the call
+    │                                                               is held: re-issue it once approved)
     ├── PayloadTooLarge                 413 payload_too_large     (details: limit)
     ├── UnsupportedMediaType            415 unsupported_media_type
     ├── Unprocessable                   422 unprocessable         (details: errors[])
@@ -347,3 +353,38 @@ class SecretsUnavailable(ServiceUnavailable):
 
     code = "secrets_unavailable"
     default_message = "upstream secrets cannot be opened"
+
+
+class ApprovalRejected(Forbidden):
+    """An approver rejected the held call (``details.reason``, when given)."""
+
+    code = "approval_rejected"
+    default_message = "the call was rejected by an approver"
+
+
+class ApprovalExpired(Forbidden):
+    """Nobody approved the held call before its approval expired."""
+
+    code = "approval_expired"
+    default_message = "the call's approval expired before it was approved"
+
+
+class ApprovalSelf(Forbidden):
+    """A principal tried to approve or reject its own call."""
+
+    code = "approval_self"
+    default_message = "a caller cannot decide its own call"
+
+
+class ApprovalState(Conflict):
+    """An approval that is no longer in the state the step needs (``details.state``)."""
+
+    code = "approval_state"
+    default_message = "the approval is not pending"
+
+
+class ApprovalPending(Conflict):
+    """The call is held for approval; the door answers at once and the client re-issues it later."""
+
+    code = "approval_pending"
+    default_message = "the call is held until an approver approves it"

@@ -35,7 +35,17 @@ from northstar.mcp_gateway.tools.actor import Invoke
 from northstar.mcp_gateway.tools.model import ToolContext, UpstreamOp, UpstreamPort
 from northstar.policy import audit_records as R
 from northstar.policy.admission import Admission
-from northstar.policy.calls import Allowed, CallResult, CallTool, Decision, Denied, Refused, Unavailable, seen_seq
+from northstar.policy.calls import (
+    Allowed,
+    CallResult,
+    CallTool,
+    Decision,
+    Denied,
+    Held,
+    Refused,
+    Unavailable,
+    seen_seq,
+)
 from northstar.storage.base import AuditLog
 
 log = logging.getLogger("northstar.gate_chain")
@@ -45,14 +55,15 @@ UPSTREAM_IS_ERROR = "upstream_is_error"  # the audit code of an upstream tool's 
 
 class CallRunner:
     def __init__(self, audit: AuditLog, admission: Admission, *, tool_timeout_s: float = 30.0,
-                 tool_timeout_max_s: float = 120.0) -> None:
+                 tool_timeout_max_s: float = 120.0, approvals: Any = None) -> None:
         self.audit = audit
+        self.approvals = approvals  # the ApprovalDesk that consumes an approved call's approval
         self.admission = admission
         self.tool_timeout_s = tool_timeout_s
         self.tool_timeout_max_s = tool_timeout_max_s
 
     async def run(self, decision: Decision) -> CallResult:
-        probe = not isinstance(decision, Refused) and decision.probe
+        probe = not isinstance(decision, Refused | Held) and decision.probe
         try:
             match decision:
                 case Refused():
@@ -63,6 +74,9 @@ class CallRunner:
                     return await self.denied(decision)
                 case Allowed():
                     return await self.allowed(decision)
+                case Held():  # the gateway waits for held calls; a runner alone cannot
+                    return CallResult(ok=False, error=E.ApprovalPending("the call is held for approval"),
+                                      trace=decision.trace, target=decision.target)
         except E.NorthstarError as err:
             return self.refused(err)
         finally:
@@ -96,6 +110,10 @@ class CallRunner:
                                      trace=None)
         combined = d.resolved.op.annotations.read_only and not d.probe
         try:
+            if d.call.approval is not None:  # used once, before the call runs (a lost race refuses it)
+                if self.approvals is None:
+                    raise E.ServiceUnavailable("approvals are not available here", retry_after=1)
+                await self.approvals.consume(d.call.ctx, d.call.approval)
             decision_entry = None if combined else await self.audit.append(decision)
             return await self.run_and_record(d, decision, decision_entry)
         finally:

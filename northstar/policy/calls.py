@@ -9,6 +9,9 @@ what running it needs:
 :class:`Unavailable`  the policy snapshot is stale: a deny record, then the refusal
 :class:`Denied`       a gate said no: a deny record (with the trace), then the refusal
 :class:`Allowed`      every gate passed and the limit slot is taken: the call runs
+:class:`Held`         every gate passed but the scope requires approval: no slot is taken;
+                      the gateway opens (or finds) the approval, waits, and decides again
+                      with the approved :class:`~northstar.policy.approval_core.ApprovalTicket`
 =============== ==================================================================
 
 A decision is run once, by :class:`~northstar.policy.call_runner.CallRunner`, in the caller's
@@ -17,6 +20,8 @@ own task. ``probe`` marks the one call let through while the audit log recovers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,7 @@ from northstar.common import errors as E
 from northstar.common.identity import RequestContext
 from northstar.mcp_gateway.tools.catalog import Resolved
 from northstar.mcp_gateway.tools.model import ProgressFn
+from northstar.policy.approval_core import ApprovalTicket
 from northstar.policy.gates import MockPolicy, Verdict
 
 
@@ -32,7 +38,9 @@ from northstar.policy.gates import MockPolicy, Verdict
 class CallTool:
     """One call: who, which tool, the arguments; ``mock``, ``services`` (isolated tool services)
     and ``resolved`` (a tool that is not in the catalogue, e.g. a draft) serve the sandbox;
-    ``progress`` receives the progress an upstream tool reports (doors that can relay it)."""
+    ``progress`` receives the progress an upstream tool reports (doors that can relay it).
+    ``approval``: the approved approval a held call runs under; ``wait_approval``: whether the
+    door waits for a held call's approval (else it answers ``approval_pending`` at once)."""
 
     ctx: RequestContext
     name: str
@@ -42,6 +50,9 @@ class CallTool:
     timeout_s: float | None = None
     resolved: Resolved | None = None
     progress: ProgressFn | None = None
+    approval: ApprovalTicket | None = None
+    wait_approval: bool = True
+    abandon: Callable[[], AbstractContextManager[None]] | None = None  # the door cancels a wait inside it
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +99,20 @@ class Allowed:
     probe: bool = False
 
 
-Decision = Refused | Unavailable | Denied | Allowed
+@dataclass(frozen=True, slots=True)
+class Held:
+    call: CallTool
+    resolved: Resolved
+    base: dict[str, Any]
+    target: dict[str, Any]
+    trace: list[dict[str, Any]]
+    approver: str
+    arguments: dict[str, Any]
+    args_hash: str
+    probe: bool = False
+
+
+Decision = Refused | Unavailable | Denied | Allowed | Held
 
 
 # -- the answer to a call -------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Firearms: licences that guard scopes.
 
 A *binding* ties a scope to a firearm (``media.write -> firearm.media.write``); a scope with
-no binding is open. A *grant* gives a firearm to one user of one tenant, optionally until
-an expiry, recording who granted it and why. Bindings are gateway-wide; grants are
+no binding is open. An *approval rule* marks a scope ``approval: required``: its calls pass the
+gates, then wait for a human approver, a principal granted the rule's approver firearm
+(``firearm.approve`` unless the rule names another, e.g. ``firearm.approve.media``). A *grant*
+gives a firearm to one user of one tenant, optionally until an expiry, recording who granted it
+and why. Bindings are gateway-wide; grants are
 tenant-scoped.
 
 :class:`FirearmsPolicyStore` persists both in the versioned store (every change is a new
@@ -91,6 +94,11 @@ class AccessDecision:
     firearm: str | None
     allowed: bool
     granted: frozenset[str]
+    approver: str | None = None  # the approver firearm when the scope requires approval
+
+
+DEFAULT_APPROVER = "firearm.approve"
+POLICY_KINDS = (kinds.FIREARM_BINDINGS, kinds.FIREARM_GRANTS, kinds.APPROVAL_RULES)
 
 
 class FirearmsPolicyStore:
@@ -103,6 +111,9 @@ class FirearmsPolicyStore:
         data = None if firearm is None else {"scope": scope, "firearm": firearm, **extra}
         await self.store.save(GLOBAL_TENANT, kinds.FIREARM_BINDINGS, scope, data, actor=actor)
 
+    async def save_approval_rule(self, scope: str, rule: dict[str, Any] | None, *, actor: str | None) -> None:
+        await self.store.save(GLOBAL_TENANT, kinds.APPROVAL_RULES, scope, rule, actor=actor)
+
     async def binding_ever_set(self, scope: str) -> bool:
         return await self.store.get(GLOBAL_TENANT, kinds.FIREARM_BINDINGS, scope) is not None
 
@@ -110,10 +121,11 @@ class FirearmsPolicyStore:
         data = None if grant is None else grant.to_dict()
         await self.store.save(tenant, kinds.FIREARM_GRANTS, f"{user}:{firearm}", data, actor=actor)
 
-    async def load_all(self) -> tuple[dict[str, dict[str, Any]], list[Grant]]:
-        """Every live binding and grant, across tenants."""
+    async def load_all(self) -> tuple[dict[str, dict[str, Any]], list[Grant], dict[str, dict[str, Any]]]:
+        """Every live binding, grant and approval rule, across tenants."""
         events = await self._all_changes()
         bindings: dict[str, dict[str, Any]] = {}
+        rules: dict[str, dict[str, Any]] = {}
         grants: list[Grant] = []
         seen: set[tuple[str, str, str]] = set()
         for ev in events:
@@ -126,15 +138,17 @@ class FirearmsPolicyStore:
                 continue
             if ev.kind == kinds.FIREARM_BINDINGS:
                 bindings[rec.resource_id] = rec.data
+            elif ev.kind == kinds.APPROVAL_RULES:
+                rules[rec.resource_id] = rec.data
             else:
                 grants.append(Grant(**rec.data))
-        return bindings, grants
+        return bindings, grants, rules
 
     async def _all_changes(self) -> list[Any]:
         out: list[Any] = []
         cursor = 0
         while True:
-            batch = await self.store.changes_since(cursor, [kinds.FIREARM_BINDINGS, kinds.FIREARM_GRANTS])
+            batch = await self.store.changes_since(cursor, POLICY_KINDS)
             if not batch:
                 return out
             out.extend(batch)
@@ -143,7 +157,7 @@ class FirearmsPolicyStore:
     async def last_change_id(self) -> int:
         cursor = 0
         while True:
-            batch = await self.store.changes_since(cursor, [kinds.FIREARM_BINDINGS, kinds.FIREARM_GRANTS])
+            batch = await self.store.changes_since(cursor, POLICY_KINDS)
             if not batch:
                 return cursor
             cursor = batch[-1].change_id
@@ -166,6 +180,7 @@ class FirearmsService:
         self.max_staleness_s = max_staleness_s
         self._bindings: dict[str, dict[str, Any]] = {}
         self._grants: dict[tuple[str, str], dict[str, Grant]] = {}
+        self._rules: dict[str, dict[str, Any]] = {}
         self._fresh_at: float | None = None
         self._cursor = 0
         self._lock = trio.Lock()
@@ -178,8 +193,9 @@ class FirearmsService:
         # the next refresh).
         async with self._lock:
             cursor = await self.policy_store.last_change_id()
-            bindings, grants = await self.policy_store.load_all()
+            bindings, grants, rules = await self.policy_store.load_all()
             self._bindings = bindings
+            self._rules = rules
             self._grants = {}
             for g in grants:
                 self._grants.setdefault((g.tenant, g.user), {})[g.firearm] = g
@@ -189,9 +205,7 @@ class FirearmsService:
 
     async def refresh_once(self) -> None:
         try:
-            batch = await self.policy_store.store.changes_since(
-                self._cursor, [kinds.FIREARM_BINDINGS, kinds.FIREARM_GRANTS]
-            )
+            batch = await self.policy_store.store.changes_since(self._cursor, POLICY_KINDS)
             if batch:
                 await self.load()
             else:
@@ -229,7 +243,17 @@ class FirearmsService:
         binding = self._bindings.get(scope)
         firearm = binding["firearm"] if binding else None
         granted = self.granted(ctx.tenant, ctx.user)
-        return AccessDecision(scope, firearm, firearm is None or firearm in granted, granted)
+        return AccessDecision(scope, firearm, firearm is None or firearm in granted, granted, self.approver_for(scope))
+
+    def approver_for(self, scope: str) -> str | None:
+        """The firearm an approver of ``scope``'s calls needs, or None when they need no approval."""
+        rule = self._rules.get(scope)
+        return str(rule.get("approver_firearm") or DEFAULT_APPROVER) if rule else None
+
+    def may_approve(self, tenant: str, user: str, scope: str) -> bool:
+        """Whether ``tenant/user`` holds the approver firearm of ``scope`` (in the caller's tenant)."""
+        approver = self.approver_for(scope)
+        return approver is not None and approver in self.granted(tenant, user)
 
     # -- administration -------------------------------------------------------------------
     async def bind(self, scope: str, firearm: str, *, actor: str | None, **extra: Any) -> dict[str, Any]:
@@ -249,6 +273,34 @@ class FirearmsService:
             await self.policy_store.save_binding(scope, None, actor=actor)
             self._bindings.pop(scope, None)
         self._notify()
+
+    async def require_approval(self, scope: str, *, approver_firearm: str | None = None, actor: str | None,
+                               **extra: Any) -> dict[str, Any]:
+        """Mark ``scope`` ``approval: required``; its approvers hold ``approver_firearm``."""
+        check_scope_name(scope)
+        rule = {"scope": scope, "approval": "required",
+                "approver_firearm": check_firearm_name(approver_firearm or DEFAULT_APPROVER), **extra}
+        async with self._lock:
+            await self.policy_store.save_approval_rule(scope, rule, actor=actor)
+            self._rules[scope] = rule
+        self._notify()
+        return dict(rule)
+
+    async def clear_approval(self, scope: str, *, actor: str | None) -> None:
+        check_scope_name(scope)
+        async with self._lock:
+            if scope not in self._rules:
+                raise E.NotFound(f"scope {scope} does not require approval", scope=scope)
+            await self.policy_store.save_approval_rule(scope, None, actor=actor)
+            self._rules.pop(scope, None)
+        self._notify()
+
+    def approval_rules(self) -> dict[str, str]:
+        """scope -> approver firearm, for every scope that requires approval."""
+        return {scope: str(r.get("approver_firearm") or DEFAULT_APPROVER) for scope, r in self._rules.items()}
+
+    def list_approval_rules(self) -> list[dict[str, Any]]:
+        return [dict(r) for _, r in sorted(self._rules.items())]
 
     async def ensure_default_bindings(self, defaults: Mapping[str, str]) -> None:
         """Bind shipped defaults, unless an operator has ever set that scope."""

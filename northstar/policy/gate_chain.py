@@ -8,7 +8,10 @@ lookup, firearm bindings and grants, limit state, audit health), runs the pure g
 the decision with :class:`~northstar.policy.call_runner.CallRunner` (audit records, the tool
 call, the outcome): :meth:`Gateway.call_tool` does exactly that. A
 :class:`~northstar.policy.calls.CallTool` message does both inside the actor, for callers that
-want one round trip. A denied call never reaches a tool.
+want one round trip. A denied call never reaches a tool. A call that passed every gate to a scope
+that requires human approval is answered :class:`~northstar.policy.calls.Held` (no limit slot
+taken, one rate token spent) unless it carries the approved ticket of these exact arguments
+(:mod:`northstar.policy.approval_core`); the sandbox simulates the approval instead.
 
 Failing closed: when the audit log cannot commit, or the policy snapshot is stale, the call
 is refused (503 ``audit_unavailable`` / ``policy_unavailable``, with Retry-After), never
@@ -20,6 +23,7 @@ it and cancel every call in flight.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -28,6 +32,7 @@ from northstar.common import errors as E
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.policy import audit_records as R
 from northstar.policy.admission import Admission
+from northstar.policy.approval_core import approval_step, args_hash, final_arguments
 from northstar.policy.call_runner import CallRunner
 from northstar.policy.calls import (
     Allowed,
@@ -36,12 +41,13 @@ from northstar.policy.calls import (
     Decide,
     Decision,
     Denied,
+    Held,
     Refused,
     Unavailable,
     target_of,
 )
 from northstar.policy.firearms import FirearmsService
-from northstar.policy.gates import CallFacts, evaluate
+from northstar.policy.gates import CallFacts, Verdict, evaluate
 from northstar.policy.limits import PrincipalLimits
 from northstar.storage.base import AuditLog
 
@@ -56,12 +62,13 @@ class GateChainConfig:
     audit_probe_interval_s: float = 1.0
 
 
-def decision_parts(config: GateChainConfig, audit: AuditLog) -> tuple[Admission, CallRunner]:
-    """The admission ledger and the runner a gate chain and its gateway share (one per gateway)."""
+def decision_parts(config: GateChainConfig, audit: AuditLog, approvals: Any = None) -> tuple[Admission, CallRunner]:
+    """The admission ledger and the runner a gate chain and its gateway share (one per gateway);
+    ``approvals`` (an ApprovalDesk) consumes the approval of a held call that runs."""
     limits = PrincipalLimits(rate=config.rate_per_s, burst=config.burst, max_in_flight=config.max_in_flight)
     admission = Admission(limits, probe_interval_s=config.audit_probe_interval_s)
     runner = CallRunner(audit, admission, tool_timeout_s=config.tool_timeout_s,
-                        tool_timeout_max_s=config.tool_timeout_max_s)
+                        tool_timeout_max_s=config.tool_timeout_max_s, approvals=approvals)
     return admission, runner
 
 
@@ -132,7 +139,36 @@ class GateChain(actors.Actor[CallTool | Decide, CallResult | Decision]):
         target = target_of(res, facts.firearm)
         if not verdict.allowed or res is None:
             return Denied(msg, base, target, verdict, trace_dicts, probe)
+        held = self.approval(msg, res, base, target, verdict, trace_dicts, probe)
+        if held is not None:
+            return held
         # Take the limit slot now, in the same step as the gates, so concurrent calls cannot
         # all pass the same in-flight / rate check; the runner gives it back when it has run.
         self.admission.take(msg.ctx.principal, trio.current_time())
         return Allowed(msg, res, base, target, verdict, trace_dicts, probe)
+
+    def approval(self, msg: CallTool, res: Resolved, base: dict[str, Any], target: dict[str, Any],
+                 verdict: Verdict, trace: list[dict[str, Any]], probe: bool) -> Held | Denied | None:
+        """For a scope that requires approval: hold the call, deny it (a simulated outcome in the
+        sandbox), or None to run it (no approval needed, or approved for these exact arguments)."""
+        approver = self.firearms.approver_for(res.scope.name)
+        simulated = msg.mock.approval if msg.mock is not None else None
+        if approver is None and simulated is None:
+            return None
+        arguments = final_arguments(verdict.validated)
+        digest = args_hash(arguments)
+        step, entry = approval_step(approver=approver, simulated=simulated,  # type: ignore[arg-type]
+                                    sandbox=msg.ctx.sandbox, ticket=msg.approval, digest=digest)
+        trace.append(entry)
+        if isinstance(step, E.NorthstarError):
+            denial = Verdict(gate="approval", allowed=False, code=step.code, reason=step.message, error=step)
+            return Denied(msg, base, target, denial, trace, probe)
+        if step == "hold":
+            # A held call costs a rate token like any call (a flood of held calls is limited),
+            # but holds no in-flight slot while it waits: the slot is taken when it runs.
+            self.admission.take(msg.ctx.principal, trio.current_time())
+            self.admission.give_back(msg.ctx.principal)
+            return Held(msg, res, base, target, trace, approver or "", arguments, digest, probe)
+        if msg.approval is not None:
+            target["approval_id"] = msg.approval.approval_id
+        return None

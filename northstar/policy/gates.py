@@ -30,6 +30,7 @@ class MockPolicy:
     bindings: Mapping[str, str | None] = field(default_factory=dict)
     force_deny: str | None = None
     replace_grants: bool = False
+    approval: str | None = None  # simulated approval: approved | rejected | pending
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> MockPolicy | None:
@@ -41,9 +42,16 @@ class MockPolicy:
                 bindings=dict(raw.get("bindings", {})),
                 force_deny=raw.get("force_deny"),
                 replace_grants=bool(raw.get("replace_grants", False)),
+                approval=_simulated(raw.get("approval")),
             )
         except (TypeError, ValueError) as exc:
             raise E.ValidationFailed("mock_policy is malformed", field="mock_policy") from exc
+
+
+def _simulated(value: Any) -> str | None:
+    if value is None or value in ("approved", "rejected", "pending"):
+        return value  # type: ignore[no-any-return]
+    raise ValueError("approval must be approved, rejected or pending")
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ from northstar.mcp_gateway.tools.media_v2 import MediaServices
 from northstar.mcp_gateway.tools.model import ToolDefinition
 from northstar.mcp_gateway.transports.mcp_face import SessionRegistry
 from northstar.mcp_gateway.transports.services import Services
+from northstar.policy.approvals import ApprovalDesk
 from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gate_chain import GateChain, GateChainConfig, decision_parts
@@ -104,14 +105,15 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     firearms.listeners.append(sessions.signal)
     media = MediaServices(store, BlobStore(settings.data_dir / "blobs"), settings.media_max_bytes)
     tools = ToolsBay(settings, catalog, media)
-    admission, runner = decision_parts(gate_chain_config(settings), storage.audit)
+    approvals = ApprovalDesk(store, storage.audit, firearms, ttl_s=settings.approval_ttl_s)
+    admission, runner = decision_parts(gate_chain_config(settings), storage.audit, approvals)
     gate_spec = subsystem(actors.actor_child(
         "gate_chain", lambda: GateChain(catalog, firearms, storage.audit, admission, runner), capacity=8192))
     metrics = Metrics()
     metrics.audit = storage.audit
     gateway = Gateway(catalog=catalog, firearms=firearms, gate_chain=actors.ref_of(gate_spec), runner=runner,
                       unauthorized_tools=settings.unauthorized_tools, tool_timeout_max_s=settings.tool_timeout_max_s,
-                      on_result=metrics.record)
+                      on_result=metrics.record, approvals=approvals)
     keys = KeyService(store)
     kpi = KpiService(store)
     drafts = DraftService(store, validate=draft_validator(catalog, firearms))
@@ -128,7 +130,7 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
         gateway=gateway, tools=ToolsClient(gateway), drafts=drafts, kpi=kpi, media=media, metrics=metrics,
         sandbox=SandboxRunner(gateway, catalog, drafts, tmp_root=settings.data_dir / "sandbox",
                               max_bytes=settings.media_max_bytes, upstreams=upstreams),
-        publisher=workbench.publisher, sessions=sessions,
+        publisher=workbench.publisher, sessions=sessions, approvals=approvals,
         health=partial(health_report, root, tools.current, upstreams), upstreams=upstreams,
     )
     hosts, watcher = upstreams.children()

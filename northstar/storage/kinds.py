@@ -8,6 +8,8 @@ WORKBENCH_DRAFTS: Final = "workbench_drafts"
 KPI_BINDINGS: Final = "kpi_bindings"
 FIREARM_BINDINGS: Final = "firearm_bindings"
 FIREARM_GRANTS: Final = "firearm_grants"
+APPROVAL_RULES: Final = "approval_rules"  # scopes whose calls wait for a human approval
+APPROVALS: Final = "approvals"  # held calls and their approval state (one record per approval id)
 COMPONENT_REGISTRY: Final = "component_registry"
 ACTIVATION_OVERLAYS: Final = "activation_overlays"
 MEDIA_ASSETS: Final = "media_assets"
@@ -21,6 +23,8 @@ ALL_KINDS: Final[frozenset[str]] = frozenset(
         KPI_BINDINGS,
         FIREARM_BINDINGS,
         FIREARM_GRANTS,
+        APPROVAL_RULES,
+        APPROVALS,
         COMPONENT_REGISTRY,
         ACTIVATION_OVERLAYS,
         MEDIA_ASSETS,

@@ -136,6 +136,9 @@ class ScopeSpec(_Strict):
     name: str = Field(pattern=SCOPE_NAME.pattern)
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
     firearm: str | None = Field(default=None, pattern=FIREARM_NAME.pattern)
+    # "required": each call waits for a human approver (policy, like the firearm: it goes into
+    # the overlay, not the package; docs/approvals.md).
+    approval: Literal["required"] | None = None
     operations: list[OperationSpec] = Field(min_length=1, max_length=50)
 
 
@@ -173,9 +176,14 @@ class ToolSpec(_Strict):
     def firearm_bindings(self) -> dict[str, str | None]:
         return {s.name: s.firearm for s in self.scopes}
 
+    def approval_bindings(self) -> dict[str, str | None]:
+        return {s.name: s.approval for s in self.scopes}
+
 
 def _scope_json(scope: ScopeSpec) -> dict[str, Any]:
     data = scope.model_dump(mode="json", exclude={"operations"})
+    if data.get("approval") is None:  # absent unless set: the JSON (and hash) of other specs is unchanged
+        data.pop("approval", None)
     data["operations"] = []
     for op in scope.operations:
         o = op.model_dump(mode="json", exclude={"input"})

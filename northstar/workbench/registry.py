@@ -58,11 +58,12 @@ def bump_patch(version: str) -> str:
 
 
 def package_spec(spec: ToolSpec) -> dict[str, Any]:
-    """The spec as it goes into a package: no firearm per scope, no KPIs (they are policy)."""
+    """The spec as it goes into a package: no firearm or approval per scope, no KPIs (they are policy)."""
     data = spec.to_json()
     data.pop("kpis", None)
     for scope in data["scopes"]:
         scope.pop("firearm", None)
+        scope.pop("approval", None)
     return data
 
 

@@ -9,7 +9,8 @@ inventory) is derived from the catalogue and the firearm bindings.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -21,8 +22,9 @@ from northstar.common.limits import check_timeout
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.model import ProgressFn
+from northstar.policy.approvals import ApprovalDesk
 from northstar.policy.call_runner import CallRunner
-from northstar.policy.calls import CallResult, CallTool, Decide, Decision
+from northstar.policy.calls import CallResult, CallTool, Decide, Decision, Held
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gates import MockPolicy
 
@@ -42,6 +44,7 @@ class Gateway:
     unauthorized_tools: str = "mark"
     tool_timeout_max_s: float = 120.0
     on_result: Callable[[RequestContext, CallResult], None] | None = None
+    approvals: ApprovalDesk | None = None
 
     async def call_tool(
         self,
@@ -54,18 +57,50 @@ class Gateway:
         timeout_s: float | None = None,
         resolved: Resolved | None = None,
         progress: ProgressFn | None = None,
+        wait_approval: bool = True,
+        abandon: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> CallResult:
         """Run one call through the gate chain. Raises only for service-level failures.
 
         ``mock`` (a what-if policy), ``services`` (isolated tool services) and ``resolved``
         (a tool that is not in the catalogue, e.g. an unpublished draft) serve the sandbox.
-        ``progress`` receives the progress an upstream tool reports (doors that can relay it).
+        ``progress`` receives the progress an upstream tool reports (doors that can relay it), and
+        a held call's waiting progress. A call to a scope that requires approval is held
+        (:mod:`northstar.policy.approvals`): with ``wait_approval`` it waits for the approval and
+        then runs, decided again; without, it answers ``approval_pending`` at once. ``abandon``:
+        a door's context in which the wait is cancelled when the caller's connection goes away.
         """
         if arguments is not None and not isinstance(arguments, dict):
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
         if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
             check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
-        msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress)
+        msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress,
+                       wait_approval=wait_approval, abandon=abandon)
+        decision = await self.decide(msg)
+        if isinstance(decision, Held):
+            result = await self.held(decision)
+        else:
+            result = await self.runner.run(decision)
+        if self.on_result is not None:
+            self.on_result(ctx, result)
+        return result
+
+    async def held(self, decision: Held) -> CallResult:
+        """Wait for the held call's approval, then decide it again under the approval and run it."""
+        if self.approvals is None:
+            return await self.runner.run(decision)
+        try:
+            ticket = await self.approvals.hold(decision)
+        finally:
+            if decision.probe:  # its pending record was the audit probe's append
+                self.runner.admission.probe_done(trio.current_time())
+        if isinstance(ticket, CallResult):
+            return ticket
+        # Decided again: the firearm, the limits and the arguments' hash are checked at run time.
+        again = await self.decide(replace(decision.call, approval=ticket))
+        return await self.runner.run(again)
+
+    async def decide(self, msg: CallTool) -> Decision:
         decision: CallResult | Decision | None = None
         try:
             # The decision is made in the gate chain actor, inline, in arrival order; it is run
@@ -81,10 +116,7 @@ class Gateway:
             raise E.ServiceUnavailable("the gate chain is restarting", retry_after=1) from None
         if waited.cancelled_caught or decision is None or isinstance(decision, CallResult):
             raise E.ServiceUnavailable("the gate chain did not answer in time", retry_after=1)
-        result = await self.runner.run(decision)
-        if self.on_result is not None:
-            self.on_result(ctx, result)
-        return result
+        return decision
 
     def inventory(self) -> list[dict[str, Any]]:
         return schema_gen.inventory(self.catalog.tools(), self.firearms.bindings())

@@ -21,6 +21,7 @@ from northstar.mcp_gateway.facade.tools_client import ToolsClient
 from northstar.mcp_gateway.tools.catalog import Catalog
 from northstar.mcp_gateway.tools.media_v2 import MediaServices
 from northstar.mcp_gateway.transports.mcp_face import SessionRegistry
+from northstar.policy.approvals import ApprovalDesk
 from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.firearms import FirearmsService
 from northstar.storage import Storage
@@ -55,3 +56,4 @@ class Services:
     sessions: SessionRegistry
     health: Callable[[], dict[str, Any]]  # each subsystem up or down, tools down, upstreams: for /health
     upstreams: UpstreamHub  # federation: registered upstream MCP servers and their running units
+    approvals: ApprovalDesk  # held calls waiting for a human approval

@@ -144,7 +144,7 @@ class LiveTools:
             fresh = current is not None and current.generation == self.host.generation
             if fresh and current is not None and current.overlay_version >= overlay_version:
                 return False
-            await self._ensure_guarded(overlay.get("firearm_bindings") or {})
+            await self._ensure_guarded(overlay.get("firearm_bindings") or {}, overlay.get("approval_bindings") or {})
             await self._approve(package)
             same = fresh and current is not None and current.tool.package_hash == package["content_hash"]
             if same and current is not None:
@@ -191,13 +191,20 @@ class LiveTools:
         if block and self.upstreams is not None:
             await self.upstreams.approve(block["name"], block.get("pins") or {})
 
-    async def _ensure_guarded(self, bindings: dict[str, str | None]) -> None:
+    async def _ensure_guarded(self, bindings: dict[str, str | None], approvals: dict[str, str | None]) -> None:
+        """Serve no scope the overlay guards (a firearm, an approval) before this replica's
+        policy snapshot guards it too."""
         guarded = [scope for scope, firearm in bindings.items() if firearm]
-        if not guarded or self.firearms is None:
+        held = [scope for scope, approval in approvals.items() if approval == "required"]
+        if (not guarded and not held) or self.firearms is None:
             return
-        if all(scope in self.firearms.bindings() for scope in guarded):
+        if not self._missing(guarded, held):
             return
         await self.firearms.load()  # another replica bound it a moment ago: read the store now
-        missing = [scope for scope in guarded if scope not in self.firearms.bindings()]
+        missing = self._missing(guarded, held)
         if missing:
-            raise StoreUnavailable(f"firearm bindings for {', '.join(missing)} are not visible yet", retry_after=1)
+            raise StoreUnavailable(f"policy for {', '.join(missing)} is not visible yet", retry_after=1)
+
+    def _missing(self, guarded: list[str], held: list[str]) -> list[str]:
+        bound, rules = self.firearms.bindings(), self.firearms.approval_rules()
+        return [s for s in guarded if s not in bound] + [s for s in held if s not in rules]

@@ -104,7 +104,8 @@ class PublisherService:
         package = make_package(spec, tool_schemas(tool), published_by=ctx.principal, source=source)
         await self.registry.save(package, actor=ctx.principal)
         kpis = [self._kpi(ctx, spec.tool_id, k) for k in spec.kpis]
-        return await self._activate(ctx, package, spec.firearm_bindings(), kpis, "publish", source)
+        return await self._activate(ctx, package, spec.firearm_bindings(), kpis, "publish", source,
+                                    spec.approval_bindings())
 
     def _kpi(self, ctx: RequestContext, tool_id: str, raw: dict[str, Any]) -> dict[str, Any]:
         return {"owner": ctx.principal, **raw, "tool_name": tool_id}
@@ -143,16 +144,20 @@ class PublisherService:
         require_admin(ctx)
         package = await self.registry.get(tool_id, to_version)
         verify_package(package)
-        bindings, kpis = await self._policy_of(tool_id, package)
-        return await self._activate(ctx, package, bindings, kpis, "rollback", package.get("source") or {})
+        bindings, kpis, approvals = await self._policy_of(tool_id, package)
+        return await self._activate(ctx, package, bindings, kpis, "rollback", package.get("source") or {}, approvals)
 
-    async def _policy_of(self, tool_id: str, package: dict[str, Any]) -> tuple[dict[str, str | None], list[Any]]:
-        """The firearm and KPI bindings last live with this package (else: open scopes, no KPIs)."""
+    async def _policy_of(self, tool_id: str, package: dict[str, Any]) -> tuple[
+            dict[str, str | None], list[Any], dict[str, str | None]]:
+        """The firearm, KPI and approval bindings last live with this package (else: open scopes,
+        no KPIs, no approvals)."""
         for rec in reversed(await self.overlays.history(tool_id)):
             data = rec.data or {}
             if data.get("package_hash") == package["content_hash"] and data.get("action") != "unpublish":
-                return dict(data.get("firearm_bindings") or {}), list(data.get("kpi_bindings") or [])
-        return {scope["name"]: None for scope in package["spec"]["scopes"]}, []
+                return (dict(data.get("firearm_bindings") or {}), list(data.get("kpi_bindings") or []),
+                        dict(data.get("approval_bindings") or {}))
+        opened = {scope["name"]: None for scope in package["spec"]["scopes"]}
+        return dict(opened), [], dict(opened)
 
     async def unpublish(self, ctx: RequestContext, tool_id: str) -> dict[str, Any]:
         require_admin(ctx)
@@ -178,15 +183,18 @@ class PublisherService:
         kpis: list[dict[str, Any]],
         action: str,
         source: dict[str, Any],
+        approvals: Mapping[str, str | None] | None = None,
     ) -> dict[str, Any]:
         tool_id, version, digest = package["tool_id"], package["version"], package["content_hash"]
         current = await self.overlays.current(tool_id)
         prev = current.data if current is not None and current.data and current.data.get("active") else None
         ref = {"tool_id": tool_id, "package_version": version, "package_hash": digest}
         await self._guard_scopes(ctx, bindings, ref)
+        await self._hold_scopes(ctx, approvals or {}, ref)
         overlay = {
             **ref,
             "firearm_bindings": dict(bindings),
+            "approval_bindings": dict(approvals or {}),
             "kpi_bindings": kpis,
             "active": True,
             "action": action,
@@ -197,6 +205,7 @@ class PublisherService:
         expected = current.version if current is not None else 0
         rec = await self.overlays.save(overlay, expected_version=expected, actor=ctx.principal)
         await self._open_scopes(ctx, bindings)
+        await self._release_scopes(ctx, approvals or {})
         await self._save_kpis(ctx, kpis, ref)
         if self.live is not None:
             await self.live.activate(package, overlay, rec.version)
@@ -214,6 +223,22 @@ class PublisherService:
         for scope, firearm in bindings.items():
             if firearm is not None:
                 await self.firearms.bind(scope, firearm, actor=ctx.principal, **ref)
+
+    async def _hold_scopes(self, ctx: RequestContext, approvals: Mapping[str, str | None], ref: dict[str, Any]) -> None:
+        """Approval rules that hold calls are written before the overlay, like guarding bindings."""
+        if self.firearms is None:
+            return
+        for scope, approval in approvals.items():
+            if approval == "required":
+                await self.firearms.require_approval(scope, actor=ctx.principal, **ref)
+
+    async def _release_scopes(self, ctx: RequestContext, approvals: Mapping[str, str | None]) -> None:
+        if self.firearms is None:
+            return
+        live = self.firearms.approval_rules()
+        for scope, approval in approvals.items():
+            if approval is None and scope in live:
+                await self.firearms.clear_approval(scope, actor=ctx.principal)
 
     async def _open_scopes(self, ctx: RequestContext, bindings: Mapping[str, str | None]) -> None:
         if self.firearms is None:

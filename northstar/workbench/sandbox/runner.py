@@ -78,7 +78,7 @@ def merged_mock(raw: Mapping[str, Any] | None, draft_bindings: Mapping[str, str 
     if mock is None:
         return MockPolicy(bindings=dict(draft_bindings))
     return MockPolicy(grants=mock.grants, bindings={**draft_bindings, **mock.bindings},
-                      force_deny=mock.force_deny, replace_grants=mock.replace_grants)
+                      force_deny=mock.force_deny, replace_grants=mock.replace_grants, approval=mock.approval)
 
 
 class SandboxRunner:

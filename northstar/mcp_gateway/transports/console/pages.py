@@ -22,6 +22,7 @@ PAGES: tuple[Page, ...] = (
     Page("publish", "/console/publish", "Publish", admin=True),
     Page("policy", "/console/policy", "Policy", admin=True),
     Page("keys", "/console/keys", "API keys", admin=True),
+    Page("approvals", "/console/approvals", "Approvals"),
     Page("audit", "/console/audit", "Audit"),
     Page("verify", "/console/audit/verify", "Verify", admin=True),
     Page("kpis", "/console/kpis", "KPIs"),

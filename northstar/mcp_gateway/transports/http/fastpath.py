@@ -30,9 +30,12 @@ Either way the gate chain audits the outcome ``cancelled``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -80,6 +83,16 @@ def connection_closed(client: Any, server: Any, calls: set[trio.CancelScope]) ->
     for scope in calls:
         scope.cancel()
     calls.clear()
+
+
+@contextlib.contextmanager
+def _while_connected(calls: set[trio.CancelScope], scope: trio.CancelScope) -> Iterator[None]:
+    """Cancel ``scope`` if its connection closes while inside this block."""
+    calls.add(scope)
+    try:
+        yield
+    finally:
+        calls.discard(scope)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -211,7 +224,8 @@ class FastPath:
                 reply = await self.call_watching_disconnect(ctx, params, receive)
         else:
             session = headers.get(SESSION_HEADER, b"").decode("latin-1")
-            reply = await self.call_cancellable(ctx, params, session, msg["id"])
+            conn = _LIVE.get((tuple(scope.get("client") or ()), tuple(scope.get("server") or ())))
+            reply = await self.call_cancellable(ctx, params, session, msg["id"], wait=era == "session", conn=conn)
         if reply is None:  # cancelled: the caller is gone or asked for it; nothing to answer
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
@@ -219,17 +233,24 @@ class FastPath:
         await self.respond(send, msg["id"], reply, era == "modern", ctx.request_id)
         return True
 
-    async def call(self, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def call(self, ctx: RequestContext, params: dict[str, Any], wait: bool = True,
+                   abandon: Callable[[], AbstractContextManager[None]] | None = None) -> Any:
+        # /mcp/stateless answers a held call at once (approval_pending): docs/approvals.md.
         try:
-            return await self.gateway.call_tool(ctx, params["name"], params.get("arguments"))
+            return await self.gateway.call_tool(ctx, params["name"], params.get("arguments"), wait_approval=wait,
+                                                abandon=abandon)
         except E.NorthstarError as err:
             return err
 
-    async def call_cancellable(self, ctx: RequestContext, params: dict[str, Any], session: str, rid: Any) -> Any:
+    async def call_cancellable(self, ctx: RequestContext, params: dict[str, Any], session: str, rid: Any,
+                               wait: bool = True, conn: set[trio.CancelScope] | None = None) -> Any:
         with trio.CancelScope() as cs:
             call = self.inflight.add(ctx.principal, session, rid, cs)
+            # A session's call outlives its connection (2025-era rule), but a held call's wait
+            # for approval does not: nothing ran yet, and the client re-issues the call later.
+            abandon = partial(_while_connected, conn, cs) if conn is not None else None
             try:
-                return await self.call(ctx, params)
+                return await self.call(ctx, params, wait, abandon)
             finally:
                 self.inflight.remove(call)
         return None

@@ -30,9 +30,9 @@ PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/.well-known/oauth-protec
 
 def rest_apis() -> list[Api]:
     """Every REST API surface, in document order."""
-    from northstar.mcp_gateway.transports.rest import drafts, ops, policy, tools, upstreams, workbench
+    from northstar.mcp_gateway.transports.rest import approvals, drafts, ops, policy, tools, upstreams, workbench
 
-    return [ops.api, RUNTIME, tools.api, drafts.api, workbench.api, policy.api, upstreams.api]
+    return [ops.api, RUNTIME, tools.api, drafts.api, workbench.api, policy.api, approvals.api, upstreams.api]
 
 
 def openapi_document() -> dict[str, Any]:

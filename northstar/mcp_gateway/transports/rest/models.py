@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from northstar.common import limits as L
 from northstar.kpi.models import KPI_ID_PATTERN, TOOL_NAME_PATTERN, WINDOW_PATTERN, Comparison, Metric
 from northstar.mcp_gateway.transports.rest.api import DIGITS
+from northstar.policy.approval_core import APPROVAL_ID_PATTERN
 from northstar.workbench.drafts.service import DRAFT_ID_PATTERN
 
 
@@ -215,6 +216,9 @@ class MockPolicyBody(_Body):
                                                   description="scope -> firearm (null: open)")
     force_deny: str | None = Field(default=None, max_length=L.MAX_REASON_LEN)
     replace_grants: bool = False
+    approval: Literal["approved", "rejected", "pending"] | None = Field(
+        default=None, description="simulate a human approval (the sandbox never holds a call): the call runs "
+                                  "(approved), is refused approval_rejected, or would be held (pending)")
 
 
 class SandboxBody(_Body):
@@ -231,3 +235,26 @@ class PublishBody(_Body):
 
 class RollbackBody(_Body):
     version: PackageVersion
+
+
+# -- approvals --------------------------------------------------------------------------------------
+ApprovalId = Annotated[str, Field(pattern=APPROVAL_ID_PATTERN, max_length=40,
+                                  examples=["ap_0123456789abcdef_0123456789abcdef"])]
+
+
+class ApprovalPath(_Params):
+    approval_id: ApprovalId
+
+
+class ApprovalsQuery(_Params):
+    state: Literal["pending", "approved", "rejected", "expired", "consumed"] | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class DecideBody(_Body):
+    reason: str | None = Field(default=None, max_length=L.MAX_REASON_LEN)
+
+
+class ApprovalRuleBody(_Body):
+    approver_firearm: Firearm | None = Field(default=None, description="who may approve: holders of this "
+                                                                       "firearm (default firearm.approve)")

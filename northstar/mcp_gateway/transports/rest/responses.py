@@ -272,3 +272,50 @@ class Overlays(_Out):
 class OverlayChange(_Out):
     overlay: dict[str, Any]
     audit_seq: int | None = None
+
+
+class Approval(_Out):
+    """A held call's approval: who called what, with exactly which arguments, and its state."""
+
+    id: str
+    state: Literal["pending", "approved", "rejected", "expired", "consumed"]
+    tenant: str
+    user: str
+    principal: str
+    tool: str | None
+    scope: str | None
+    operation: str | None
+    approver_firearm: str
+    arguments: dict[str, Any]
+    args_hash: str = Field(description="sha256 of the arguments' canonical JSON (sorted keys, no spaces)")
+    created_at: str
+    expires_at: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = None
+    consumed_at: str | None = None
+
+
+class DecidedApproval(Approval):
+    audit_seq: int
+
+
+class Approvals(_Out):
+    approvals: list[Approval]
+
+
+class ApprovalRule(_Out):
+    scope: str
+    approval: Literal["required"]
+    approver_firearm: str
+
+
+class AuditedApprovalRule(_Out):
+    scope: str
+    approval: Literal["required"] | None
+    approver_firearm: str | None
+    audit_seq: int
+
+
+class ApprovalRules(_Out):
+    rules: list[ApprovalRule]

@@ -24,9 +24,12 @@ async def inventory() -> dict[str, Any]:
            description="The arguments go in `arguments`; any other top-level key is refused (400). A denial or "
                        "failure is the error envelope, `details.audit_seq` naming its audit record. For an "
                        "operation of an upstream MCP server, `output` is its `structuredContent` (or null), "
-                       "`content` its content blocks and `is_error` its own `isError`, passed through.")
+                       "`content` its content blocks and `is_error` its own `isError`, passed through. A call "
+                       "to a scope that requires approval is held: 409 `approval_pending` with "
+                       "`details.approval_id`; re-issue the same call once it is approved.")
 async def call(path: M.ToolNamePath, body: M.ToolCallBody) -> tuple[dict[str, Any], int]:
-    result = await services().gateway.call_tool(ctx(), path.name, dict(body.arguments), timeout_s=body.timeout_s)
+    result = await services().gateway.call_tool(ctx(), path.name, dict(body.arguments), timeout_s=body.timeout_s,
+                                                wait_approval=False)
     if not result.ok:
         assert result.error is not None
         if result.audit_seq is not None:

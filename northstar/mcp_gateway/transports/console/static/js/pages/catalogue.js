@@ -16,7 +16,7 @@ function kpiBadges(kpis) {
   return kpis.map((k) => badge(`${k.kpi_id}: ${k.status}`, k.status === "ok" ? "ok" : k.status === "breach" ? "bad" : ""));
 }
 
-function toolCard(tool, kpis, down) {
+function toolCard(tool, kpis, down, approvals) {
   const kind = tool.builtin ? badge("built-in") : badge("published", "info");
   const state = down ? badge("down", "bad") : badge("live", "ok");
   return h("article", { class: "card tool", id: `tool-${tool.tool_id}` },
@@ -27,6 +27,7 @@ function toolCard(tool, kpis, down) {
     table([
       ["Scope", (s) => h("code", { text: s.name })],
       ["Firearm", (s) => (s.firearm ? badge(s.firearm, "warn") : badge("open", "ok"))],
+      ["Approval", (s) => (approvals.has(s.name) ? badge(`required: ${approvals.get(s.name)}`, "warn") : "")],
       ["Operations", (s) => h("ul", { class: "ops" }, s.operations.map((op) => h("li", {},
         h("code", { text: op.wire_name }), " ", annotationBadges(op),
         op.description ? h("div", { class: "muted", text: op.description }) : null)))],
@@ -43,11 +44,13 @@ async function kpisOf(toolId) {
 }
 
 async function loadTools() {
-  const [inventory, health] = await Promise.all([get("/v1/tools"), get("/health").catch((e) => e.body || {})]);
+  const [inventory, health, rules] = await Promise.all([get("/v1/tools"), get("/health").catch((e) => e.body || {}),
+    get("/v1/firearms/approvals").catch(() => ({ rules: [] }))]);
   const down = new Set((health && health.tools_down) || []);
+  const approvals = new Map((rules.rules || []).map((r) => [r.scope, r.approver_firearm]));
   const tools = inventory.tools || [];
   const kpis = await Promise.all(tools.map((t) => kpisOf(t.tool_id)));
-  fill($("#tools"), tools.map((t, i) => toolCard(t, kpis[i], down.has(t.tool_id))));
+  fill($("#tools"), tools.map((t, i) => toolCard(t, kpis[i], down.has(t.tool_id), approvals)));
   say(`${tools.length} tools.`);
 }
 

@@ -11,6 +11,16 @@ async function loadBindings() {
   ], bindings, { id: "binding-table", empty: "No scope is bound." }));
 }
 
+async function loadRules() {
+  const { rules } = await get("/v1/firearms/approvals");
+  fill($("#approval-rules"), table([
+    ["Scope", (r) => h("code", { text: r.scope })],
+    ["Approver firearm", (r) => badge(r.approver_firearm, "warn")],
+    ["", (r) => h("button", { type: "button", class: "clear-approval", text: "No approval", onclick: () => act(
+      () => api("DELETE", `/v1/firearms/approvals/${enc(r.scope)}`), `${r.scope} runs without approval again.`) })],
+  ], rules, { id: "approval-rule-table", empty: "No scope requires approval." }));
+}
+
 async function loadGrants() {
   const { grants } = await get("/v1/firearms/grants");
   fill($("#grants"), table([
@@ -30,7 +40,7 @@ async function act(call, done) {
   try {
     await call();
     say(done, "ok");
-    await Promise.all([loadBindings(), loadGrants()]);
+    await Promise.all([loadBindings(), loadRules(), loadGrants()]);
   } catch (err) { sayError(err); }
 }
 
@@ -48,4 +58,10 @@ $("#grant-form").addEventListener("submit", (ev) => {
   if (reason) body.reason = reason;
   act(() => api("POST", "/v1/firearms/grants", body), `${body.firearm} granted to ${body.tenant}/${body.user}.`);
 });
-Promise.all([loadBindings(), loadGrants()]).catch(sayError);
+$("#approval-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const scope = $("#approval-scope").value.trim(), approver = $("#approval-firearm").value.trim();
+  act(() => api("PUT", `/v1/firearms/approvals/${enc(scope)}`, approver ? { approver_firearm: approver } : {}),
+    `${scope} now requires approval.`);
+});
+Promise.all([loadBindings(), loadRules(), loadGrants()]).catch(sayError);

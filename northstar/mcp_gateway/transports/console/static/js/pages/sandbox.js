@@ -42,8 +42,10 @@ function mockPolicy() {
   const bindings = parseJson($("#mock-bindings").value, "Scope bindings");
   const deny = $("#mock-deny").value.trim();
   const replace = $("#mock-replace").checked;
-  if (!grants.length && bindings === undefined && !deny && !replace) return undefined;
+  const approval = $("#mock-approval").value;
+  if (!grants.length && bindings === undefined && !deny && !replace && !approval) return undefined;
   const mock = { grants };
+  if (approval) mock.approval = approval;
   if (bindings !== undefined) mock.bindings = bindings;
   if (deny) mock.force_deny = deny;
   if (replace) mock.replace_grants = true;
