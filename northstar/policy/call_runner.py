@@ -28,9 +28,11 @@ import math
 from typing import Any
 
 import trio
+from opentelemetry.trace import SpanKind
 
 import actors
 from northstar.common import errors as E
+from northstar.common.telemetry import Meters, Tracing, recorded
 from northstar.mcp_gateway.tools.actor import Invoke
 from northstar.mcp_gateway.tools.model import ToolContext, UpstreamOp, UpstreamPort
 from northstar.policy import audit_records as R
@@ -45,14 +47,19 @@ UPSTREAM_IS_ERROR = "upstream_is_error"  # the audit code of an upstream tool's 
 
 class CallRunner:
     def __init__(self, audit: AuditLog, admission: Admission, *, tool_timeout_s: float = 30.0,
-                 tool_timeout_max_s: float = 120.0) -> None:
+                 tool_timeout_max_s: float = 120.0, tracing: Tracing | None = None,
+                 meters: Meters | None = None) -> None:
         self.audit = audit
         self.admission = admission
         self.tool_timeout_s = tool_timeout_s
         self.tool_timeout_max_s = tool_timeout_max_s
+        self.tracing = tracing if tracing is not None else Tracing()
+        self.meters = meters
 
     async def run(self, decision: Decision) -> CallResult:
         probe = not isinstance(decision, Refused) and decision.probe
+        if self.meters is not None:
+            self.meters.decided(*decision_labels(decision))
         try:
             match decision:
                 case Refused():
@@ -79,13 +86,13 @@ class CallRunner:
         trace = [{"gate": "firearm", "decision": "deny", "code": d.error.code, "reason": d.error.message}]
         record = R.decision_record(d.base, allowed=False, gate="firearm", code=d.error.code, reason=d.error.message,
                                    target=d.target, trace=trace)
-        entry = await self.audit.append(record)
+        entry = await self.commit(record)
         return CallResult(ok=False, error=d.error, audit_seq=seen_seq(d.call.ctx, entry), trace=trace, target=d.target)
 
     async def denied(self, d: Denied) -> CallResult:
         record = R.decision_record(d.base, allowed=False, gate=d.verdict.gate, code=d.verdict.code,
                                    reason=d.verdict.reason, target=d.target, trace=d.trace)
-        entry = await self.audit.append(record)
+        entry = await self.commit(record)
         return CallResult(ok=False, error=d.verdict.error, audit_seq=seen_seq(d.call.ctx, entry), trace=d.trace,
                           target=d.target)
 
@@ -96,7 +103,7 @@ class CallRunner:
                                      trace=None)
         combined = d.resolved.op.annotations.read_only and not d.probe
         try:
-            decision_entry = None if combined else await self.audit.append(decision)
+            decision_entry = None if combined else await self.commit(decision)
             return await self.run_and_record(d, decision, decision_entry)
         finally:
             self.admission.give_back(d.call.ctx.principal)
@@ -125,7 +132,7 @@ class CallRunner:
             # Never raise from here: an exception (Cancelled) may already be on its way out.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + AUDIT_SHIELD_S):
                 try:
-                    seq = seen_seq(ctx, await self.audit.append(record))
+                    seq = seen_seq(ctx, await self.commit(record))
                 except E.AuditUnavailable as err:
                     audit_error = err
         assert result is not None
@@ -143,11 +150,39 @@ class CallRunner:
         return CallResult(ok=result.ok, output=result.output, error=result.error, audit_seq=seq, trace=d.trace,
                           target=d.target, latency_ms=latency_ms, mcp=result.mcp, upstream=result.upstream)
 
+    async def commit(self, record: dict[str, Any]) -> Any:
+        """Append an audit record and wait for its durable commit (a span of its own when tracing)."""
+        if not self.tracing.enabled:
+            return await self.audit.append(record)
+        with self.tracing.span("northstar.audit.commit") as span, recorded(span):
+            span.set_attribute("northstar.audit_event", str(record.get("event", "")))
+            entry = await self.audit.append(record)
+            span.set_attribute("northstar.audit_seq", entry.seq)
+            return entry
+
     def timeout_for(self, call: CallTool) -> float:
         wanted = call.timeout_s if call.timeout_s and math.isfinite(call.timeout_s) else self.tool_timeout_s
         return max(0.001, min(wanted, self.tool_timeout_max_s))
 
     async def invoke(self, d: Allowed) -> CallResult:
+        if not self.tracing.enabled:
+            return await self.invoke_untraced(d)
+        upstream = d.resolved.op.upstream
+        name = "northstar.tool.call" if upstream is None else "northstar.upstream.call"
+        kind = SpanKind.INTERNAL if upstream is None else SpanKind.CLIENT
+        with self.tracing.span(name, kind) as span, recorded(span):
+            span.set_attribute("northstar.tool", d.resolved.tool.tool_id)
+            span.set_attribute("northstar.operation", d.resolved.op.name)
+            if upstream is not None:
+                span.set_attribute("northstar.upstream", upstream.upstream)
+                span.set_attribute("northstar.upstream_tool", upstream.tool)
+            result = await self.invoke_untraced(d)
+            span.set_attribute("northstar.outcome", "ok" if result.ok else "error")
+            if result.error is not None:
+                span.set_attribute("northstar.error_code", result.error.code)
+            return result
+
+    async def invoke_untraced(self, d: Allowed) -> CallResult:
         call, res = d.call, d.resolved
         if res.op.upstream is not None:
             return await self.invoke_upstream(d, res.op.upstream)
@@ -207,3 +242,15 @@ class CallRunner:
             return up.directory.port(up.upstream), "live"
         port = up.directory.sandbox_port(up.upstream)
         return (port, "sandbox") if port is not None else (None, "none")
+
+
+def decision_labels(decision: Decision) -> tuple[str, str]:
+    """(outcome, gate) of a decision, for the gate decision counter (closed sets both)."""
+    match decision:
+        case Allowed():
+            return "allowed", "all"
+        case Denied():
+            return "denied", decision.verdict.gate
+        case Unavailable():
+            return "unavailable", "firearm"
+    return "refused", "none"

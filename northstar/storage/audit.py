@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -107,6 +109,8 @@ class GroupCommitAuditLog:
         self._running = False
         self._closed = False
         self.stats = AuditStats()
+        # Called after each durable commit with (seconds the write took, records in it): metrics.
+        self.on_commit: Callable[[float, int], None] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -186,6 +190,7 @@ class GroupCommitAuditLog:
 
     async def _flush(self, batch: builtins.list[_Pending]) -> None:
         self._inflight = batch  # settled by _fail_leftovers if we are cancelled mid-write
+        started = time.perf_counter()
         try:
             rows = await self._io.write_batch([p.item for p in batch])
         except Exception as exc:
@@ -201,6 +206,8 @@ class GroupCommitAuditLog:
         self.stats.flushes += 1
         self.stats.appended += len(rows)
         self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, len(rows))
         for p, row in zip(batch, rows, strict=True):
             p.settle(row.to_entry())
         if self.seal is not None:

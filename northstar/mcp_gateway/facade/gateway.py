@@ -8,8 +8,9 @@ inventory) is derived from the catalogue and the firearm bindings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -18,6 +19,7 @@ import actors
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
 from northstar.common.limits import check_timeout
+from northstar.common.telemetry import Tracing, call_attributes, recorded, result_attributes
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.model import ProgressFn
@@ -41,7 +43,9 @@ class Gateway:
     runner: CallRunner
     unauthorized_tools: str = "mark"
     tool_timeout_max_s: float = 120.0
-    on_result: Callable[[RequestContext, CallResult], None] | None = None
+    # Each finished call, with the seconds it took here (decision and run): the metrics.
+    on_result: Callable[[RequestContext, CallResult, float], None] | None = None
+    tracing: Tracing = field(default_factory=Tracing)
 
     async def call_tool(
         self,
@@ -65,7 +69,39 @@ class Gateway:
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
         if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
             check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
+        started = time.perf_counter()
         msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress)
+        decision = await (self.decide(msg) if not self.tracing.enabled else self.decide_traced(msg))
+        result = await self.runner.run(decision)
+        if self.on_result is not None:
+            self.on_result(ctx, result, time.perf_counter() - started)
+        return result
+
+    async def call_at_door(self, ctx: RequestContext, name: str, arguments: dict[str, Any] | None,
+                           carrier: Mapping[str, Any] | None, **options: Any) -> CallResult:
+        """:meth:`call_tool` inside the door's request span (doors call it when ``tracing.enabled``):
+        its parent is the client's ``traceparent`` (``carrier``), its attributes who called, what
+        it reached and how it ended."""
+        with self.tracing.door("tools/call", carrier) as span, recorded(span):
+            call_attributes(span, ctx)
+            result = await self.call_tool(ctx, name, arguments, **options)
+            result_attributes(span, result)
+            return result
+
+    async def decide_traced(self, msg: CallTool) -> Decision:
+        with self.tracing.span("northstar.gate_chain.decide") as span:
+            decision = await self.decide(msg)
+            span.set_attribute("northstar.decision", type(decision).__name__.lower())
+            gate = getattr(getattr(decision, "verdict", None), "gate", None)
+            if isinstance(gate, str):
+                span.set_attribute("northstar.gate", gate)
+            scope = getattr(decision, "target", {}).get("scope")
+            if isinstance(scope, str):
+                span.set_attribute("northstar.scope", scope)
+            return decision
+
+    async def decide(self, msg: CallTool) -> Decision:
+        """The gate chain's decision on a call (raises ``ServiceUnavailable`` when it has none)."""
         decision: CallResult | Decision | None = None
         try:
             # The decision is made in the gate chain actor, inline, in arrival order; it is run
@@ -81,10 +117,7 @@ class Gateway:
             raise E.ServiceUnavailable("the gate chain is restarting", retry_after=1) from None
         if waited.cancelled_caught or decision is None or isinstance(decision, CallResult):
             raise E.ServiceUnavailable("the gate chain did not answer in time", retry_after=1)
-        result = await self.runner.run(decision)
-        if self.on_result is not None:
-            self.on_result(ctx, result)
-        return result
+        return decision
 
     def inventory(self) -> list[dict[str, Any]]:
         return schema_gen.inventory(self.catalog.tools(), self.firearms.bindings())
