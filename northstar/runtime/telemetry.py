@@ -9,7 +9,9 @@ Tracing is off unless asked for (unlike the OpenTelemetry SDK's own default, whi
   gRPC when ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL`` is ``grpc``
   (``opentelemetry-exporter-otlp-proto-grpc``); the exporter reads its own ``OTEL_EXPORTER_OTLP_*``;
 * ``OTEL_TRACES_EXPORTER=console``: one JSON span per line on stderr (never stdout, which is
-  the stdio door's protocol stream).
+  the stdio door's protocol stream);
+* ``OTEL_TRACES_EXPORTER=discard`` (northstar's own): spans made and batched, then dropped, to
+  measure what tracing costs the gateway without an exporter's I/O (the benchmark's A/B).
 
 The provider is the runtime's own (not the process-global one); ``OTEL_SERVICE_NAME`` (default
 ``northstar``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and ``OTEL_BSP_*`` apply as
@@ -44,13 +46,13 @@ class Telemetry:
 
 
 def exporter_choice(environ: Mapping[str, str]) -> str:
-    """``none``, ``otlp`` or ``console``, from the ``OTEL_*`` variables."""
+    """``none``, ``otlp``, ``console`` or ``discard``, from the ``OTEL_*`` variables."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return "none"
     chosen = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if chosen:
         names = [name.strip() for name in chosen.split(",") if name.strip()]
-        for name in ("otlp", "console"):
+        for name in ("otlp", "console", "discard"):
             if name in names:
                 return name
         return "none"
@@ -80,6 +82,21 @@ def console_exporter() -> Any:
     return ConsoleSpanExporter(out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + "\n")
 
 
+class DiscardExporter:
+    """Accepts every batch and keeps nothing."""
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
 def tracing_with(exporter: Any, *, batch: bool = True) -> tuple[Tracing, Any]:
     """Tracing into ``exporter`` through the runtime's own provider (``batch=False``: each span
     exported as it ends, for tests and the in-memory exporter)."""
@@ -101,7 +118,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Telemetry:
     choice = exporter_choice(environ)
     if choice == "none":
         return Telemetry(Tracing(), Meters())
-    exporter = otlp_exporter(environ) if choice == "otlp" else console_exporter()
+    exporters = {"otlp": lambda: otlp_exporter(environ), "console": console_exporter, "discard": DiscardExporter}
+    exporter = exporters[choice]()
     tracing, provider = tracing_with(exporter)
     return Telemetry(tracing, Meters(), provider)
 
