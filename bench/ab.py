@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                 for side, (url, script) in targets.items():
                     wrk.run(url, script, connections=32, duration_s=1)
                     busy = wrk.run(url, script, connections=32, duration_s=args.seconds)
-                    quiet = wrk.run(url, script, connections=1, duration_s=max(1.0, args.seconds / 2))
+                    if not busy.valid:  # once more: on a shared machine a run can fail to start
+                        print(f"{side}: retrying an invalid run: {busy.problems}")
+                        busy = wrk.run(url, script, connections=32, duration_s=args.seconds)
+                    quiet = wrk.run(url, script, connections=1, duration_s=max(1, round(args.seconds / 2)))
                     if not (busy.valid and quiet.valid):
                         raise SystemExit(f"{side}: invalid run: {busy.problems + quiet.problems}\n"
                                          f"{servers[side].log_tail()}")

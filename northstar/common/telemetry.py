@@ -46,18 +46,22 @@ class Tracing:
         self.tracer = tracer
         self.enabled = tracer is not None
 
-    def span(self, name: str, kind: SpanKind = SpanKind.INTERNAL) -> AbstractContextManager[Any]:
-        """A child of the current span (yields it), or the shared no-op (yields None) when off."""
+    def span(self, name: str, kind: SpanKind = SpanKind.INTERNAL,
+             attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
+        """A child of the current span (yields it), or the shared no-op (yields None) when off.
+        Attributes known at the start go in ``attributes`` (one lock, not one per attribute)."""
         if self.tracer is None:
             return _NO_SPAN
-        return self.tracer.start_as_current_span(name, kind=kind)
+        return self.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
-    def door(self, name: str, carrier: Mapping[str, Any] | None) -> AbstractContextManager[Any]:
+    def door(self, name: str, carrier: Mapping[str, Any] | None,
+             attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
         """A request's span at a door: its parent is the client's W3C ``traceparent`` (from an
         HTTP header or ``_meta``) when it sent a valid one, else it starts a trace."""
         if self.tracer is None:
             return _NO_SPAN
-        return self.tracer.start_as_current_span(name, context=parent_of(carrier), kind=SpanKind.SERVER)
+        return self.tracer.start_as_current_span(name, context=parent_of(carrier), kind=SpanKind.SERVER,
+                                                 attributes=attributes)
 
 
 def parent_of(carrier: Mapping[str, Any] | None) -> Context | None:
@@ -97,26 +101,23 @@ def current_traceparent() -> dict[str, str]:
     return out
 
 
-def call_attributes(span: Any, ctx: Any, door: str | None = None) -> None:
+def call_attributes(ctx: Any, door: str | None = None) -> dict[str, Any]:
     """Who is calling, through which door: tenant and user ids, the request id (no credential)."""
-    span.set_attribute("northstar.tenant", ctx.tenant or "")
-    span.set_attribute("northstar.user", ctx.user or "")
-    span.set_attribute("northstar.request_id", ctx.request_id)
-    span.set_attribute("northstar.door", door or ctx.transport.value)
+    return {"northstar.tenant": ctx.tenant or "", "northstar.user": ctx.user or "",
+            "northstar.request_id": ctx.request_id, "northstar.door": door or ctx.transport.value}
 
 
 def result_attributes(span: Any, result: Any) -> None:
     """What a call came to: tool, operation, scope, outcome, error code and audit sequence."""
     target = result.target or {}
-    for key in ("tool", "operation", "scope"):
-        value = target.get(key)
-        if isinstance(value, str):
-            span.set_attribute(f"northstar.{key}", value)
-    span.set_attribute("northstar.outcome", outcome_of(result))
+    attributes = {f"northstar.{key}": target[key] for key in ("tool", "operation", "scope")
+                  if isinstance(target.get(key), str)}
+    attributes["northstar.outcome"] = outcome_of(result)
     if result.error is not None:
-        span.set_attribute("northstar.error_code", result.error.code)
+        attributes["northstar.error_code"] = result.error.code
     if result.audit_seq is not None:
-        span.set_attribute("northstar.audit_seq", result.audit_seq)
+        attributes["northstar.audit_seq"] = result.audit_seq
+    span.set_attributes(attributes)
 
 
 def outcome_of(result: Any) -> str:

@@ -154,8 +154,8 @@ class CallRunner:
         """Append an audit record and wait for its durable commit (a span of its own when tracing)."""
         if not self.tracing.enabled:
             return await self.audit.append(record)
-        with self.tracing.span("northstar.audit.commit") as span, recorded(span):
-            span.set_attribute("northstar.audit_event", str(record.get("event", "")))
+        attributes = {"northstar.audit_event": str(record.get("event", ""))}
+        with self.tracing.span("northstar.audit.commit", attributes=attributes) as span, recorded(span):
             entry = await self.audit.append(record)
             span.set_attribute("northstar.audit_seq", entry.seq)
             return entry
@@ -170,12 +170,10 @@ class CallRunner:
         upstream = d.resolved.op.upstream
         name = "northstar.tool.call" if upstream is None else "northstar.upstream.call"
         kind = SpanKind.INTERNAL if upstream is None else SpanKind.CLIENT
-        with self.tracing.span(name, kind) as span, recorded(span):
-            span.set_attribute("northstar.tool", d.resolved.tool.tool_id)
-            span.set_attribute("northstar.operation", d.resolved.op.name)
-            if upstream is not None:
-                span.set_attribute("northstar.upstream", upstream.upstream)
-                span.set_attribute("northstar.upstream_tool", upstream.tool)
+        attributes = {"northstar.tool": d.resolved.tool.tool_id, "northstar.operation": d.resolved.op.name}
+        if upstream is not None:
+            attributes.update({"northstar.upstream": upstream.upstream, "northstar.upstream_tool": upstream.tool})
+        with self.tracing.span(name, kind, attributes) as span, recorded(span):
             result = await self.invoke_untraced(d)
             span.set_attribute("northstar.outcome", "ok" if result.ok else "error")
             if result.error is not None:

@@ -82,8 +82,7 @@ class Gateway:
         """:meth:`call_tool` inside the door's request span (doors call it when ``tracing.enabled``):
         its parent is the client's ``traceparent`` (``carrier``), its attributes who called, what
         it reached and how it ended."""
-        with self.tracing.door("tools/call", carrier) as span, recorded(span):
-            call_attributes(span, ctx)
+        with self.tracing.door("tools/call", carrier, call_attributes(ctx)) as span, recorded(span):
             result = await self.call_tool(ctx, name, arguments, **options)
             result_attributes(span, result)
             return result
@@ -91,13 +90,14 @@ class Gateway:
     async def decide_traced(self, msg: CallTool) -> Decision:
         with self.tracing.span("northstar.gate_chain.decide") as span:
             decision = await self.decide(msg)
-            span.set_attribute("northstar.decision", type(decision).__name__.lower())
+            attributes = {"northstar.decision": type(decision).__name__.lower()}
             gate = getattr(getattr(decision, "verdict", None), "gate", None)
             if isinstance(gate, str):
-                span.set_attribute("northstar.gate", gate)
+                attributes["northstar.gate"] = gate
             scope = getattr(decision, "target", {}).get("scope")
             if isinstance(scope, str):
-                span.set_attribute("northstar.scope", scope)
+                attributes["northstar.scope"] = scope
+            span.set_attributes(attributes)
             return decision
 
     async def decide(self, msg: CallTool) -> Decision:

@@ -232,9 +232,8 @@ class FastPath:
         """:meth:`dispatch` in the request's span (parent: the client's ``traceparent`` header or
         ``_meta.traceparent``)."""
         carrier = traceparent_header(headers) or msg["params"].get("_meta")
-        with self.gateway.tracing.door("tools/call", carrier) as span, recorded(span):
-            call_attributes(span, scope["northstar.ctx"])
-            span.set_attribute("northstar.fast_path", era)
+        attributes = {**call_attributes(scope["northstar.ctx"]), "northstar.fast_path": era}
+        with self.gateway.tracing.door("tools/call", carrier, attributes) as span, recorded(span):
             reply = await self.dispatch(scope, receive, headers, msg, era)
             if reply is None:
                 span.set_attribute("northstar.outcome", "cancelled")
