@@ -26,7 +26,7 @@ from northstar.common.identity import RequestContext
 from northstar.runtime import Runtime
 from northstar.runtime.telemetry import DiscardExporter, Telemetry, from_environment, tracing_with
 
-SIDES = ("off", "discard", "memory")
+SIDES = ("off", "discard", "discard_inline", "memory")
 
 
 def telemetry_for(side: str) -> Telemetry:
@@ -36,8 +36,8 @@ def telemetry_for(side: str) -> Telemetry:
 
     if side == "off":
         return from_environment({})
-    exporter = DiscardExporter() if side == "discard" else InMemorySpanExporter()
-    tracing, provider = tracing_with(exporter)  # batched, as served
+    exporter = InMemorySpanExporter() if side == "memory" else DiscardExporter()
+    tracing, provider = tracing_with(exporter, batch=side != "discard_inline")  # batched, as served
     return Telemetry(tracing, Meters(), provider)
 
 
