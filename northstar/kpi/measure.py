@@ -221,6 +221,10 @@ class Metrics:
         return [self.value(metric, part) if part or metric == "calls" else None for part in slices]
 
     # -- Prometheus -----------------------------------------------------------------------
+    def kpi_values(self) -> list[tuple[tuple[str, str, str], tuple[float | None, float]]]:
+        """((tool, kpi_id, metric), (last value, target)) of every KPI evaluated so far, sorted."""
+        return sorted(self._kpi_values.items())
+
     def prometheus(self) -> str:
         """The text exposition format of the runtime's registry."""
         return generate_latest(self.registry).decode()
@@ -249,7 +253,7 @@ class Scraped(Collector):
         labels = ["tool", "kpi_id", "metric"]
         value = GaugeMetricFamily("northstar_kpi_value", "Last evaluated KPI value (NaN: no data).", labels=labels)
         target = GaugeMetricFamily("northstar_kpi_target", "KPI target.", labels=labels)
-        for key, (current, goal) in sorted(self.metrics._kpi_values.items()):
+        for key, (current, goal) in self.metrics.kpi_values():
             value.add_metric(list(key), math.nan if current is None else float(current))
             target.add_metric(list(key), float(goal))
         yield value
