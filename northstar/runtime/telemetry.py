@@ -73,7 +73,17 @@ def otlp_exporter(environ: Mapping[str, str]) -> Any:
         package = "grpc" if protocol == "grpc" else "http"
         raise RuntimeError(f"OTLP traces need the opentelemetry-exporter-otlp-proto-{package} package "
                            f"(pip install 'northstar[otlp]'): {exc}") from None
-    return OTLPSpanExporter()
+    return OTLPSpanExporter(endpoint=traces_endpoint(environ, protocol))
+
+
+def traces_endpoint(environ: Mapping[str, str], protocol: str) -> str | None:
+    """The traces endpoint the variables name (None: the exporter's default, localhost)."""
+    if environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not base or protocol == "grpc":
+        return base or None
+    return base.rstrip("/") + "/v1/traces"  # as the specification appends it for OTLP/HTTP
 
 
 def console_exporter() -> Any:
