@@ -86,13 +86,13 @@ class CallRunner:
         trace = [{"gate": "firearm", "decision": "deny", "code": d.error.code, "reason": d.error.message}]
         record = R.decision_record(d.base, allowed=False, gate="firearm", code=d.error.code, reason=d.error.message,
                                    target=d.target, trace=trace)
-        entry = await self.commit(record)
+        entry = await self.audit.append(record)
         return CallResult(ok=False, error=d.error, audit_seq=seen_seq(d.call.ctx, entry), trace=trace, target=d.target)
 
     async def denied(self, d: Denied) -> CallResult:
         record = R.decision_record(d.base, allowed=False, gate=d.verdict.gate, code=d.verdict.code,
                                    reason=d.verdict.reason, target=d.target, trace=d.trace)
-        entry = await self.commit(record)
+        entry = await self.audit.append(record)
         return CallResult(ok=False, error=d.verdict.error, audit_seq=seen_seq(d.call.ctx, entry), trace=d.trace,
                           target=d.target)
 
@@ -103,7 +103,7 @@ class CallRunner:
                                      trace=None)
         combined = d.resolved.op.annotations.read_only and not d.probe
         try:
-            decision_entry = None if combined else await self.commit(decision)
+            decision_entry = None if combined else await self.audit.append(decision)
             return await self.run_and_record(d, decision, decision_entry)
         finally:
             self.admission.give_back(d.call.ctx.principal)
@@ -132,7 +132,7 @@ class CallRunner:
             # Never raise from here: an exception (Cancelled) may already be on its way out.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + AUDIT_SHIELD_S):
                 try:
-                    seq = seen_seq(ctx, await self.commit(record))
+                    seq = seen_seq(ctx, await self.audit.append(record))
                 except E.AuditUnavailable as err:
                     audit_error = err
         assert result is not None
@@ -149,16 +149,6 @@ class CallRunner:
             seq = seen_seq(ctx, decision_entry)
         return CallResult(ok=result.ok, output=result.output, error=result.error, audit_seq=seq, trace=d.trace,
                           target=d.target, latency_ms=latency_ms, mcp=result.mcp, upstream=result.upstream)
-
-    async def commit(self, record: dict[str, Any]) -> Any:
-        """Append an audit record and wait for its durable commit (a span of its own when tracing)."""
-        if not self.tracing.enabled:
-            return await self.audit.append(record)
-        attributes = {"northstar.audit_event": str(record.get("event", ""))}
-        with self.tracing.span("northstar.audit.commit", attributes=attributes) as span, recorded(span):
-            entry = await self.audit.append(record)
-            span.set_attribute("northstar.audit_seq", entry.seq)
-            return entry
 
     def timeout_for(self, call: CallTool) -> float:
         wanted = call.timeout_s if call.timeout_s and math.isfinite(call.timeout_s) else self.tool_timeout_s

@@ -112,6 +112,7 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     runner.tracing, runner.meters = telemetry.tracing, telemetry.meters
     if hasattr(storage.audit, "on_commit"):
         storage.audit.on_commit = telemetry.meters.audit_committed
+        storage.audit.tracing = telemetry.tracing
     gate_spec = subsystem(actors.actor_child(
         "gate_chain", lambda: GateChain(catalog, firearms, storage.audit, admission, runner), capacity=8192))
     metrics = Metrics(meters=telemetry.meters)

@@ -33,6 +33,7 @@ import trio
 
 from northstar.common.errors import AuditUnavailable, NorthstarError
 from northstar.common.limits import MAX_FILTER_CHARS, MAX_SEQ, check_int, check_optional_int, check_text
+from northstar.common.telemetry import Tracing, recorded
 
 from .audit_chain import AuditRow, PreparedRecord, prepare_record
 from .audit_seal import Anchor, AuditSeal, append_anchor, read_anchors
@@ -80,6 +81,7 @@ class _Pending:
     done: trio.Event = field(default_factory=trio.Event)
     entry: AuditEntry | None = None
     error: AuditUnavailable | None = None
+    batch: int = 0  # records in the commit that carried it
 
     def settle(self, entry: AuditEntry | None, error: AuditUnavailable | None = None) -> None:
         if not self.done.is_set():
@@ -111,6 +113,7 @@ class GroupCommitAuditLog:
         self.stats = AuditStats()
         # Called after each durable commit with (seconds the write took, records in it): metrics.
         self.on_commit: Callable[[float, int], None] | None = None
+        self.tracing = Tracing()  # the runtime's (set by the composition root); off by default
 
     @property
     def healthy(self) -> bool:
@@ -124,8 +127,20 @@ class GroupCommitAuditLog:
     # -- appending -----------------------------------------------------------------------------
 
     async def append(self, record: dict[str, Any]) -> AuditEntry:
-        """Return the committed entry, or raise ``AuditUnavailable`` (never ack before commit)."""
-        pending = _Pending(prepare_record(record))
+        """Return the committed entry, or raise ``AuditUnavailable`` (never ack before commit).
+
+        Traced (``tracing`` on): a ``northstar.audit.commit`` span from the append to its durable
+        commit, child of the caller's span: the record's event, its ``seq``, the commit's size."""
+        if not self.tracing.enabled:
+            return await self._append(_Pending(prepare_record(record)))
+        attributes = {"northstar.audit_event": str(record.get("event", ""))}
+        with self.tracing.span("northstar.audit.commit", attributes=attributes) as span, recorded(span):
+            pending = _Pending(prepare_record(record))
+            entry = await self._append(pending)
+            span.set_attributes({"northstar.audit_seq": entry.seq, "northstar.audit_batch_size": pending.batch})
+            return entry
+
+    async def _append(self, pending: _Pending) -> AuditEntry:
         if self._closed or not self._running:
             raise AuditUnavailable("the audit flusher is not running", retry_after=1)
         try:
@@ -209,6 +224,7 @@ class GroupCommitAuditLog:
         if self.on_commit is not None:
             self.on_commit(time.perf_counter() - started, len(rows))
         for p, row in zip(batch, rows, strict=True):
+            p.batch = len(rows)
             p.settle(row.to_entry())
         if self.seal is not None:
             self._last_row = rows[-1]

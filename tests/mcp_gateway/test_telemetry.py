@@ -101,6 +101,7 @@ def check_tree(exporter: InMemorySpanExporter, trace_id: int, parent_id: int, do
     assert attrs["northstar.scope"]
     commit = children["northstar.audit.commit"]
     assert commit.attributes["northstar.audit_seq"] >= 1
+    assert commit.attributes["northstar.audit_batch_size"] >= 1  # the group commit that carried it
     assert children["northstar.gate_chain.decide"].attributes["northstar.decision"] == "allowed"
     assert children["northstar.tool.call"].attributes["northstar.tool"] == "echo"
     assert not any("key" in name.lower() or "authorization" in name.lower()
