@@ -188,3 +188,21 @@ def test_label_values_are_escaped() -> None:
     m = Metrics(clock=Clock())
     m.record(CTX, Result(ok=True, target={"tool": 'we"ird\\', "operation": "op\n"}))
     assert calls(tool='we"ird\\', op="op\n") in samples(m.prometheus())
+
+
+def test_upstream_states_are_gauged_at_scrape_time() -> None:
+    m = Metrics(clock=Clock())
+    states = {"remote": "ready", "flaky": "open"}
+    m.upstream_states = lambda: dict(states)
+    got = samples(m.prometheus())
+    assert got[("northstar_upstream_up", (("state", "ready"), ("upstream", "remote")))] == 1
+    assert got[("northstar_upstream_up", (("state", "open"), ("upstream", "flaky")))] == 0
+    states["flaky"] = "ready"
+    assert samples(m.prometheus())[("northstar_upstream_up", (("state", "ready"), ("upstream", "flaky")))] == 1
+
+
+def test_two_runtimes_never_share_counts() -> None:
+    a, b = Metrics(clock=Clock()), Metrics(clock=Clock())
+    a.record(CTX, Result(ok=True))
+    assert samples(a.prometheus())[calls()] == 1
+    assert calls() not in samples(b.prometheus())  # a private registry each, never the global one
