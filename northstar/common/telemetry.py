@@ -57,11 +57,12 @@ class Tracing:
     def door(self, name: str, carrier: Mapping[str, Any] | None,
              attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
         """A request's span at a door: its parent is the client's W3C ``traceparent`` (from an
-        HTTP header or ``_meta``) when it sent a valid one, else it starts a trace."""
+        HTTP header or ``_meta``) when it sent a valid one, else it starts a trace. Never the
+        span current in the task: a session's tasks may have inherited another request's."""
         if self.tracer is None:
             return _NO_SPAN
-        return self.tracer.start_as_current_span(name, context=parent_of(carrier), kind=SpanKind.SERVER,
-                                                 attributes=attributes)
+        return self.tracer.start_as_current_span(name, context=parent_of(carrier) or Context(),
+                                                 kind=SpanKind.SERVER, attributes=attributes)
 
 
 def parent_of(carrier: Mapping[str, Any] | None) -> Context | None:
@@ -73,6 +74,11 @@ def parent_of(carrier: Mapping[str, Any] | None) -> Context | None:
         fields[TRACESTATE] = carrier[TRACESTATE]
     ctx = _W3C.extract(fields)
     return ctx if get_current_span(ctx).get_span_context().is_valid else None
+
+
+def in_span() -> bool:
+    """Whether a span is current (a call made inside a traced request)."""
+    return bool(get_current_span().get_span_context().is_valid)
 
 
 def traceparent_header(headers: Mapping[bytes, bytes]) -> dict[str, str] | None:

@@ -152,6 +152,13 @@ async def test_every_http_door_makes_one_span_tree_under_the_clients_traceparent
             assert not result.is_error
         check_tree(gw.exporter, trace_id, span_id, "sse")
 
+        # legacy SSE, parent in the header of the POST
+        header, trace_id, span_id = client_parent()
+        async with Client(sse_client(f"{gw.url}/sse", headers={**IDENTITY, "traceparent": header}), mode="legacy",
+                          cache=None) as client:
+            assert not (await client.call_tool("echo__ping", {"message": "d2"})).is_error
+        check_tree(gw.exporter, trace_id, span_id, "sse")
+
         # REST, parent in the header
         header, trace_id, span_id = client_parent()
         answer = await http.post(f"{gw.url}/v1/tools/echo.ping/call", json={"arguments": {"message": "e"}},
@@ -178,6 +185,17 @@ async def test_a_call_without_traceparent_starts_a_trace_and_a_denial_is_traced(
         assert children["northstar.gate_chain.decide"].attributes["northstar.decision"] == "denied"
         assert "northstar.tool.call" not in children  # a denied call never ran
         assert "northstar.audit.commit" in children  # and its denial was committed
+
+
+async def test_a_call_from_no_door_is_a_trace_of_its_own(tmp_path: Path) -> None:
+    async with traced_gateway(tmp_path) as gw:
+        ctx = RequestContext(request_id="internal-1", tenant="acme", user="alice")
+        await gw.services.tools.call("echo.ping", {"message": "inside"}, ctx=ctx)
+        [door] = [s for s in gw.exporter.get_finished_spans() if s.name == "tools/call"]
+        assert door.parent is None and door.attributes["northstar.door"] == "internal"
+        names = {s.name for s in gw.exporter.get_finished_spans()
+                 if s.parent is not None and s.parent.span_id == door.context.span_id}
+        assert names == CHILDREN
 
 
 async def test_metrics_parse_and_count_the_calls_made(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import actors
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
 from northstar.common.limits import check_timeout
-from northstar.common.telemetry import Tracing, call_attributes, recorded, result_attributes
+from northstar.common.telemetry import Tracing, call_attributes, in_span, recorded, result_attributes
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.model import ProgressFn
@@ -69,6 +69,9 @@ class Gateway:
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
         if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
             check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
+        if self.tracing.enabled and not in_span():  # a call from no door (internal, sandbox): its own trace
+            return await self.call_at_door(ctx, name, arguments, None, mock=mock, services=services,
+                                           timeout_s=timeout_s, resolved=resolved, progress=progress)
         started = time.perf_counter()
         msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress)
         decision = await (self.decide(msg) if not self.tracing.enabled else self.decide_traced(msg))
