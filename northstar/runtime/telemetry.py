@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from northstar.common.config_file import ConfigError
 from northstar.common.telemetry import Meters, Tracing
 
 TRACER_NAME = "northstar"
@@ -71,8 +72,9 @@ def otlp_exporter(environ: Mapping[str, str]) -> Any:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
         package = "grpc" if protocol == "grpc" else "http"
-        raise RuntimeError(f"OTLP traces need the opentelemetry-exporter-otlp-proto-{package} package "
-                           f"(pip install 'northstar[otlp]'): {exc}") from None
+        extra = " (pip install 'northstar[otlp]')" if package == "http" else ""
+        raise ConfigError(f"OTLP traces need the opentelemetry-exporter-otlp-proto-{package} package{extra}: "
+                          f"{exc}") from None
     return OTLPSpanExporter(endpoint=traces_endpoint(environ, protocol))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,3 +78,19 @@ def test_otlp_spans_reach_the_endpoint(collector: tuple[str, list[dict[str, Any]
     assert service == "northstar"
     [span] = resource.scope_spans[0].spans
     assert span.name == "northstar.tool.call"
+
+
+def test_a_missing_exporter_package_is_a_plain_configuration_error(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.harness import gateway_env
+
+    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None:
+        pytest.skip("the gRPC exporter is installed here")
+    env = gateway_env(tmp_path, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    done = subprocess.run([sys.executable, "-m", "northstar", "serve", "--port", "0"], env=env, cwd=os.getcwd(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "opentelemetry-exporter-otlp-proto-grpc" in done.stderr and "Traceback" not in done.stderr
