@@ -185,5 +185,6 @@ def run(url: str, script: Path, *, connections: int, duration_s: float, threads:
         return WrkResult(connections=connections, problems=["wrk did not finish in time"])
     result = parse(done.stdout, connections)
     if done.returncode != 0:
-        result.problems.append(f"wrk exited {done.returncode}: {done.stderr.strip()[:500]}")
+        said = (done.stderr.strip() or done.stdout.strip())[-500:]  # wrk reports a refused connect on stdout
+        result.problems.append(f"wrk exited {done.returncode}: {said}")
     return result

@@ -119,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return handler(settings, args)
     except KeyboardInterrupt:
         return 0
-    except (AuditSealError, BaseExceptionGroup) as exc:
-        # The store cannot be opened with this audit key: a configuration problem, said plainly.
-        sealed = exc if isinstance(exc, AuditSealError) else exc.split(AuditSealError)[0]
+    except (AuditSealError, ConfigError, BaseExceptionGroup) as exc:
+        # The store cannot be opened with this audit key, or the OTEL_* variables ask for an
+        # exporter that is not installed: a configuration problem, said plainly.
+        plain = (AuditSealError, ConfigError)
+        sealed: BaseException | None = exc if isinstance(exc, plain) else exc.split(plain)[0]
         if sealed is None:
             raise
         while isinstance(sealed, BaseExceptionGroup):

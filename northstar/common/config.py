@@ -82,6 +82,10 @@ class Settings(BaseModel):
     # answers 503 store_unavailable.
     sqlite_busy_timeout_ms: int = 5000
     log_level: str = "INFO"
+    # Serve /metrics WITHOUT a credential on this extra address too ("127.0.0.1:9464"; the main
+    # port's /metrics always needs an admin credential). Off by default.
+    metrics_bind: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+                                     description="host:port of the credential-free metrics port")
     log_format: Literal["json", "text"] = "json"
 
     # Authentication. "api_key" (the default): a credential (API key or OAuth token) on every

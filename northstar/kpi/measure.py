@@ -1,15 +1,19 @@
-"""KPIs measured: recent call samples per tool, KPI status, and the Prometheus exposition.
+"""KPIs measured: recent call samples per tool, KPI status, and the Prometheus measurements.
 
 :class:`Metrics` keeps, per tool (canonical ``tool_id``), a bounded ring of recent samples
 ``(t, operation, latency_ms, outcome)``: at most ``max_samples`` per tool (50 000 by
 default) and none older than ``max_age_s`` (24 h), so memory is bounded whatever the
-traffic. Install :meth:`Metrics.record` as ``Gateway.on_result``.
+traffic. Install :meth:`Metrics.record` as ``Gateway.on_result``: it is the one observation
+point of a call, feeding both the KPI samples and the Prometheus instruments (the same
+latency value goes to the KPI ring and to ``northstar_tool_call_duration_seconds``), so the
+KPI status and ``/metrics`` cannot disagree.
 
 What is counted
     * Calls that reached the tool (outcome ``ok``, ``error`` or ``timeout``) are samples:
       they feed latency quantiles, ``error_rate`` (non-ok / all) and ``calls``.
     * Calls refused by a gate never ran; they are counted in
-      ``northstar_tool_calls_total{outcome="denied"}`` but are not KPI samples.
+      ``northstar_tool_calls_total{outcome="denied"}`` but are not KPI samples. A call naming
+      no known tool is counted under ``tool="unknown"`` (a client's names never become labels).
     * Sandbox dry runs are ignored entirely: they must not move live KPIs.
 
 :meth:`Metrics.status` evaluates KPI bindings (and splits each window into
@@ -18,6 +22,10 @@ What is counted
 ``gte``; ``window`` like ``5m``) into ``ok`` / ``breach`` / ``no_data``. A binding's
 ``tool_name`` is a tool id (all its operations) or a canonical operation name
 (``tool_id.operation``). Quantiles use the nearest-rank method.
+
+The instruments live on the runtime's private registry (:class:`~northstar.common.telemetry.Meters`);
+gauges read at scrape time (mailboxes, audit queue, upstream states, KPI values) come from
+:class:`Scraped`. ``docs/operations.md`` lists every metric.
 """
 
 from __future__ import annotations
@@ -25,10 +33,15 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from northstar.common.telemetry import LATENCY_BUCKETS, Meters, outcome_of
 from northstar.kpi.models import window_to_seconds
 
 MAX_SAMPLES_PER_TOOL = 50_000
@@ -49,22 +62,12 @@ class Sample:
 @dataclass(slots=True)
 class _ToolSeries:
     samples: deque[Sample]
-    totals: dict[tuple[str, str], int] = field(default_factory=dict)  # (operation, outcome) -> count
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank quantile of an ascending, non-empty list."""
     rank = max(1, math.ceil(q * len(sorted_values)))
     return sorted_values[rank - 1]
-
-
-def outcome_of(result: Any) -> str:
-    if result.ok:
-        return "ok"
-    if result.latency_ms is None:
-        return "denied"
-    code = getattr(result.error, "code", None)
-    return "timeout" if code == "tool_timeout" else "error"
 
 
 def _as_dict(binding: Any) -> dict[str, Any]:
@@ -74,16 +77,8 @@ def _as_dict(binding: Any) -> dict[str, Any]:
     return dumped
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
 class Metrics:
-    """Bounded recent-call samples per tool; KPI evaluation; Prometheus text."""
+    """Bounded recent-call samples per tool; KPI evaluation; the call instruments."""
 
     def __init__(
         self,
@@ -91,6 +86,7 @@ class Metrics:
         clock: Callable[[], float] = time.monotonic,
         max_samples: int = MAX_SAMPLES_PER_TOOL,
         max_age_s: float = MAX_AGE_S,
+        meters: Meters | None = None,
     ) -> None:
         self.clock = clock
         self.max_samples = max_samples
@@ -100,20 +96,52 @@ class Metrics:
         self.audit: Any = None  # the audit log (its ``pending`` count -> northstar_audit_pending)
         # actors.Supervisor objects (or callables returning the current one) whose mailboxes are gauged
         self.supervisors: list[Any] = []
+        # () -> {upstream name: state}, read at scrape time (set by the composition root)
+        self.upstream_states: Callable[[], dict[str, str]] | None = None
+        self.meters = meters if meters is not None else Meters()
+        registry = self.meters.registry
+        self.calls = Counter("northstar_tool_calls", "Tool calls by door, tool, operation and outcome "
+                             "(ok, error, timeout, denied).", ["door", "tool", "operation", "outcome"],
+                             registry=registry)
+        self.tool_seconds = Histogram("northstar_tool_call_duration_seconds", "Time the tool ran (the KPI "
+                                      "latency samples): calls that reached the tool.",
+                                      ["tool", "operation", "outcome"], registry=registry, buckets=LATENCY_BUCKETS)
+        self.request_seconds = Histogram("northstar_request_duration_seconds", "Calls through a door, from the "
+                                         "gate chain's decision to the outcome's audit commit.",
+                                         ["door", "tool", "outcome"], registry=registry, buckets=LATENCY_BUCKETS)
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
+        registry.register(Scraped(self))
+
+    @property
+    def registry(self) -> Any:
+        return self.meters.registry
 
     # -- recording ------------------------------------------------------------------------
-    def record(self, ctx: Any, result: Any) -> None:
-        """``Gateway.on_result``: one finished call."""
-        target = result.target or {}
-        tool, operation = target.get("tool"), target.get("operation")
-        if tool is None or operation is None or getattr(ctx, "sandbox", False):
+    def record(self, ctx: Any, result: Any, elapsed_s: float | None = None) -> None:
+        """``Gateway.on_result``: one finished call, the one observation of its KPI sample and metrics."""
+        if getattr(ctx, "sandbox", False):
             return
+        target = result.target or {}
+        tool, operation = target.get("tool") or "unknown", target.get("operation") or "unknown"
         outcome = outcome_of(result)
-        series = self._series(tool)
-        key = (operation, outcome)
-        series.totals[key] = series.totals.get(key, 0) + 1
-        if outcome != "denied":
-            series.samples.append(Sample(self.clock(), operation, float(result.latency_ms or 0.0), outcome))
+        count, tool_hist, request_hist = self._instruments(ctx.transport.value, tool, operation, outcome)
+        count.inc()
+        if elapsed_s is not None:
+            request_hist.observe(elapsed_s)
+        if tool_hist is not None:
+            latency_ms = float(result.latency_ms or 0.0)
+            tool_hist.observe(latency_ms / 1000.0)
+            self._series(tool).samples.append(Sample(self.clock(), operation, latency_ms, outcome))
+
+    def _instruments(self, door: str, tool: str, operation: str, outcome: str) -> tuple[Any, Any, Any]:
+        key = (door, tool, operation, outcome)
+        children = self._children.get(key)
+        if children is None:
+            ran = outcome != "denied"  # a denied call never ran: it has no tool latency series
+            children = self._children[key] = (self.calls.labels(door, tool, operation, outcome),
+                                              self.tool_seconds.labels(tool, operation, outcome) if ran else None,
+                                              self.request_seconds.labels(door, tool, outcome))
+        return children
 
     def _series(self, tool: str) -> _ToolSeries:
         series = self._tools.get(tool)
@@ -193,75 +221,64 @@ class Metrics:
         return [self.value(metric, part) if part or metric == "calls" else None for part in slices]
 
     # -- Prometheus -----------------------------------------------------------------------
+    def kpi_values(self) -> list[tuple[tuple[str, str, str], tuple[float | None, float]]]:
+        """((tool, kpi_id, metric), (last value, target)) of every KPI evaluated so far, sorted."""
+        return sorted(self._kpi_values.items())
+
     def prometheus(self) -> str:
-        """The text exposition format (version 0.0.4)."""
-        lines: list[str] = []
-        lines += self._calls_lines()
-        lines += self._latency_lines()
-        lines += self._kpi_lines()
-        lines += self._audit_lines()
-        lines += self._mailbox_lines()
-        return "\n".join(lines) + "\n"
+        """The text exposition format of the runtime's registry."""
+        return generate_latest(self.registry).decode()
 
-    def _calls_lines(self) -> list[str]:
-        lines = ["# HELP northstar_tool_calls_total Tool calls by outcome (ok, error, timeout, denied).",
-                 "# TYPE northstar_tool_calls_total counter"]
-        for tool, series in sorted(self._tools.items()):
-            for (op, outcome), n in sorted(series.totals.items()):
-                lines.append(f"northstar_tool_calls_total{_labels(tool=tool, operation=op, outcome=outcome)} {n}")
-        return lines
 
-    def _latency_lines(self) -> list[str]:
-        lines = ["# HELP northstar_tool_call_latency_ms Tool call latency over the retained samples.",
-                 "# TYPE northstar_tool_call_latency_ms summary"]
-        for tool, series in sorted(self._tools.items()):
-            self._prune(series, self.clock())
-            by_op: dict[str, list[float]] = {}
-            for s in series.samples:
-                by_op.setdefault(s.operation, []).append(s.latency_ms)
-            for op, values in sorted(by_op.items()):
-                values.sort()
-                for q in QUANTILES:
-                    labels = _labels(tool=tool, operation=op, quantile=str(q))
-                    lines.append(f"northstar_tool_call_latency_ms{labels} {quantile(values, q):.3f}")
-                base = _labels(tool=tool, operation=op)
-                lines.append(f"northstar_tool_call_latency_ms_sum{base} {sum(values):.3f}")
-                lines.append(f"northstar_tool_call_latency_ms_count{base} {len(values)}")
-        return lines
+class Scraped(Collector):
+    """Gauges read when scraped: KPI values and targets, the audit queue, mailboxes, upstreams."""
 
-    def _kpi_lines(self) -> list[str]:
-        lines = ["# HELP northstar_kpi_value Last evaluated KPI value (NaN: no data).",
-                 "# TYPE northstar_kpi_value gauge"]
-        targets = ["# HELP northstar_kpi_target KPI target.", "# TYPE northstar_kpi_target gauge"]
-        for (tool, kpi_id, metric), (value, target) in sorted(self._kpi_values.items()):
-            labels = _labels(tool=tool, kpi_id=kpi_id, metric=metric)
-            lines.append(f"northstar_kpi_value{labels} {'NaN' if value is None else repr(float(value))}")
-            targets.append(f"northstar_kpi_target{labels} {float(target)!r}")
-        return lines + targets
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
-    def _audit_lines(self) -> list[str]:
-        pending = _audit_pending(self.audit)
-        if pending is None:
-            return []
-        return ["# HELP northstar_audit_pending Audit records queued, not yet committed.",
-                "# TYPE northstar_audit_pending gauge", f"northstar_audit_pending {pending}"]
+    def describe(self) -> list[Any]:
+        return []  # read at scrape time; their series vary
 
-    def _mailbox_lines(self) -> list[str]:
-        current = [sup() if callable(sup) else sup for sup in self.supervisors]
+    def collect(self) -> Iterator[Any]:
+        yield from self._kpis()
+        pending = _audit_pending(self.metrics.audit)
+        if pending is not None:
+            gauge = GaugeMetricFamily("northstar_audit_pending", "Audit records queued, not yet committed.")
+            gauge.add_metric([], pending)
+            yield gauge
+        yield from self._mailboxes()
+        yield from self._upstreams()
+
+    def _kpis(self) -> Iterator[Any]:
+        labels = ["tool", "kpi_id", "metric"]
+        value = GaugeMetricFamily("northstar_kpi_value", "Last evaluated KPI value (NaN: no data).", labels=labels)
+        target = GaugeMetricFamily("northstar_kpi_target", "KPI target.", labels=labels)
+        for key, (current, goal) in self.metrics.kpi_values():
+            value.add_metric(list(key), math.nan if current is None else float(current))
+            target.add_metric(list(key), float(goal))
+        yield value
+        yield target
+
+    def _mailboxes(self) -> Iterator[Any]:
+        current = [sup() if callable(sup) else sup for sup in self.metrics.supervisors]
         rows = [row for sup in current if sup is not None for row in _mailboxes(sup.stats())]
-        if not rows:
-            return []
         gauges = {"queued": "Messages waiting in the mailbox.", "capacity": "Mailbox capacity.",
                   "in_flight": "Messages being handled."}
-        lines = []
         for name, help_text in gauges.items():
-            metric = f"northstar_mailbox_{name}"
-            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+            gauge = GaugeMetricFamily(f"northstar_mailbox_{name}", help_text, labels=["supervisor", "actor"])
             for sup_name, actor, box in rows:
                 value = getattr(box, name, None)
                 if isinstance(value, int | float) and math.isfinite(value):
-                    lines.append(f"{metric}{_labels(supervisor=sup_name, actor=actor)} {value}")
-        return lines
+                    gauge.add_metric([sup_name, actor], value)
+            yield gauge
+
+    def _upstreams(self) -> Iterator[Any]:
+        states = self.metrics.upstream_states() if self.metrics.upstream_states is not None else {}
+        gauge = GaugeMetricFamily("northstar_upstream_up", "1 when the upstream MCP server is connected "
+                                  "and ready, else 0; its state in the label.", labels=["upstream", "state"])
+        for name, state in sorted(states.items()):
+            gauge.add_metric([name, state], 1.0 if state == "ready" else 0.0)
+        yield gauge
 
 
 def _audit_pending(audit: Any) -> int | None:

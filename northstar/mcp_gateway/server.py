@@ -29,6 +29,7 @@ from northstar.mcp_gateway.transports.http.connection import GatewayConnections,
 from northstar.mcp_gateway.transports.http.fastpath import FastPath
 from northstar.mcp_gateway.transports.http.front_door import FrontDoor
 from northstar.mcp_gateway.transports.http.host_origin import HostOriginPolicy
+from northstar.mcp_gateway.transports.http.metrics_port import MetricsPort
 from northstar.mcp_gateway.transports.mcp_face import McpFace
 from northstar.mcp_gateway.transports.rest.app import build_rest_app
 from northstar.mcp_gateway.transports.services import Services
@@ -102,12 +103,30 @@ class HttpFace:
         )
         if settings.fast_path:
             self.app.fastpath = FastPath(services.gateway, self.manager)
+        self.metrics_bound: list[str] = []  # where the metrics port listens (metrics_bind)
 
     def door_counts(self) -> dict[str, int]:
         """Open sessions and SSE streams, for ``/v1/ops/runtime``."""
         capacity = self.app.capacity
         return {"sessions": mcp_sdk.session_count(self.manager), "sse_streams": capacity.total_streams,
                 "sessions_opening": sum(capacity.pending.values())}
+
+
+async def serve_metrics(face: HttpFace, bind: str, shutdown: trio.Event, *,
+                        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """The metrics port (``metrics_bind``): ``/metrics`` without a credential, until shutdown."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()  # a plain Hypercorn server: none of the gateway's connection hooks
+    config.bind = [bind]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 1.0
+    config.include_server_header = False
+    log.info("metrics port", extra={"bind": bind})
+    await serve(MetricsPort(face.services.metrics.prometheus), config,  # type: ignore[arg-type]
+                shutdown_trigger=shutdown.wait, task_status=task_status)
 
 
 def hypercorn_config(settings: Any, bind: str, reaper: IdleReaper) -> compat_hypercorn.GatewayConfig:
@@ -142,6 +161,8 @@ async def serve_http(
     config = hypercorn_config(settings, bind, reaper)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reaper.run, shutdown)
+        if settings.metrics_bind:
+            face.metrics_bound = await nursery.start(serve_metrics, face, settings.metrics_bind, shutdown)
         async with face.manager.run(), face.stateless_manager.run():
             await compat_hypercorn.serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
         nursery.cancel_scope.cancel()

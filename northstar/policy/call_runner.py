@@ -28,9 +28,11 @@ import math
 from typing import Any
 
 import trio
+from opentelemetry.trace import SpanKind
 
 import actors
 from northstar.common import errors as E
+from northstar.common.telemetry import Meters, Tracing, recorded
 from northstar.mcp_gateway.tools.actor import Invoke
 from northstar.mcp_gateway.tools.model import ToolContext, UpstreamOp, UpstreamPort
 from northstar.policy import audit_records as R
@@ -55,15 +57,20 @@ UPSTREAM_IS_ERROR = "upstream_is_error"  # the audit code of an upstream tool's 
 
 class CallRunner:
     def __init__(self, audit: AuditLog, admission: Admission, *, tool_timeout_s: float = 30.0,
-                 tool_timeout_max_s: float = 120.0, approvals: Any = None) -> None:
+                 tool_timeout_max_s: float = 120.0, approvals: Any = None, tracing: Tracing | None = None,
+                 meters: Meters | None = None) -> None:
         self.audit = audit
         self.approvals = approvals  # the ApprovalDesk that consumes an approved call's approval
         self.admission = admission
         self.tool_timeout_s = tool_timeout_s
         self.tool_timeout_max_s = tool_timeout_max_s
+        self.tracing = tracing if tracing is not None else Tracing()
+        self.meters = meters
 
     async def run(self, decision: Decision) -> CallResult:
         probe = not isinstance(decision, Refused | Held) and decision.probe
+        if self.meters is not None:
+            self.meters.decided(*decision_labels(decision))
         try:
             match decision:
                 case Refused():
@@ -166,6 +173,22 @@ class CallRunner:
         return max(0.001, min(wanted, self.tool_timeout_max_s))
 
     async def invoke(self, d: Allowed) -> CallResult:
+        if not self.tracing.enabled:
+            return await self.invoke_untraced(d)
+        upstream = d.resolved.op.upstream
+        name = "northstar.tool.call" if upstream is None else "northstar.upstream.call"
+        kind = SpanKind.INTERNAL if upstream is None else SpanKind.CLIENT
+        attributes = {"northstar.tool": d.resolved.tool.tool_id, "northstar.operation": d.resolved.op.name}
+        if upstream is not None:
+            attributes.update({"northstar.upstream": upstream.upstream, "northstar.upstream_tool": upstream.tool})
+        with self.tracing.span(name, kind, attributes) as span, recorded(span):
+            result = await self.invoke_untraced(d)
+            span.set_attribute("northstar.outcome", "ok" if result.ok else "error")
+            if result.error is not None:
+                span.set_attribute("northstar.error_code", result.error.code)
+            return result
+
+    async def invoke_untraced(self, d: Allowed) -> CallResult:
         call, res = d.call, d.resolved
         if res.op.upstream is not None:
             return await self.invoke_upstream(d, res.op.upstream)
@@ -225,3 +248,17 @@ class CallRunner:
             return up.directory.port(up.upstream), "live"
         port = up.directory.sandbox_port(up.upstream)
         return (port, "sandbox") if port is not None else (None, "none")
+
+
+def decision_labels(decision: Decision) -> tuple[str, str]:
+    """(outcome, gate) of a decision, for the gate decision counter (closed sets both)."""
+    match decision:
+        case Allowed():
+            return "allowed", "all"
+        case Denied():
+            return "denied", decision.verdict.gate
+        case Unavailable():
+            return "unavailable", "firearm"
+        case Held():
+            return "held", "approval"
+    return "refused", "none"

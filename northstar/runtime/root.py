@@ -57,6 +57,8 @@ from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gate_chain import GateChain, GateChainConfig, decision_parts
 from northstar.policy.oauth import JwtVerifier
+from northstar.runtime import telemetry as runtime_telemetry
+from northstar.runtime.telemetry import Telemetry
 from northstar.storage import Storage, open_store, options_for
 from northstar.storage.actor import StoreActor, StoreClient
 from northstar.upstreams.hub import UpstreamHub
@@ -94,8 +96,10 @@ class Composed:
     upstreams: UpstreamHub
 
 
-def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supervisor | None]) -> Composed:
+def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supervisor | None],
+            telemetry: Telemetry | None = None) -> Composed:
     """Every part, in dependency order; nothing runs until the children are started."""
+    telemetry = telemetry if telemetry is not None else runtime_telemetry.from_environment({})
     store_spec = subsystem(actors.actor_child("store", lambda: StoreActor(storage.store), capacity=4096))
     store = StoreClient(actors.ref_of(store_spec))
     sessions = SessionRegistry()
@@ -107,13 +111,17 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     tools = ToolsBay(settings, catalog, media)
     approvals = ApprovalDesk(store, storage.audit, firearms, ttl_s=settings.approval_ttl_s)
     admission, runner = decision_parts(gate_chain_config(settings), storage.audit, approvals)
+    runner.tracing, runner.meters = telemetry.tracing, telemetry.meters
+    if hasattr(storage.audit, "on_commit"):
+        storage.audit.on_commit = telemetry.meters.audit_committed
+        storage.audit.tracing = telemetry.tracing
     gate_spec = subsystem(actors.actor_child(
         "gate_chain", lambda: GateChain(catalog, firearms, storage.audit, admission, runner), capacity=8192))
-    metrics = Metrics()
+    metrics = Metrics(meters=telemetry.meters)
     metrics.audit = storage.audit
     gateway = Gateway(catalog=catalog, firearms=firearms, gate_chain=actors.ref_of(gate_spec), runner=runner,
                       unauthorized_tools=settings.unauthorized_tools, tool_timeout_max_s=settings.tool_timeout_max_s,
-                      on_result=metrics.record, approvals=approvals)
+                      on_result=metrics.record, approvals=approvals, tracing=telemetry.tracing)
     keys = KeyService(store)
     kpi = KpiService(store)
     drafts = DraftService(store, validate=draft_validator(catalog, firearms))
@@ -123,6 +131,7 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
                                          media=media, kpi=kpi, drafts=drafts, tools_supervisor=tools.current,
                                          upstreams=upstreams))
     metrics.supervisors = [root, tools.current]
+    metrics.upstream_states = partial(upstream_states, upstreams)
     services = Services(
         settings=settings, storage=storage, audit=storage.audit, store=store, catalog=catalog, firearms=firearms,
         keys=keys, authenticator=Authenticator(keys, trust_headers=settings.trust_identity_headers,
@@ -145,6 +154,10 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
         subsystem(actors.ChildSpec("mcp.sessions", sessions.run)),
     ]
     return Composed(services, children, tools, workbench, upstreams)
+
+
+def upstream_states(upstreams: UpstreamHub) -> dict[str, str]:
+    return {name: str(status.get("state")) for name, status in upstreams.health().items()}
 
 
 def gate_chain_config(settings: Settings) -> GateChainConfig:
@@ -222,8 +235,10 @@ def health_report(root: Callable[[], actors.Supervisor | None], tools: Callable[
 class Runtime:
     """One gateway process: ``async with Runtime(settings).running(front) as services``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
+        # Traces and metrics: given (tests, the benchmark), else as the OTEL_* variables ask.
+        self.telemetry = telemetry
         self.shutdown = trio.Event()
         self.ready = trio.Event()  # set once every child has started
         self.root: actors.Supervisor | None = None
@@ -253,8 +268,12 @@ class Runtime:
         everything else (stdio: answer the client's handshake while the rest starts; its
         handlers wait for ``ready``)."""
         url = self.settings.resolved_store_url()
-        async with _event_loop_for(url), open_store(url, **options_for(self.settings)) as storage:
-            composed = self._composed = compose(self.settings, storage, lambda: self.root)
+        telemetry = self.telemetry
+        if telemetry is None:
+            telemetry = self.telemetry = runtime_telemetry.from_environment()
+        async with (_event_loop_for(url), open_store(url, **options_for(self.settings)) as storage,
+                    _closing(telemetry)):
+            composed = self._composed = compose(self.settings, storage, lambda: self.root, telemetry)
             children = list(composed.children)
             if front is not None:
                 spec = front(composed.services)
@@ -269,6 +288,17 @@ class Runtime:
                     with trio.CancelScope(shield=True), trio.move_on_after(self.settings.shutdown_grace_s + 5):
                         await self.root.stop()
                     nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _closing(telemetry: Telemetry) -> AsyncIterator[None]:
+    """Flush the spans still queued when the runtime stops (the exporter's own thread, bounded)."""
+    try:
+        yield
+    finally:
+        if telemetry.provider is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await trio.to_thread.run_sync(telemetry.close, abandon_on_cancel=True)
 
 
 @contextlib.asynccontextmanager

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +33,7 @@ import trio
 
 from northstar.common.errors import AuditUnavailable, NorthstarError
 from northstar.common.limits import MAX_FILTER_CHARS, MAX_SEQ, check_int, check_optional_int, check_text
+from northstar.common.telemetry import Tracing, recorded
 
 from .audit_chain import AuditRow, PreparedRecord, prepare_record
 from .audit_seal import Anchor, AuditSeal, append_anchor, read_anchors
@@ -78,6 +81,7 @@ class _Pending:
     done: trio.Event = field(default_factory=trio.Event)
     entry: AuditEntry | None = None
     error: AuditUnavailable | None = None
+    batch: int = 0  # records in the commit that carried it
 
     def settle(self, entry: AuditEntry | None, error: AuditUnavailable | None = None) -> None:
         if not self.done.is_set():
@@ -107,6 +111,9 @@ class GroupCommitAuditLog:
         self._running = False
         self._closed = False
         self.stats = AuditStats()
+        # Called after each durable commit with (seconds the write took, records in it): metrics.
+        self.on_commit: Callable[[float, int], None] | None = None
+        self.tracing = Tracing()  # the runtime's (set by the composition root); off by default
 
     @property
     def healthy(self) -> bool:
@@ -120,8 +127,20 @@ class GroupCommitAuditLog:
     # -- appending -----------------------------------------------------------------------------
 
     async def append(self, record: dict[str, Any]) -> AuditEntry:
-        """Return the committed entry, or raise ``AuditUnavailable`` (never ack before commit)."""
-        pending = _Pending(prepare_record(record))
+        """Return the committed entry, or raise ``AuditUnavailable`` (never ack before commit).
+
+        Traced (``tracing`` on): a ``northstar.audit.commit`` span from the append to its durable
+        commit, child of the caller's span: the record's event, its ``seq``, the commit's size."""
+        if not self.tracing.enabled:
+            return await self._append(_Pending(prepare_record(record)))
+        attributes = {"northstar.audit_event": str(record.get("event", ""))}
+        with self.tracing.span("northstar.audit.commit", attributes=attributes) as span, recorded(span):
+            pending = _Pending(prepare_record(record))
+            entry = await self._append(pending)
+            span.set_attributes({"northstar.audit_seq": entry.seq, "northstar.audit_batch_size": pending.batch})
+            return entry
+
+    async def _append(self, pending: _Pending) -> AuditEntry:
         if self._closed or not self._running:
             raise AuditUnavailable("the audit flusher is not running", retry_after=1)
         try:
@@ -186,6 +205,7 @@ class GroupCommitAuditLog:
 
     async def _flush(self, batch: builtins.list[_Pending]) -> None:
         self._inflight = batch  # settled by _fail_leftovers if we are cancelled mid-write
+        started = time.perf_counter()
         try:
             rows = await self._io.write_batch([p.item for p in batch])
         except Exception as exc:
@@ -201,7 +221,10 @@ class GroupCommitAuditLog:
         self.stats.flushes += 1
         self.stats.appended += len(rows)
         self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, len(rows))
         for p, row in zip(batch, rows, strict=True):
+            p.batch = len(rows)
             p.settle(row.to_entry())
         if self.seal is not None:
             self._last_row = rows[-1]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections import deque
 from contextlib import AbstractAsyncContextManager
@@ -43,6 +44,7 @@ READ_CHUNK = 65536
 SSE_READ_TIMEOUT_S = 300.0
 
 stderr_log = logging.getLogger("northstar.upstreams.stderr")
+_TRACEPARENT = re.compile(rb'"traceparent"\s*:\s*"(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"')
 
 
 def stdio_parameters(spec: UpstreamSpec, secrets: dict[str, str]) -> Any:
@@ -81,7 +83,8 @@ class _StreamableHttp:
         import httpx2
 
         self._client = httpx2.AsyncClient(headers=headers, follow_redirects=False,
-                                          timeout=httpx2.Timeout(spec.connect_timeout_s, read=SSE_READ_TIMEOUT_S))
+                                          timeout=httpx2.Timeout(spec.connect_timeout_s, read=SSE_READ_TIMEOUT_S),
+                                          event_hooks={"request": [trace_header]})
         self._url = spec.url
         self._max_event = spec.max_result_bytes + 64 * 1024
         self._transport: AbstractAsyncContextManager[Any] | None = None
@@ -108,6 +111,27 @@ class _StreamableHttp:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._client.__aexit__(None, None, None)
+
+
+async def trace_header(request: Any) -> None:
+    """Send a request's W3C trace context as the ``traceparent`` header too.
+
+    The SDK puts the calling span's context in the request's ``_meta`` (it runs in the caller's
+    task, where the span is current); the POST itself leaves from the transport's own task,
+    which cannot see that span, so the header is taken from the body. Without tracing there is
+    no span, nothing in ``_meta`` and nothing to add: one substring search.
+    """
+    if "traceparent" in request.headers:
+        return
+    try:
+        content = request.content
+    except Exception:  # a streamed body: nothing to look into
+        return
+    if b'"traceparent"' not in content:
+        return
+    found = _TRACEPARENT.search(content)
+    if found is not None:
+        request.headers["traceparent"] = found.group(1).decode()
 
 
 def _streamable_http(spec: UpstreamSpec, headers: dict[str, str]) -> AbstractAsyncContextManager[Any]:

@@ -93,6 +93,8 @@ def a_value_for(name: str) -> Any:
         return {"log_format": "text", "auth_mode": "headers", "unauthorized_tools": "hide"}[name]
     if "Path" in annotation:
         return Path(f"/srv/{name}")
+    if name == "metrics_bind":  # host:port
+        return "127.0.0.1:9464"
     return f"value-of-{name}"
 
 

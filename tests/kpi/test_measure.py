@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 import actors
 from northstar.common import errors as E
@@ -103,14 +104,45 @@ def test_memory_is_bounded_per_tool_and_in_age() -> None:
     assert len(m.window("notes", 3600)) == 1
 
 
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, by (name, sorted labels): parsed by prometheus_client itself."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def calls(door: str = "internal", tool: str = "notes", op: str = "add_note", outcome: str = "ok") -> Any:
+    return ("northstar_tool_calls_total",
+            tuple(sorted({"door": door, "tool": tool, "operation": op, "outcome": outcome}.items())))
+
+
 def test_denials_count_but_are_not_samples_and_sandbox_runs_are_ignored() -> None:
     m = Metrics(clock=Clock())
-    m.record(CTX, Result(ok=False, latency_ms=None, error=E.FirearmRequired()))
+    m.record(CTX, Result(ok=False, latency_ms=None, error=E.FirearmRequired()), 0.001)
     m.record(CTX.replace(sandbox=True), Result(ok=True))
     m.record(CTX, Result(ok=False, latency_ms=None, target={"tool": None, "operation": None}))
     assert m.window("notes", 60) == []
-    assert 'northstar_tool_calls_total{tool="notes",operation="add_note",outcome="denied"} 1' in m.prometheus()
-    assert 'outcome="ok"' not in m.prometheus()
+    got = samples(m.prometheus())
+    assert got[calls(outcome="denied")] == 1
+    assert got[calls(tool="unknown", op="unknown", outcome="denied")] == 1  # a client's name is never a label
+    assert calls(outcome="ok") not in got
+    duration = ("northstar_tool_call_duration_seconds_count",
+                (("operation", "add_note"), ("outcome", "denied"), ("tool", "notes")))
+    assert duration not in got  # it never ran: no tool latency
+    request = ("northstar_request_duration_seconds_count",
+               (("door", "internal"), ("outcome", "denied"), ("tool", "notes")))
+    assert got[request] == 1
+
+
+def test_the_kpi_samples_and_the_histogram_are_one_observation() -> None:
+    m = Metrics(clock=Clock())
+    for latency in (2.0, 40.0, 40.0, 700.0):
+        m.record(CTX, Result(ok=True, latency_ms=latency), 0.5)
+    got = samples(m.prometheus())
+    labels = (("operation", "add_note"), ("outcome", "ok"), ("tool", "notes"))
+    assert got[("northstar_tool_call_duration_seconds_count", labels)] == len(m.window("notes", 60)) == 4
+    assert got[("northstar_tool_call_duration_seconds_sum", labels)] == pytest.approx(
+        sum(s.latency_ms for s in m.window("notes", 60)) / 1000)
+    assert got[("northstar_tool_call_duration_seconds_bucket", (("le", "0.05"), *labels))] == 3
 
 
 def test_an_operation_name_selects_one_operation() -> None:
@@ -142,23 +174,35 @@ async def test_prometheus_exposition() -> None:
         m.supervisors = [sup]
         text = m.prometheus()
         await sup.stop()
-    assert text.endswith("\n")
-    for line in (
-        "# TYPE northstar_tool_calls_total counter",
-        'northstar_tool_calls_total{tool="notes",operation="add_note",outcome="ok"} 1',
-        'northstar_tool_calls_total{tool="notes",operation="add_note",outcome="timeout"} 1',
-        "# TYPE northstar_tool_call_latency_ms summary",
-        'northstar_tool_call_latency_ms{tool="notes",operation="add_note",quantile="0.5"} 3.000',
-        'northstar_tool_call_latency_ms_count{tool="notes",operation="add_note"} 2',
-        'northstar_kpi_value{tool="notes",kpi_id="latency-p95",metric="latency_p95_ms"} 30.0',
-        'northstar_kpi_target{tool="notes",kpi_id="latency-p95",metric="latency_p95_ms"} 500.0',
-        "northstar_audit_pending 2",
-        'northstar_mailbox_capacity{supervisor="root",actor="gate_chain"} 8',
-    ):
-        assert line in text.splitlines(), line
+    got = samples(text)
+    assert got[calls(outcome="ok")] == 1
+    assert got[calls(outcome="timeout")] == 1
+    kpi = (("kpi_id", "latency-p95"), ("metric", "latency_p95_ms"), ("tool", "notes"))
+    assert got[("northstar_kpi_value", kpi)] == 30.0
+    assert got[("northstar_kpi_target", kpi)] == 500.0
+    assert got[("northstar_audit_pending", ())] == 2
+    assert got[("northstar_mailbox_capacity", (("actor", "gate_chain"), ("supervisor", "root")))] == 8
 
 
 def test_label_values_are_escaped() -> None:
     m = Metrics(clock=Clock())
     m.record(CTX, Result(ok=True, target={"tool": 'we"ird\\', "operation": "op\n"}))
-    assert 'tool="we\\"ird\\\\",operation="op\\n"' in m.prometheus()
+    assert calls(tool='we"ird\\', op="op\n") in samples(m.prometheus())
+
+
+def test_upstream_states_are_gauged_at_scrape_time() -> None:
+    m = Metrics(clock=Clock())
+    states = {"remote": "ready", "flaky": "open"}
+    m.upstream_states = lambda: dict(states)
+    got = samples(m.prometheus())
+    assert got[("northstar_upstream_up", (("state", "ready"), ("upstream", "remote")))] == 1
+    assert got[("northstar_upstream_up", (("state", "open"), ("upstream", "flaky")))] == 0
+    states["flaky"] = "ready"
+    assert samples(m.prometheus())[("northstar_upstream_up", (("state", "ready"), ("upstream", "flaky")))] == 1
+
+
+def test_two_runtimes_never_share_counts() -> None:
+    a, b = Metrics(clock=Clock()), Metrics(clock=Clock())
+    a.record(CTX, Result(ok=True))
+    assert samples(a.prometheus())[calls()] == 1
+    assert calls() not in samples(b.prometheus())  # a private registry each, never the global one

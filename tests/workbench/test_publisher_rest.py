@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from northstar.mcp_gateway.transports.rest import workbench as workbench_rest
 from northstar.mcp_gateway.transports.rest.app import build_rest_app
@@ -89,7 +90,9 @@ async def test_sandbox_publish_registry_overlays_rollback_and_kpis(client: Any) 
     assert kpi["kpi_id"] == "p95" and kpi["status"] == "ok" and kpi["samples"] == 1
     assert (await client.get("/metrics", headers=ALICE)).status_code == 403
     metrics = await (await client.get("/metrics", headers=ADMIN)).get_data(as_text=True)
-    assert 'northstar_tool_calls_total{tool="notes",operation="list_notes",outcome="ok"} 1' in metrics
+    calls = {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(metrics)
+             for s in family.samples if s.name == "northstar_tool_calls_total"}
+    assert calls[(("door", "http"), ("operation", "list_notes"), ("outcome", "ok"), ("tool", "notes"))] == 1
 
     assert (await client.delete("/v1/overlays/notes", headers=ALICE)).status_code == 403
     assert (await client.delete("/v1/overlays/notes", headers=ADMIN)).status_code == 200

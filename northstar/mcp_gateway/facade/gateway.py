@@ -8,9 +8,10 @@ inventory) is derived from the catalogue and the firearm bindings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -19,6 +20,7 @@ import actors
 from northstar.common import errors as E
 from northstar.common.identity import RequestContext
 from northstar.common.limits import check_timeout
+from northstar.common.telemetry import Tracing, call_attributes, in_span, recorded, result_attributes
 from northstar.mcp_gateway import schema_gen
 from northstar.mcp_gateway.tools.catalog import Catalog, Resolved
 from northstar.mcp_gateway.tools.model import ProgressFn
@@ -43,8 +45,10 @@ class Gateway:
     runner: CallRunner
     unauthorized_tools: str = "mark"
     tool_timeout_max_s: float = 120.0
-    on_result: Callable[[RequestContext, CallResult], None] | None = None
+    # Each finished call, with the seconds it took here (decision and run): the metrics.
+    on_result: Callable[[RequestContext, CallResult, float], None] | None = None
     approvals: ApprovalDesk | None = None
+    tracing: Tracing = field(default_factory=Tracing)
 
     async def call_tool(
         self,
@@ -74,15 +78,20 @@ class Gateway:
             raise E.ValidationFailed("arguments must be a JSON object", field="arguments")
         if timeout_s is not None:  # the caller's own timeout has a declared range, like every number
             check_timeout("timeout_s", timeout_s, self.tool_timeout_max_s)
+        if self.tracing.enabled and not in_span():  # a call from no door (internal, sandbox): its own trace
+            return await self.call_at_door(ctx, name, arguments, None, mock=mock, services=services,
+                                           timeout_s=timeout_s, resolved=resolved, progress=progress,
+                                           wait_approval=wait_approval, abandon=abandon)
+        started = time.perf_counter()
         msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress,
                        wait_approval=wait_approval, abandon=abandon)
-        decision = await self.decide(msg)
+        decision = await (self.decide(msg) if not self.tracing.enabled else self.decide_traced(msg))
         if isinstance(decision, Held):
             result = await self.held(decision)
         else:
             result = await self.runner.run(decision)
         if self.on_result is not None:
-            self.on_result(ctx, result)
+            self.on_result(ctx, result, time.perf_counter() - started)
         return result
 
     async def held(self, decision: Held) -> CallResult:
@@ -100,7 +109,31 @@ class Gateway:
         again = await self.decide(replace(decision.call, approval=ticket))
         return await self.runner.run(again)
 
+    async def call_at_door(self, ctx: RequestContext, name: str, arguments: dict[str, Any] | None,
+                           carrier: Mapping[str, Any] | None, **options: Any) -> CallResult:
+        """:meth:`call_tool` inside the door's request span (doors call it when ``tracing.enabled``):
+        its parent is the client's ``traceparent`` (``carrier``), its attributes who called, what
+        it reached and how it ended."""
+        with self.tracing.door("tools/call", carrier, call_attributes(ctx)) as span, recorded(span):
+            result = await self.call_tool(ctx, name, arguments, **options)
+            result_attributes(span, result)
+            return result
+
+    async def decide_traced(self, msg: CallTool) -> Decision:
+        with self.tracing.span("northstar.gate_chain.decide") as span:
+            decision = await self.decide(msg)
+            attributes = {"northstar.decision": type(decision).__name__.lower()}
+            gate = getattr(getattr(decision, "verdict", None), "gate", None)
+            if isinstance(gate, str):
+                attributes["northstar.gate"] = gate
+            scope = getattr(decision, "target", {}).get("scope")
+            if isinstance(scope, str):
+                attributes["northstar.scope"] = scope
+            span.set_attributes(attributes)
+            return decision
+
     async def decide(self, msg: CallTool) -> Decision:
+        """The gate chain's decision on a call (raises ``ServiceUnavailable`` when it has none)."""
         decision: CallResult | Decision | None = None
         try:
             # The decision is made in the gate chain actor, inline, in arrival order; it is run

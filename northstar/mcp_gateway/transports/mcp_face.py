@@ -38,6 +38,7 @@ from northstar.common.error_envelope import (
     tool_error_result,
 )
 from northstar.common.identity import RequestContext, Transport, new_request_id
+from northstar.common.telemetry import carrier_of
 from northstar.compat.mcp_sdk import connection_of
 from northstar.mcp_gateway.transports.http.asgi import SCOPE_KEY
 from northstar.mcp_gateway.transports.stdio import handshake
@@ -234,7 +235,14 @@ class McpFace:
         rctx = self.identity(ctx)
         try:
             await self.until_ready()
-            result = await self.gateway.call_tool(rctx, params.name, params.arguments, progress=progress_sink(ctx))
+            gateway = self.gateway
+            if gateway.tracing.enabled:
+                headers = getattr(getattr(ctx, "request", None), "headers", None)
+                carrier = carrier_of(headers, getattr(ctx, "meta", None))
+                result = await gateway.call_at_door(rctx, params.name, params.arguments, carrier,
+                                                    progress=progress_sink(ctx))
+            else:
+                result = await gateway.call_tool(rctx, params.name, params.arguments, progress=progress_sink(ctx))
         except E.NorthstarError as err:
             return error_result(err, rctx.request_id)
         except Exception as exc:

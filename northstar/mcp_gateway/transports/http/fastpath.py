@@ -46,6 +46,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from northstar.common import errors as E
 from northstar.common.error_envelope import INVALID_PARAMS, envelope, error_headers, tool_error_result
 from northstar.common.identity import RequestContext
+from northstar.common.telemetry import call_attributes, recorded, result_attributes, traceparent_header
 from northstar.compat.mcp_sdk import session_open_for
 from northstar.mcp_gateway.transports.http.inflight import CANCELLED, InFlight
 from northstar.policy.audit_records import refused_cancel_record
@@ -215,23 +216,47 @@ class FastPath:
             return False
         self.taken += 1
         ctx: RequestContext = scope["northstar.ctx"]
-        params = msg["params"]
-        if era == "modern":
-            calls = _LIVE.get((tuple(scope.get("client") or ()), tuple(scope.get("server") or ())))
-            if calls is not None:
-                reply = await self.call_on_connection(ctx, params, calls)
-            else:
-                reply = await self.call_watching_disconnect(ctx, params, receive)
+        if self.gateway.tracing.enabled:
+            reply = await self.dispatch_traced(scope, receive, headers, msg, era)
         else:
-            session = headers.get(SESSION_HEADER, b"").decode("latin-1")
-            conn = _LIVE.get((tuple(scope.get("client") or ()), tuple(scope.get("server") or ())))
-            reply = await self.call_cancellable(ctx, params, session, msg["id"], wait=era == "session", conn=conn)
+            reply = await self.dispatch(scope, receive, headers, msg, era)
         if reply is None:  # cancelled: the caller is gone or asked for it; nothing to answer
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return True
         await self.respond(send, msg["id"], reply, era == "modern", ctx.request_id)
         return True
+
+    async def dispatch(self, scope: dict[str, Any], receive: Receive, headers: dict[bytes, bytes],
+                       msg: dict[str, Any], era: str) -> Any:
+        """Run the call, cancellable as its era says: a CallResult, an error, or None (cancelled)."""
+        ctx: RequestContext = scope["northstar.ctx"]
+        params = msg["params"]
+        if era == "modern":
+            calls = _LIVE.get((tuple(scope.get("client") or ()), tuple(scope.get("server") or ())))
+            if calls is not None:
+                return await self.call_on_connection(ctx, params, calls)
+            return await self.call_watching_disconnect(ctx, params, receive)
+        session = headers.get(SESSION_HEADER, b"").decode("latin-1")
+        conn = _LIVE.get((tuple(scope.get("client") or ()), tuple(scope.get("server") or ())))
+        return await self.call_cancellable(ctx, params, session, msg["id"], wait=era == "session", conn=conn)
+
+    async def dispatch_traced(self, scope: dict[str, Any], receive: Receive, headers: dict[bytes, bytes],
+                              msg: dict[str, Any], era: str) -> Any:
+        """:meth:`dispatch` in the request's span (parent: the client's ``traceparent`` header or
+        ``_meta.traceparent``)."""
+        carrier = traceparent_header(headers) or msg["params"].get("_meta")
+        attributes = {**call_attributes(scope["northstar.ctx"]), "northstar.fast_path": era}
+        with self.gateway.tracing.door("tools/call", carrier, attributes) as span, recorded(span):
+            reply = await self.dispatch(scope, receive, headers, msg, era)
+            if reply is None:
+                span.set_attribute("northstar.outcome", "cancelled")
+            elif isinstance(reply, E.NorthstarError):
+                span.set_attribute("northstar.outcome", "error")
+                span.set_attribute("northstar.error_code", reply.code)
+            else:
+                result_attributes(span, reply)
+            return reply
 
     async def call(self, ctx: RequestContext, params: dict[str, Any], wait: bool = True,
                    abandon: Callable[[], AbstractContextManager[None]] | None = None) -> Any:

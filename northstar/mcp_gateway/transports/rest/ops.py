@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, current_app
 
 from northstar import __version__
@@ -76,12 +77,13 @@ async def oauth_protected_resource() -> dict[str, Any]:
     return body
 
 
-@api.route("GET", "/metrics", summary="Prometheus metrics: calls, latency, KPI values and targets (admin)",
-           responses={200: Answer(None, "the text exposition format 0.0.4", "text/plain")}, admin=True)
+@api.route("GET", "/metrics", summary="Prometheus metrics: calls, latency, gate decisions, audit commits, "
+           "mailboxes, upstreams, KPI values and targets (admin)",
+           responses={200: Answer(None, "the Prometheus text exposition format", "text/plain")}, admin=True)
 async def metrics() -> Response:
     svc = services()
     text = svc.metrics.prometheus() if getattr(svc, "metrics", None) else ""
-    return Response(text, content_type="text/plain; version=0.0.4")
+    return Response(text, content_type=CONTENT_TYPE_LATEST)
 
 
 @api.route("GET", "/openapi.json", summary="This document (OpenAPI 3.1)",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from quart import request
+
+from northstar.common.telemetry import carrier_of
 from northstar.mcp_gateway.transports.rest import models as M
 from northstar.mcp_gateway.transports.rest import responses as R
 from northstar.mcp_gateway.transports.rest.api import Api, Response
@@ -28,8 +31,14 @@ async def inventory() -> dict[str, Any]:
                        "to a scope that requires approval is held: 409 `approval_pending` with "
                        "`details.approval_id`; re-issue the same call once it is approved.")
 async def call(path: M.ToolNamePath, body: M.ToolCallBody) -> tuple[dict[str, Any], int]:
-    result = await services().gateway.call_tool(ctx(), path.name, dict(body.arguments), timeout_s=body.timeout_s,
-                                                wait_approval=False)
+    gateway = services().gateway
+    if gateway.tracing.enabled:
+        carrier = carrier_of(request.headers, None)
+        result = await gateway.call_at_door(ctx(), path.name, dict(body.arguments), carrier, timeout_s=body.timeout_s,
+                                            wait_approval=False)
+    else:
+        result = await gateway.call_tool(ctx(), path.name, dict(body.arguments), timeout_s=body.timeout_s,
+                                         wait_approval=False)
     if not result.ok:
         assert result.error is not None
         if result.audit_seq is not None:
