@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 from tests.console.kit import expected_errors, mint_key, open_tab, rest
 from tests.e2e.clients import mcp_client
 from tests.harness import GatewayProcess, bearer
+from tests.reliability.kit import wait_until
 
 TENANT = "t-inbox"
 CALL_WAIT_S = 60.0
@@ -68,7 +69,13 @@ def test_an_approver_approves_a_waiting_call_in_the_inbox(browser: Any, gateway:
     alice, boss = mint_key(gateway, TENANT, "alice"), mint_key(gateway, TENANT, "boss")
     out: list[Any] = []
     thread = waiting_call(gateway, alice, "ship it", out)
+
+    def held() -> bool:  # the call reached the gate chain and is held (the inbox shows what is there)
+        status, body, _ = rest(gateway, "GET", "/v1/approvals?state=pending", key=alice)
+        return status == 200 and any(a["arguments"].get("message") == "ship it" for a in body["approvals"])
+
     try:
+        assert wait_until(held, CALL_WAIT_S)
         tab = open_tab(browser, gateway)
         tab.sign_in(alice)  # the caller sees its own held call; deciding it is refused by the server
         tab.goto("/console/approvals")
