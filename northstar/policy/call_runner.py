@@ -36,6 +36,8 @@ from northstar.mcp_gateway.tools.model import ToolContext, UpstreamOp, UpstreamP
 from northstar.policy import audit_records as R
 from northstar.policy.admission import Admission
 from northstar.policy.calls import Allowed, CallResult, CallTool, Decision, Denied, Refused, Unavailable, seen_seq
+from northstar.policy.gates import deny
+from northstar.policy.shared_limits import NO_SLOT, SharedLimits, Slot
 from northstar.storage.base import AuditLog
 
 log = logging.getLogger("northstar.gate_chain")
@@ -45,9 +47,10 @@ UPSTREAM_IS_ERROR = "upstream_is_error"  # the audit code of an upstream tool's 
 
 class CallRunner:
     def __init__(self, audit: AuditLog, admission: Admission, *, tool_timeout_s: float = 30.0,
-                 tool_timeout_max_s: float = 120.0) -> None:
+                 tool_timeout_max_s: float = 120.0, shared: SharedLimits | None = None) -> None:
         self.audit = audit
         self.admission = admission
+        self.shared = shared or SharedLimits()
         self.tool_timeout_s = tool_timeout_s
         self.tool_timeout_max_s = tool_timeout_max_s
 
@@ -95,11 +98,29 @@ class CallRunner:
         decision = R.decision_record(d.base, allowed=True, gate="all", code="ok", reason="", target=d.target,
                                      trace=None)
         combined = d.resolved.op.annotations.read_only and not d.probe
+        slot = NO_SLOT
         try:
+            if self.shared.backend != "local":
+                taken = await self.shared_admit(d)
+                if isinstance(taken, Denied):
+                    return await self.denied(taken)
+                slot = taken
             decision_entry = None if combined else await self.audit.append(decision)
             return await self.run_and_record(d, decision, decision_entry)
         finally:
             self.admission.give_back(d.call.ctx.principal)
+            await self.shared.give_back(slot)
+
+    async def shared_admit(self, d: Allowed) -> Slot | Denied:
+        """The limits every replica shares (Redis): a slot, or the call turned into a denial."""
+        limits = self.admission.limits
+        taken = await self.shared.admit(d.call.ctx.principal, rate=limits.rate, burst=int(limits.burst),
+                                        max_in_flight=limits.max_in_flight)
+        if isinstance(taken, Slot):
+            return taken
+        verdict = deny("limits", taken)
+        trace = [*(t for t in d.trace if t.get("gate") != "limits"), verdict.to_trace()]
+        return Denied(d.call, d.base, d.target, verdict, trace, d.probe)
 
     async def run_and_record(self, d: Allowed, decision: dict[str, Any], decision_entry: Any) -> CallResult:
         ctx = d.call.ctx

@@ -43,6 +43,7 @@ from northstar.policy.calls import (
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gates import CallFacts, evaluate
 from northstar.policy.limits import PrincipalLimits
+from northstar.policy.shared_limits import SharedLimits
 from northstar.storage.base import AuditLog
 
 
@@ -56,12 +57,14 @@ class GateChainConfig:
     audit_probe_interval_s: float = 1.0
 
 
-def decision_parts(config: GateChainConfig, audit: AuditLog) -> tuple[Admission, CallRunner]:
-    """The admission ledger and the runner a gate chain and its gateway share (one per gateway)."""
+def decision_parts(config: GateChainConfig, audit: AuditLog,
+                   shared: SharedLimits | None = None) -> tuple[Admission, CallRunner]:
+    """The admission ledger and the runner a gate chain and its gateway share (one per gateway);
+    ``shared``: the limits every replica shares, checked by the runner after the local ones."""
     limits = PrincipalLimits(rate=config.rate_per_s, burst=config.burst, max_in_flight=config.max_in_flight)
     admission = Admission(limits, probe_interval_s=config.audit_probe_interval_s)
     runner = CallRunner(audit, admission, tool_timeout_s=config.tool_timeout_s,
-                        tool_timeout_max_s=config.tool_timeout_max_s)
+                        tool_timeout_max_s=config.tool_timeout_max_s, shared=shared)
     return admission, runner
 
 

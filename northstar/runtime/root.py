@@ -56,6 +56,7 @@ from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gate_chain import GateChain, GateChainConfig, decision_parts
 from northstar.policy.oauth import JwtVerifier
+from northstar.policy.shared_limits import SharedLimits, shared_limits_for
 from northstar.storage import Storage, open_store, options_for
 from northstar.storage.actor import StoreActor, StoreClient
 from northstar.upstreams.hub import UpstreamHub
@@ -100,11 +101,12 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     sessions = SessionRegistry()
     catalog = Catalog()
     catalog.listeners.append(sessions.signal)
-    firearms = FirearmsService(store)
+    firearms = FirearmsService(store, changes=storage.changes)
     firearms.listeners.append(sessions.signal)
     media = MediaServices(store, BlobStore(settings.data_dir / "blobs"), settings.media_max_bytes)
     tools = ToolsBay(settings, catalog, media)
-    admission, runner = decision_parts(gate_chain_config(settings), storage.audit)
+    shared = shared_limits_for(settings)
+    admission, runner = decision_parts(gate_chain_config(settings), storage.audit, shared)
     gate_spec = subsystem(actors.actor_child(
         "gate_chain", lambda: GateChain(catalog, firearms, storage.audit, admission, runner), capacity=8192))
     metrics = Metrics()
@@ -116,10 +118,10 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     kpi = KpiService(store)
     drafts = DraftService(store, validate=draft_validator(catalog, firearms))
     upstreams = UpstreamHub(UpstreamRegistry(store, SecretBox.from_file(settings.resolved_secrets_key_file)),
-                            storage.audit)
+                            storage.audit, changes=storage.changes)
     workbench = Workbench(WorkbenchParts(store=store, audit=storage.audit, catalog=catalog, firearms=firearms,
                                          media=media, kpi=kpi, drafts=drafts, tools_supervisor=tools.current,
-                                         upstreams=upstreams))
+                                         upstreams=upstreams, changes=storage.changes))
     metrics.supervisors = [root, tools.current]
     services = Services(
         settings=settings, storage=storage, audit=storage.audit, store=store, catalog=catalog, firearms=firearms,
@@ -129,7 +131,7 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
         sandbox=SandboxRunner(gateway, catalog, drafts, tmp_root=settings.data_dir / "sandbox",
                               max_bytes=settings.media_max_bytes, upstreams=upstreams),
         publisher=workbench.publisher, sessions=sessions,
-        health=partial(health_report, root, tools.current, upstreams), upstreams=upstreams,
+        health=partial(health_report, root, tools.current, upstreams, shared), upstreams=upstreams,
     )
     hosts, watcher = upstreams.children()
     children = [
@@ -162,9 +164,7 @@ async def run_firearms(firearms: FirearmsService, *,
     await firearms.load()
     await firearms.ensure_default_bindings(DEFAULT_FIREARM_BINDINGS)
     task_status.started(firearms)
-    while True:
-        await trio.sleep(firearms.refresh_interval_s)
-        await firearms.refresh_once()
+    await firearms.follow()
 
 
 class ToolsBay:
@@ -203,14 +203,18 @@ def _tool_factory(tool: ToolDefinition) -> Callable[[], ToolActor]:
 
 
 def health_report(root: Callable[[], actors.Supervisor | None], tools: Callable[[], actors.Supervisor | None],
-                  upstreams: UpstreamHub | None = None) -> dict[str, Any]:
+                  upstreams: UpstreamHub | None = None, shared: SharedLimits | None = None) -> dict[str, Any]:
     """What ``/health`` reports: each contained subsystem ``up`` or ``down``, tools that are down,
-    and each upstream's state (an upstream that is down costs only its own calls)."""
+    and each upstream's state (an upstream that is down costs only its own calls). With shared
+    limits, the ``limits`` subsystem: ``up``, ``degraded`` (Redis unreachable, per-process limits:
+    fail open) or ``down`` (calls refused: fail closed)."""
     report: dict[str, Any] = {"subsystems": {}, "tools_down": [], "upstreams": upstreams.health() if upstreams else {}}
     if (sup := root()) is not None:
         for child in sup.stats().children:
             if child.contained is not None:
                 report["subsystems"][child.id] = "up" if child.contained.up else "down"
+    if shared is not None and (state := shared.health()) is not None:
+        report["subsystems"]["limits"] = state
     if (tools_sup := tools()) is not None:
         report["tools_down"] = [c.id.removeprefix("tool:") for c in tools_sup.stats().children
                                 if c.contained is not None and not c.contained.up]

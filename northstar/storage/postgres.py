@@ -15,6 +15,7 @@ connections, read-only replica) become ``StoreUnavailable(retry_after=1)``.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from northstar.common.errors import StoreUnavailable
 from . import pg_ops as ops
 from .audit_chain import AuditRow, ChainVerifier, PreparedRecord, TenantHeads
 from .audit_seal import Anchor, AuditSeal
+from .changes import CHANNEL, ChangeBell, parse_payload
 from .core import (
     check_changes_args,
     check_get_args,
@@ -39,6 +41,7 @@ from .pg_schema import migrate
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 
 T = TypeVar("T")
+log = logging.getLogger("northstar.storage")
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -140,8 +143,14 @@ class PostgresDatabase:
 class PostgresStore:
     """:class:`~northstar.storage.base.VersionedStore` on PostgreSQL."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: PostgresDatabase, bell: ChangeBell | None = None) -> None:
         self.db = db
+        self.bell = bell
+
+    async def maintain(self) -> None:
+        """Listen for other replicas' saves (``NOTIFY``) and ring the bell; reconnect when lost."""
+        if self.bell is not None:
+            await ChangeListener(self.db, self.bell).run()
 
     async def save(self, tenant: str, kind: str, resource_id: str, data: dict[str, Any] | None, *,
                    expected_version: int | None = None, actor: str | None = None) -> Record:
@@ -176,6 +185,59 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+
+LISTENER_LOST: tuple[type[BaseException], ...] = (StoreUnavailable, *UNAVAILABLE)
+
+
+class ChangeListener:
+    """One connection of its own, ``LISTEN northstar_changes``: each notification for this
+    store's schema rings the bell. Checked every ``ping_s``; when lost, reconnected with a
+    backoff, and every watcher is rung once (notifications sent meanwhile were missed)."""
+
+    def __init__(self, db: PostgresDatabase, bell: ChangeBell, *, ping_s: float = 5.0) -> None:
+        self.db, self.bell, self.ping_s = db, bell, ping_s
+        self.schema: str | None = None
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._listen()
+            except LISTENER_LOST as exc:
+                if self.bell.connected:
+                    log.warning("change listener lost; polling until it is back", extra={"error": str(exc)})
+                self.bell.connected = False
+            await trio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _listen(self) -> None:
+        token = trio.lowlevel.current_trio_token()
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, text: str) -> None:
+            parsed = parse_payload(text)
+            if parsed is not None and parsed[0] == self.schema:
+                token.run_sync_soon(self.bell.ring, parsed[1])
+
+        conn = await self.db._mapped(self._connect)
+        try:
+            self.schema = await self.db._mapped(conn.fetchval, "SELECT current_schema()")
+            await self.db._mapped(conn.add_listener, CHANNEL, on_notify)
+            self.bell.connected = True
+            self.bell.ring(None)  # anything committed while we were not listening
+            while True:
+                await trio.sleep(self.ping_s)
+                await self.db._mapped(conn.fetchval, "SELECT 1")
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                try:
+                    await trio_asyncio.aio_as_trio(conn.close)()
+                except Exception:
+                    conn.terminate()
+
+    async def _connect(self) -> Any:
+        settings = dict(self.db._pool_opts["server_settings"])
+        return await asyncpg.connect(self.db.dsn, timeout=self.db._pool_opts["timeout"], server_settings=settings)
 
 
 class PostgresAuditIO:

@@ -10,9 +10,10 @@ sealed) and the running units in step, on this gateway and on every replica:
   second unit on the sandbox host, so sandbox runs never share a connection or a process
   with live calls;
 * ``upstreams.watcher``: starts every registered upstream, then follows the ``upstreams``
-  resource kind (``changes_since``, every 0.5 s) so a registration or removal made through
-  another replica or the CLI reaches this one; and audits drift (``event: upstream_drift``)
-  as the units report it (at connect, on ``notifications/tools/list_changed``, on refresh).
+  resource kind (``changes_since``, when the store's change bell rings and every 0.5 s) so a
+  registration or removal made through another replica or the CLI reaches this one; and audits
+  drift (``event: upstream_drift``) as the units report it (at connect, on
+  ``notifications/tools/list_changed``, on refresh).
 
 It is also the directory calls use (:class:`~northstar.mcp_gateway.tools.model.UpstreamDirectory`):
 ``port(name)`` / ``sandbox_port(name)`` give the running handle. Approved pins (from the
@@ -32,6 +33,7 @@ import trio
 
 import actors
 from northstar.common.errors import Conflict, NorthstarError, NotFound, UpstreamUnavailable
+from northstar.storage.changes import ChangeBell
 from northstar.storage.kinds import UPSTREAMS
 from northstar.upstreams.draft import GeneratedDraft, generate_draft
 from northstar.upstreams.host import UpstreamHandle, UpstreamHost
@@ -50,8 +52,10 @@ PUBLIC_FIELDS = ("name", "transport", "state", "tool_count", "drift")
 class UpstreamHub:
     """Registrations and running upstreams kept in step; the directory calls reach them by."""
 
-    def __init__(self, registry: UpstreamRegistry, audit: Any = None, *, interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, registry: UpstreamRegistry, audit: Any = None, *, interval_s: float = POLL_INTERVAL_S,
+                 changes: ChangeBell | None = None) -> None:
         self.registry = registry
+        self.changes = changes or ChangeBell()
         self.audit = audit
         self.interval_s = interval_s
         self._live_sup: actors.Supervisor | None = None
@@ -100,9 +104,10 @@ class UpstreamHub:
         task_status.started(self)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._audit_drift)
-            while True:
-                await trio.sleep(self.interval_s)
-                await self.poll_once()
+            with self.changes.subscribe([UPSTREAMS]) as sub:
+                while True:
+                    await sub.wait(self.interval_s)  # another replica's registration rings at once
+                    await self.poll_once()
 
     async def poll_once(self) -> None:
         """Apply every registration change since the last poll, and start what is not running."""
