@@ -87,7 +87,7 @@ class PostgresDatabase:
     async def open(self) -> None:
         """Create the pool, the schema when ``?schema=`` asked for one, and migrate."""
         require_loop()
-        await self._mapped(self._open_aio)
+        await self.mapped(self._open_aio)
 
     async def _open_aio(self) -> None:
         self._pool = await asyncpg.create_pool(self.dsn, **self._pool_opts)
@@ -106,18 +106,22 @@ class PostgresDatabase:
         except asyncpg.UniqueViolationError:
             pass  # a concurrent creator won the race: the schema exists
 
-    async def _mapped(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    async def mapped(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         try:
             result: T = await trio_asyncio.aio_as_trio(fn)(*args)
             return result
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}", retry_after=1) from exc
 
+    def connect_options(self) -> dict[str, Any]:
+        """What a connection of its own (the change listener's) is opened with, as the pool's."""
+        return {"timeout": self._pool_opts["timeout"], "server_settings": dict(self._pool_opts["server_settings"])}
+
     async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``fn(pool, *args)`` on the asyncio loop."""
         if self._closed or self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is closed", retry_after=1)
-        return await self._mapped(fn, self._pool, *args)
+        return await self.mapped(fn, self._pool, *args)
 
     async def write(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """As :meth:`call`, shielded from the caller's cancellation, bounded by its own deadline."""
@@ -219,15 +223,15 @@ class ChangeListener:
             if parsed is not None and parsed[0] == self.schema:
                 token.run_sync_soon(self.bell.ring, parsed[1])
 
-        conn = await self.db._mapped(self._connect)
+        conn = await self.db.mapped(self._connect)
         try:
-            self.schema = await self.db._mapped(conn.fetchval, "SELECT current_schema()")
-            await self.db._mapped(conn.add_listener, CHANNEL, on_notify)
+            self.schema = await self.db.mapped(conn.fetchval, "SELECT current_schema()")
+            await self.db.mapped(conn.add_listener, CHANNEL, on_notify)
             self.bell.connected = True
             self.bell.ring(None)  # anything committed while we were not listening
             while True:
                 await trio.sleep(self.ping_s)
-                await self.db._mapped(conn.fetchval, "SELECT 1")
+                await self.db.mapped(conn.fetchval, "SELECT 1")
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
@@ -236,8 +240,7 @@ class ChangeListener:
                     conn.terminate()
 
     async def _connect(self) -> Any:
-        settings = dict(self.db._pool_opts["server_settings"])
-        return await asyncpg.connect(self.db.dsn, timeout=self.db._pool_opts["timeout"], server_settings=settings)
+        return await asyncpg.connect(self.db.dsn, **self.db.connect_options())
 
 
 class PostgresAuditIO:
