@@ -97,6 +97,9 @@ class Settings(BaseModel):
     # Upstream MCP servers' secrets are sealed (AES-256-GCM) with this key (created 0600 on
     # first use); replicas of one store share it (docs/upstreams.md).
     secrets_key_file: Path | None = Field(default=None, description="default: <data_dir>/secrets.key")
+    # media_v2's asset bytes (content-addressed files); replicas share one directory (a shared
+    # mount), else an asset's bytes are readable only on the replica that wrote them.
+    blobs_dir: Path | None = Field(default=None, description="default: <data_dir>/blobs")
     audit_anchor_interval_s: float = 5.0
     # OAuth 2.1 bearer tokens (JWT access tokens from an authorization server): on when the
     # issuer, the audience (this resource's identifier) and the JWKS URL are all set.

@@ -206,6 +206,10 @@ class CallRunner:
                 return CallResult(ok=True, output=output, upstream=info)
         else:
             port, contacted = up.directory.port(up.upstream), "live"
+        if (drifted := up.directory.shared_drift(up.upstream, up.tool, up.pin)) is not None:
+            # Another replica's connection shows this tool changed: refused here too.
+            return CallResult(ok=False, error=drifted, upstream={"contacted": "none", "name": up.upstream,
+                                                                 "tool": up.tool})
         if port is None:
             return CallResult(ok=False, error=E.UpstreamUnavailable(f"upstream {up.upstream} is not running",
                                                                     upstream=up.upstream, retry_after=1))

@@ -103,7 +103,7 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     catalog.listeners.append(sessions.signal)
     firearms = FirearmsService(store, changes=storage.changes)
     firearms.listeners.append(sessions.signal)
-    media = MediaServices(store, BlobStore(settings.data_dir / "blobs"), settings.media_max_bytes)
+    media = MediaServices(store, BlobStore(settings.blobs_dir or settings.data_dir / "blobs"), settings.media_max_bytes)
     tools = ToolsBay(settings, catalog, media)
     shared = shared_limits_for(settings)
     admission, runner = decision_parts(gate_chain_config(settings), storage.audit, shared)

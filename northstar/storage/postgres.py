@@ -191,7 +191,8 @@ class PostgresStore:
         await self.db.close()
 
 
-LISTENER_LOST: tuple[type[BaseException], ...] = (StoreUnavailable, *UNAVAILABLE)
+#: Expected ways to lose the listener (logged once per loss); anything else is logged each time.
+LISTENER_LOST: tuple[type[BaseException], ...] = (StoreUnavailable, trio.TooSlowError, *UNAVAILABLE)
 
 
 class ChangeListener:
@@ -208,9 +209,11 @@ class ChangeListener:
         while True:
             try:
                 await self._listen()
-            except LISTENER_LOST as exc:
-                if self.bell.connected:
+            except Exception as exc:  # an accelerator: any failure falls back to polling, then retries
+                if self.bell.connected or not isinstance(exc, LISTENER_LOST):
                     log.warning("change listener lost; polling until it is back", extra={"error": str(exc)})
+                if self.bell.connected:
+                    delay = 0.5  # it worked until now: the first retry comes soon
                 self.bell.connected = False
             await trio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -223,15 +226,18 @@ class ChangeListener:
             if parsed is not None and parsed[0] == self.schema:
                 token.run_sync_soon(self.bell.ring, parsed[1])
 
-        conn = await self.db.mapped(self._connect)
+        # Setting up and each ping run shielded (bounded by the connect and command timeouts):
+        # cancelling asyncpg halfway through leaves an asyncio future failing with nobody to
+        # retrieve it, which trio-asyncio raises into its loop. Only the sleeps are cancelled.
+        with trio.CancelScope(shield=True):
+            conn = await self.db.mapped(self._setup, on_notify)
         try:
-            self.schema = await self.db.mapped(conn.fetchval, "SELECT current_schema()")
-            await self.db.mapped(conn.add_listener, CHANNEL, on_notify)
             self.bell.connected = True
             self.bell.ring(None)  # anything committed while we were not listening
             while True:
                 await trio.sleep(self.ping_s)
-                await self.db.mapped(conn.fetchval, "SELECT 1")
+                with trio.CancelScope(shield=True), trio.fail_after(self.ping_s):
+                    await self.db.mapped(conn.fetchval, "SELECT 1")
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
@@ -239,8 +245,16 @@ class ChangeListener:
                 except Exception:
                     conn.terminate()
 
-    async def _connect(self) -> Any:
-        return await asyncpg.connect(self.db.dsn, **self.db.connect_options())
+    async def _setup(self, on_notify: Callable[..., None]) -> Any:
+        """(asyncio) A connection of its own, listening; closed again if setting up fails."""
+        conn = await asyncpg.connect(self.db.dsn, **self.db.connect_options())
+        try:
+            self.schema = await conn.fetchval("SELECT current_schema()")
+            await conn.add_listener(CHANNEL, on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
 
 class PostgresAuditIO:

@@ -86,6 +86,11 @@ class UpstreamDirectory(Protocol):
 
     def sandbox_port(self, name: str) -> UpstreamPort | None: ...
 
+    def shared_drift(self, name: str, tool: str, pin: str) -> Any:
+        """An ``upstream_drift`` error when any replica listed ``tool`` with another pin than
+        ``pin`` (the shared record, kind ``upstream_drift``), else None."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamOp:
