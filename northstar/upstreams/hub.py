@@ -157,8 +157,8 @@ class UpstreamHub:
         gone = event.drift.removed
         tools: dict[str, str | None] = {t: event.tools[t].pin for t in event.drift.changed if t in event.tools}
         tools.update(dict.fromkeys(gone))
-        if not tools and event.upstream not in self.drifted:
-            return
+        if tools == self.drifted.get(event.upstream, {}):
+            return  # already what every replica reads
         await self.registry.store.save(GLOBAL_TENANT, UPSTREAM_DRIFT, event.upstream,
                                        {"tools": tools, "reason": event.reason}, actor="northstar:drift")
         if tools:
@@ -211,14 +211,14 @@ class UpstreamHub:
 
     async def _audit_drift(self) -> None:
         async for event in self._events:
+            try:  # first, and for every listing: the pins may change while the drifted names do not
+                await self._share_drift(event)
+            except NorthstarError as err:
+                log.error("upstream drift not shared", extra={"upstream": event.upstream, "code": err.code})
             key = (event.drift.changed, event.drift.removed, event.drift.added)
             if self._audited.get(event.upstream) == key:
                 continue
             self._audited[event.upstream] = key
-            try:
-                await self._share_drift(event)
-            except NorthstarError as err:
-                log.error("upstream drift not shared", extra={"upstream": event.upstream, "code": err.code})
             if event.drift.clean or self.audit is None:
                 continue
             record = {"event": "upstream_drift", "transport": "internal", "upstream": event.upstream,
