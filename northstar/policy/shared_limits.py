@@ -101,6 +101,9 @@ class SharedLimits:
     async def give_back(self, slot: Slot) -> None:
         return None
 
+    async def renew(self, slots: list[Slot], lease_s: float) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
@@ -200,6 +203,26 @@ class RedisLimits(SharedLimits):
                 await self._run(self.client.zrem, slot.key, slot.token)
             except Exception as exc:
                 self._lost(exc)
+
+    async def renew(self, slots: list[Slot], lease_s: float) -> None:
+        """Extend the leases of slots still held (e.g. live sessions), in one round trip."""
+        held = [s for s in slots if s.key is not None]
+        if not held or self._skip():
+            return
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            now_us = self.client.time()
+            expiry = int(now_us[0]) * 1_000_000 + int(now_us[1]) + int(lease_s * 1_000_000)
+            for slot in held:
+                pipe.zadd(slot.key, {slot.token: expiry}, xx=True)
+                pipe.pexpire(slot.key, int(lease_s * 1000) + 1000)
+            pipe.execute()
+
+        try:
+            await trio.to_thread.run_sync(run, limiter=self._limiter)
+        except Exception as exc:
+            self._lost(exc)
 
     async def aclose(self) -> None:
         await self._run(self.client.close)

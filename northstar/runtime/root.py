@@ -131,7 +131,7 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
         sandbox=SandboxRunner(gateway, catalog, drafts, tmp_root=settings.data_dir / "sandbox",
                               max_bytes=settings.media_max_bytes, upstreams=upstreams),
         publisher=workbench.publisher, sessions=sessions,
-        health=partial(health_report, root, tools.current, upstreams, shared), upstreams=upstreams,
+        health=partial(health_report, root, tools.current, upstreams, shared), upstreams=upstreams, limits=shared,
     )
     hosts, watcher = upstreams.children()
     children = [

@@ -112,9 +112,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     schema, prefix = fresh_schema("so"), f"nstest-{uuid.uuid4().hex[:10]}"
     shared = root / "shared"
     shared.mkdir()
-    # A low limit so a test can saturate it: 30 calls/s per principal, bursts of 10.
+    # Low limits so a test can saturate them: 30 calls/s per principal, bursts of 10; 3 sessions.
     env = replica_env(schema, prefix, shared, NORTHSTAR_RATE_LIMIT_PER_PRINCIPAL_PER_S="30",
-                      NORTHSTAR_RATE_LIMIT_BURST="10")
+                      NORTHSTAR_RATE_LIMIT_BURST="10", NORTHSTAR_MAX_SESSIONS_PER_PRINCIPAL="3")
     replicas = start_replicas(root, env, 3)
     try:
         yield Cluster(replicas, schema, prefix, shared, env)

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.postgres
 #: polling interval (1 s for firearms, 0.5 s for published tools) even when no notification
 #: arrives; with LISTEN/NOTIFY it is typically milliseconds.
 ACTIVATION_BOUND_S = 1.5
+#: How often a test polls for a change: one principal stays below this module's 30 calls/s.
+POLL_S = 0.04
 
 
 def who(tag: str) -> dict[str, str]:
@@ -107,8 +109,9 @@ async def test_publish_on_a_is_live_on_b_and_c(cluster: Cluster) -> None:
         seen: dict[str, float] = {}
 
         async def until_live(url: str) -> None:
-            while (await call(http, url, f"{tool_id}.say", {"message": "hi"}, headers)).status_code != 200:
-                await trio.sleep(0.005)
+            caller = who("pub")  # one principal per replica, polling below its rate limit (30/s)
+            while (await call(http, url, f"{tool_id}.say", {"message": "hi"}, caller)).status_code != 200:
+                await trio.sleep(POLL_S)
             seen[url] = trio.current_time() - published
 
         with trio.fail_after(ACTIVATION_BOUND_S + 5):
@@ -130,7 +133,7 @@ async def test_revoke_on_b_is_refused_on_a_within_the_bound(cluster: Cluster) ->
         assert granted.status_code == 201, granted.text
         with trio.fail_after(ACTIVATION_BOUND_S + 5):  # the grant reaches A too
             while (await call(http, a, "media_v2.create_asset", args, headers)).status_code != 200:
-                await trio.sleep(0.005)
+                await trio.sleep(POLL_S)
         revoked = await http.delete(f"{b}/v1/firearms/grants/{tenant}/{user}/firearm.media.write",
                                     headers=cluster.admin)
         assert revoked.status_code == 200, revoked.text
@@ -141,11 +144,30 @@ async def test_revoke_on_b_is_refused_on_a_within_the_bound(cluster: Cluster) ->
                 if resp.status_code == 403:
                     break
                 assert resp.status_code == 200, resp.text
-                await trio.sleep(0.005)
+                await trio.sleep(POLL_S)
         took = trio.current_time() - at
     assert resp.json()["error"]["code"] == "firearm_required"
     print(f"\nrevoke on B, refused on A after {took * 1000:.0f} ms")
     assert took <= ACTIVATION_BOUND_S
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
+async def test_sessions_per_principal_are_counted_across_replicas(cluster: Cluster) -> None:
+    """3 sessions per principal (this module's setting): two on A and one on B leave none for C."""
+    headers = {**who("sessions"), **MCP_ACCEPT}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for url in (cluster.urls[0], cluster.urls[0], cluster.urls[1]):
+            opened = await http.post(f"{url}/mcp", headers=headers, json=INIT)
+            assert opened.status_code == 200 and opened.headers.get("mcp-session-id"), opened.text
+        refused = await http.post(f"{cluster.urls[2]}/mcp", headers=headers, json=INIT)
+        other = await http.post(f"{cluster.urls[2]}/mcp", headers={**who("sessions2"), **MCP_ACCEPT}, json=INIT)
+    assert refused.status_code == 429, refused.text
+    assert "too many open sessions" in refused.json()["error"]["message"]
+    assert other.status_code == 200  # another principal is not affected
 
 
 class Router:
@@ -182,10 +204,7 @@ async def test_a_session_routed_to_another_replica_is_404_and_the_sdk_client_rei
         assert (await sdk.call_tool("echo__ping", {"message": "again"})).structured_content["message"] == "again"
     # The raw answer: 404 for a session this replica does not hold.
     async with httpx2.AsyncClient(timeout=30) as raw:
-        init = await raw.post(f"{a}/mcp", headers={**headers, "Accept": "application/json, text/event-stream"},
-                              json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                                  "protocolVersion": "2025-06-18", "capabilities": {},
-                                  "clientInfo": {"name": "t", "version": "1"}}})
+        init = await raw.post(f"{a}/mcp", headers={**headers, **MCP_ACCEPT}, json=INIT)
         sid = init.headers["mcp-session-id"]
         wrong = await raw.post(f"{b}/mcp", headers={**headers, "Accept": "application/json, text/event-stream",
                                                     "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"},
