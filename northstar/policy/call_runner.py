@@ -213,9 +213,21 @@ class CallRunner:
         if port is None:
             return CallResult(ok=False, error=E.UpstreamUnavailable(f"upstream {up.upstream} is not running",
                                                                     upstream=up.upstream, retry_after=1))
-        reply = await port.call_inline(up.tool, arguments, pin=up.pin, timeout_s=self.timeout_for(call),
-                                       progress=call.progress, request_id=call.ctx.request_id)
         info = {"contacted": contacted, "name": up.upstream, "tool": up.tool}
+        # The upstream's max_concurrency holds for every replica together (each has its own
+        # connection, each limited to it alone): a place on the shared engine first.
+        slot = await self.shared.take(f"upstream:{up.upstream}", port.max_concurrency,
+                                      lease_s=self.timeout_for(call) + 30.0)
+        if isinstance(slot, E.NorthstarError):
+            if isinstance(slot, E.RateLimited):
+                slot = E.UpstreamUnavailable(f"upstream {up.upstream}: its max_concurrency is in use on the replicas",
+                                             upstream=up.upstream, retry_after=1)
+            return CallResult(ok=False, error=slot, upstream={**info, "contacted": "none"})
+        try:
+            reply = await port.call_inline(up.tool, arguments, pin=up.pin, timeout_s=self.timeout_for(call),
+                                           progress=call.progress, request_id=call.ctx.request_id)
+        finally:
+            await self.shared.give_back(slot)
         if reply.error is not None:
             return CallResult(ok=False, error=reply.error, upstream=info)
         wire = reply.result or {}

@@ -129,3 +129,37 @@ async def test_a_gateway_without_its_limits_engine_serves_or_refuses_and_health_
         assert response.status_code == 200 and body["degraded"] == ["limits"]
     else:
         assert response.status_code == 503 and body["down"] == ["limits"]
+
+
+class FullEngine(SharedLimits):
+    backend = "test"
+
+    async def take(self, key: str, limit: int, *, lease_s: float | None = None) -> Slot | E.NorthstarError:
+        self.asked = (key, limit)
+        return E.RateLimited("too many at once", retry_after=1, limit=limit)
+
+
+async def test_an_upstream_whose_concurrency_is_used_up_on_the_replicas_is_not_called() -> None:
+    from types import SimpleNamespace
+
+    from northstar.mcp_gateway.tools.model import UpstreamOp
+    from northstar.policy.call_runner import CallRunner
+
+    class Port:
+        max_concurrency = 2
+        called = False
+
+        async def call_inline(self, *args: object, **kwargs: object) -> None:
+            self.called = True
+
+    port = Port()
+    directory = SimpleNamespace(port=lambda name: port, sandbox_port=lambda name: None,
+                                shared_drift=lambda *a: None)
+    up = UpstreamOp(upstream="up1", tool="search", pin="p", input_schema={}, output_schema=None,
+                    directory=directory)  # type: ignore[arg-type]
+    call = SimpleNamespace(ctx=SimpleNamespace(sandbox=False, request_id="r"), timeout_s=None, progress=None)
+    engine = FullEngine()
+    runner = CallRunner(None, None, shared=engine)  # type: ignore[arg-type]
+    result = await runner.invoke_upstream(SimpleNamespace(call=call, verdict=SimpleNamespace(validated={})), up)  # type: ignore[arg-type]
+    assert engine.asked == ("upstream:up1", 2)
+    assert isinstance(result.error, E.UpstreamUnavailable) and not port.called

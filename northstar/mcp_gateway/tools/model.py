@@ -74,6 +74,9 @@ class UpstreamReply(Protocol):
 class UpstreamPort(Protocol):
     """One running upstream, as a call sees it (``northstar.upstreams.UpstreamHandle``)."""
 
+    @property
+    def max_concurrency(self) -> int: ...  # its calls in flight at once, on every replica together
+
     async def call_inline(self, tool: str, arguments: Mapping[str, Any], *, pin: str | None,
                           timeout_s: float | None, progress: ProgressFn | None,
                           request_id: str | None) -> UpstreamReply: ...
