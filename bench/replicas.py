@@ -105,6 +105,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def engine_cost(calls: int = 500) -> dict[str, float]:
+    """What the shared limits add to one call, measured alone: admit + give back (two Redis
+    round trips through a worker thread), sequentially, in microseconds per call."""
+    import trio
+
+    from northstar.policy.shared_limits import RedisLimits, Slot
+
+    async def run() -> dict[str, float]:
+        prefix = f"nsbench-{uuid.uuid4().hex[:8]}"
+        limits = RedisLimits.connect("redis://127.0.0.1:6379/0", fail="closed", prefix=prefix, lease_s=60.0)
+        samples = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            slot = await limits.admit("bench/engine", rate=1e9, burst=10**9, max_in_flight=10**6)
+            assert isinstance(slot, Slot)
+            await limits.give_back(slot)
+            samples.append((time.perf_counter() - t0) * 1e6)
+        await limits.aclose()
+        samples.sort()
+        return {"p50_us": round(samples[len(samples) // 2], 1), "p99_us": round(samples[int(len(samples) * 0.99)], 1)}
+
+    return trio.run(run)
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if r.get(key) is not None]
     return round(statistics.median(values), 2) if values else None
@@ -135,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("bench.replicas needs wrk")
     started = time.time()
     out = run(args)
+    out["engine_cost"] = engine_cost()
+    print(f"shared limits, admit + give back alone: {out['engine_cost']}", flush=True)
     out["wall_s"] = round(time.time() - started, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
