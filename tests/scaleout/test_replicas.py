@@ -120,6 +120,36 @@ async def test_publish_on_a_is_live_on_b_and_c(cluster: Cluster) -> None:
                     nursery.start_soon(until_live, url)
     print(f"\npublish on A, live on B after {seen[b] * 1000:.0f} ms, on C after {seen[c] * 1000:.0f} ms")
     assert max(seen.values()) <= ACTIVATION_BOUND_S
+    await publish_v2_on_b_then_roll_back_on_c(cluster, tool_id, spec)
+
+
+async def until_status(http: httpx2.AsyncClient, url: str, tool: str, status: int) -> float:
+    """Seconds until a call of ``tool`` on ``url`` answers ``status`` (bounded)."""
+    start, caller = trio.current_time(), who("poll")
+    with trio.fail_after(ACTIVATION_BOUND_S + 5):
+        while (await call(http, url, tool, {"message": "x"}, caller)).status_code != status:
+            await trio.sleep(POLL_S)
+    return trio.current_time() - start
+
+
+async def publish_v2_on_b_then_roll_back_on_c(cluster: Cluster, tool_id: str, spec: dict[str, Any]) -> None:
+    """Version 1.0.1 adds an operation; published on B it is callable on A; rolled back to 1.0.0
+    on C, it is gone on A again."""
+    a, b, c = cluster.urls
+    v2 = {**spec, "version": "1.0.1", "scopes": [{**spec["scopes"][0], "operations": [
+        *spec["scopes"][0]["operations"], {"name": "shout", "description": "Say it louder.", "wraps": "echo.ping"}]}]}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        put = await http.put(f"{b}/v1/drafts/{tool_id}", headers=cluster.admin,
+                             json={"expected_version": 1, "spec": v2})
+        assert put.status_code in (200, 201), put.text
+        pub = await http.post(f"{b}/v1/drafts/{tool_id}/publish", headers=cluster.admin, json={"version": 2})
+        assert pub.status_code == 201, pub.text
+        live = await until_status(http, a, f"{tool_id}.shout", 200)
+        back = await http.post(f"{c}/v1/overlays/{tool_id}/rollback", headers=cluster.admin, json={"version": "1.0.0"})
+        assert back.status_code == 200, back.text
+        gone = await until_status(http, a, f"{tool_id}.shout", 404)
+    print(f"publish v2 on B, live on A after {live * 1000:.0f} ms; rollback on C, gone on A after {gone * 1000:.0f} ms")
+    assert max(live, gone) <= ACTIVATION_BOUND_S
 
 
 async def test_revoke_on_b_is_refused_on_a_within_the_bound(cluster: Cluster) -> None:
