@@ -229,13 +229,21 @@ class ChangeListener:
         # Setting up and each ping run shielded (bounded by the connect and command timeouts):
         # cancelling asyncpg halfway through leaves an asyncio future failing with nobody to
         # retrieve it, which trio-asyncio raises into its loop. Only the sleeps are cancelled.
+        lost = trio.Event()
+
+        def on_lost(_conn: Any) -> None:
+            token.run_sync_soon(lost.set)
+
         with trio.CancelScope(shield=True):
-            conn = await self.db.mapped(self._setup, on_notify)
+            conn = await self.db.mapped(self._setup, on_notify, on_lost)
         try:
             self.bell.connected = True
             self.bell.ring(None)  # anything committed while we were not listening
             while True:
-                await trio.sleep(self.ping_s)
+                with trio.move_on_after(self.ping_s):  # the server ended it, or time to check
+                    await lost.wait()
+                if lost.is_set():
+                    raise StoreUnavailable("postgres: the change listener's connection was lost", retry_after=1)
                 with trio.CancelScope(shield=True), trio.fail_after(self.ping_s):
                     await self.db.mapped(conn.fetchval, "SELECT 1")
         finally:
@@ -245,12 +253,13 @@ class ChangeListener:
                 except Exception:
                     conn.terminate()
 
-    async def _setup(self, on_notify: Callable[..., None]) -> Any:
+    async def _setup(self, on_notify: Callable[..., None], on_lost: Callable[[Any], None]) -> Any:
         """(asyncio) A connection of its own, listening; closed again if setting up fails."""
         conn = await asyncpg.connect(self.db.dsn, **self.db.connect_options())
         try:
             self.schema = await conn.fetchval("SELECT current_schema()")
             await conn.add_listener(CHANNEL, on_notify)
+            conn.add_termination_listener(on_lost)
         except BaseException:
             conn.terminate()
             raise

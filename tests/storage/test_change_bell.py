@@ -9,7 +9,7 @@ import trio_asyncio
 
 from northstar.storage import open_store
 from northstar.storage.changes import ChangeBell, parse_payload, payload
-from tests.pg import base_url, drop_schema, fresh_schema, pg_unavailable_reason, schema_url
+from tests.pg import base_url, drop_schema, fresh_schema, pg_fetch, pg_unavailable_reason, schema_url
 
 
 def test_payload_round_trip() -> None:
@@ -57,3 +57,27 @@ async def test_a_save_on_one_replica_rings_the_other_and_not_another_schema() ->
             with trio.CancelScope(shield=True):
                 await drop_schema(base_url(), schema)
                 await drop_schema(base_url(), other)
+
+
+@pytest.mark.postgres
+async def test_a_lost_listener_reconnects_and_rings_every_watcher() -> None:
+    if (reason := pg_unavailable_reason()) is not None:
+        pytest.skip(reason)
+    schema = fresh_schema()
+    async with trio_asyncio.open_loop():
+        try:
+            async with open_store(schema_url(base_url(), schema)) as a, open_store(schema_url(base_url(), schema)) as b:
+                await wait_until(lambda: b.changes.connected)
+                with b.changes.subscribe(["upstreams"]) as sub:
+                    await sub.wait(0)
+                    killed = await pg_fetch(base_url(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                            " WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+                                            f"northstar/{schema}")
+                    assert len(killed) == 2  # both stores' listeners
+                    assert await sub.wait(10.0)  # reconnected: rung for what it may have missed
+                    await wait_until(lambda: b.changes.connected)
+                    await a.store.save("_global", "upstreams", "y", {"v": 1})
+                    assert await sub.wait(5.0)
+        finally:
+            with trio.CancelScope(shield=True):
+                await drop_schema(base_url(), schema)
