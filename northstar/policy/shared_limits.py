@@ -71,6 +71,7 @@ return 1
 """
 
 FailMode = Literal["open", "closed"]
+RELEASE_QUEUE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,10 @@ class SharedLimits:
     async def aclose(self) -> None:
         return None
 
+    async def run_releaser(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
 
 class RedisLimits(SharedLimits):
     """The limits on a Redis server every replica reaches (``redis_url``)."""
@@ -125,6 +130,10 @@ class RedisLimits(SharedLimits):
         self._slot = client.register_script(SLOT)
         self._reachable = True
         self._retry_at = -math.inf
+        # Slots given back are queued and released in batches by run_releaser (one round trip for
+        # many); with no releaser running, or the queue full, a slot is released inline.
+        self._releases, self._to_release = trio.open_memory_channel[Slot](RELEASE_QUEUE)
+        self._releaser_up = False
 
     @classmethod
     def connect(cls, url: str, *, fail: FailMode, prefix: str, lease_s: float, timeout_s: float = 0.5,
@@ -195,14 +204,46 @@ class RedisLimits(SharedLimits):
         return Slot(full_key, token) if taken else E.RateLimited("too many at once", retry_after=1, limit=limit)
 
     async def give_back(self, slot: Slot) -> None:
-        """Release a slot; if the engine cannot be reached its lease expires on its own."""
+        """Release a slot (queued for the releaser, else now); if the engine cannot be reached
+        its lease expires on its own."""
         if slot.key is None:
             return
+        if self._releaser_up:
+            try:
+                self._releases.send_nowait(slot)
+                return
+            except trio.WouldBlock:
+                pass
+        await self._release([slot])
+
+    async def _release(self, slots: list[Slot]) -> None:
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for slot in slots:
+                pipe.zrem(slot.key, slot.token)
+            pipe.execute()
+
         with trio.CancelScope(shield=True):
             try:
-                await self._run(self.client.zrem, slot.key, slot.token)
+                await trio.to_thread.run_sync(run, limiter=self._limiter)
             except Exception as exc:
                 self._lost(exc)
+
+    async def run_releaser(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Give queued slots back in batches: one round trip for every slot released meanwhile."""
+        self._releaser_up = True
+        task_status.started()
+        try:
+            while True:
+                batch = [await self._to_release.receive()]
+                while len(batch) < RELEASE_QUEUE:
+                    try:
+                        batch.append(self._to_release.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._release(batch)
+        finally:
+            self._releaser_up = False
 
     async def renew(self, slots: list[Slot], lease_s: float) -> None:
         """Extend the leases of slots still held (e.g. live sessions), in one round trip."""

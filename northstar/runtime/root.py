@@ -143,6 +143,8 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
         subsystem(watcher),
         *(subsystem(spec) for spec in workbench.children()),
         subsystem(actors.ChildSpec("mcp.sessions", sessions.run)),
+        # Releases the slots calls give back on the shared limits engine, in batches.
+        *([subsystem(actors.ChildSpec("limits.releaser", shared.run_releaser))] if shared.backend != "local" else []),
     ]
     return Composed(services, children, tools, workbench, upstreams)
 

@@ -163,3 +163,18 @@ async def test_an_upstream_whose_concurrency_is_used_up_on_the_replicas_is_not_c
     result = await runner.invoke_upstream(SimpleNamespace(call=call, verdict=SimpleNamespace(validated={})), up)  # type: ignore[arg-type]
     assert engine.asked == ("upstream:up1", 2)
     assert isinstance(result.error, E.UpstreamUnavailable) and not port.called
+
+
+async def test_the_releaser_gives_slots_back_in_batches(prefix: str) -> None:
+    limits = replica(REDIS_URL, prefix)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(limits.run_releaser)
+        slots = [await limits.admit("t/u", rate=1000.0, burst=1000, max_in_flight=3) for _ in range(3)]
+        assert all(isinstance(s, Slot) for s in slots)
+        for slot in slots:
+            await limits.give_back(slot)  # queued: no round trip in the caller
+        with trio.fail_after(5):
+            while limits.client.zcard(f"{prefix}:calls:t/u"):
+                await trio.sleep(0.01)
+        assert isinstance(await limits.admit("t/u", rate=1000.0, burst=1000, max_in_flight=3), Slot)
+        nursery.cancel_scope.cancel()
