@@ -15,6 +15,7 @@ their specs), and :meth:`Runtime.running` runs them as this supervision tree::
         │                    (kind ``upstreams``) and audits drift
         ├── workbench.*      contained: draft store, publisher, registry watcher
         ├── mcp.sessions     contained: list_changed notifier for connected MCP sessions
+        ├── limits.releaser  contained, with shared limits (Redis): gives call slots back in batches
         └── http | stdio     Hypercorn serving the front door, or the stdio transport
 
 Children start in this order and stop in reverse, so the front door closes first and
