@@ -15,7 +15,8 @@ clock (``TIME``), so the replicas' clocks do not matter:
 The client is redis-py's synchronous one, run in worker threads (``trio.to_thread``), with a
 bounded pool and short socket timeouts. A call costs one round trip to be admitted; the slots
 calls give back are queued and released in batches by :meth:`RedisLimits.run_releaser` (a
-contained child of the tree, ``limits.releaser``), one round trip for all released meanwhile. Measured here: about 215 us a round trip that way,
+contained child of the tree, ``limits.releaser``), one round trip for all released meanwhile.
+Measured here: about 215 us a round trip that way,
 against about 290 us through trio-asyncio with ``redis.asyncio`` (whose pool also refuses
 callers beyond its size instead of queueing them).
 
