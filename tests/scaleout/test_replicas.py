@@ -60,14 +60,17 @@ async def test_a_rate_limit_holds_within_ten_percent_across_replicas(cluster: Cl
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
             for url in cluster.urls:
-                for _ in range(4):
+                for _ in range(6):
                     nursery.start_soon(hammer, http, url, start + duration)
         elapsed = trio.current_time() - start
     expected = 10 + 30 * elapsed
+    offered = counts["ok"] + counts["limited"]
     print(f"\nrate: {counts} in {elapsed:.2f} s; allowed {counts['ok']}, expected {expected:.0f}")
     assert counts["other"] == 0
     assert counts["limited"] > 0  # the replicas together were offered more than the limit
-    assert abs(counts["ok"] - expected) <= 0.10 * expected
+    assert counts["ok"] <= 1.10 * expected  # the limit holds across the replicas
+    if offered >= 2 * expected:  # offered steadily (a loaded machine may not): the limit is also reached
+        assert counts["ok"] >= 0.90 * expected
 
 
 async def test_concurrent_calls_are_counted_across_replicas(cluster: Cluster) -> None:
