@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA   ?= ./data
 
-.PHONY: run install test lint typecheck contracts unit real-client bench soak clean test-tools browser console-screenshots
+.PHONY: run install test lint typecheck contracts unit real-client bench bench-replicas soak clean test-tools browser console-screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ test: lint unit real-client
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
+
+# 1, 2, 3 replicas on PostgreSQL behind a balancer, and local vs Redis limits (docs/performance.md).
+bench-replicas: $(STAMP)
+	$(PY) -m bench.replicas $(BENCH_ARGS)
 
 soak: $(STAMP)
 	$(PY) -m bench.soak

@@ -101,6 +101,9 @@ class Settings(BaseModel):
     # Upstream MCP servers' secrets are sealed (AES-256-GCM) with this key (created 0600 on
     # first use); replicas of one store share it (docs/upstreams.md).
     secrets_key_file: Path | None = Field(default=None, description="default: <data_dir>/secrets.key")
+    # media_v2's asset bytes (content-addressed files); replicas share one directory (a shared
+    # mount), else an asset's bytes are readable only on the replica that wrote them.
+    blobs_dir: Path | None = Field(default=None, description="default: <data_dir>/blobs")
     audit_anchor_interval_s: float = 5.0
     # OAuth 2.1 bearer tokens (JWT access tokens from an authorization server): on when the
     # issuer, the audience (this resource's identifier) and the JWKS URL are all set.
@@ -152,6 +155,17 @@ class Settings(BaseModel):
     max_concurrent_calls_per_principal: int = 64
     rate_limit_per_principal_per_s: float = 200.0
     rate_limit_burst: int = 400
+    # Limits shared by every replica (docs/deployment.md): "local" counts per process; "redis"
+    # also checks rate, concurrent calls and sessions per principal on the Redis at redis_url.
+    # With Redis unreachable, "open" keeps serving on the per-process limits, "closed" refuses
+    # calls (503 limits_unavailable); /health says which.
+    limits_backend: Literal["local", "redis"] = "local"
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", max_length=2048,
+                           pattern=r"^(redis|rediss|unix)://", json_schema_extra={"secret": True})
+    limits_fail: Literal["open", "closed"] = "open"
+    # Every replica of one gateway uses the same prefix; gateways sharing a Redis use different ones.
+    limits_prefix: str = Field(default="northstar", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    redis_timeout_s: float = Field(default=0.5, ge=0.01, le=10.0)
     # A request head must arrive (and an idle keep-alive connection is closed) within this;
     # a request body that takes longer is answered 408.
     read_timeout_s: float = 30.0

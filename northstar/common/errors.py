@@ -348,6 +348,13 @@ class PolicyUnavailable(ServiceUnavailable):
     default_message = "the policy store is unavailable; the call was refused"
 
 
+class LimitsUnavailable(ServiceUnavailable):
+    """The shared limits engine (Redis) cannot be reached and ``limits_fail`` is ``closed``."""
+
+    code = "limits_unavailable"
+    default_message = "the shared limits engine is unavailable; the call was refused"
+
+
 class SecretsUnavailable(ServiceUnavailable):
     """The key file is missing, unreadable or does not match what was sealed (fail closed)."""
 

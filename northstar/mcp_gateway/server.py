@@ -36,6 +36,9 @@ from northstar.mcp_gateway.transports.services import Services
 from northstar.mcp_gateway.transports.sse import LegacySse
 
 log = logging.getLogger("northstar.server")
+#: A session's place on the shared limits engine lives this long unless renewed (every third of
+#: it, while the session lives): a replica that dies frees its sessions' places within it.
+SESSION_LEASE_S = 60.0
 
 
 def transport_security(policy: HostOriginPolicy) -> TransportSecuritySettings:
@@ -100,6 +103,8 @@ class HttpFace:
                 max_sessions_per_principal=settings.max_sessions_per_principal,
                 live_sessions=partial(mcp_sdk.live_sessions, self.manager),
             ),
+            shared=services.limits,
+            session_lease_s=SESSION_LEASE_S,
         )
         if settings.fast_path:
             self.app.fastpath = FastPath(services.gateway, self.manager)
@@ -163,6 +168,19 @@ async def serve_http(
         nursery.start_soon(reaper.run, shutdown)
         if settings.metrics_bind:
             face.metrics_bound = await nursery.start(serve_metrics, face, settings.metrics_bind, shutdown)
+        if face.services.limits.backend != "local":
+            nursery.start_soon(keep_session_leases, face)
         async with face.manager.run(), face.stateless_manager.run():
             await compat_hypercorn.serve(face.app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
         nursery.cancel_scope.cancel()
+
+
+async def keep_session_leases(face: HttpFace) -> None:
+    """Renew the shared places of this replica's live sessions; give back those that ended."""
+    capacity, shared = face.app.capacity, face.services.limits
+    while True:
+        await trio.sleep(SESSION_LEASE_S / 3)
+        live = mcp_sdk.live_sessions(face.manager)
+        for sid in [sid for sid in capacity.shared_slots if sid not in live]:
+            await shared.give_back(capacity.shared_slots.pop(sid))
+        await shared.renew(list(capacity.shared_slots.values()), SESSION_LEASE_S)

@@ -48,6 +48,8 @@ from northstar.policy.calls import (
     Unavailable,
     seen_seq,
 )
+from northstar.policy.gates import deny
+from northstar.policy.shared_limits import NO_SLOT, SharedLimits, Slot
 from northstar.storage.base import AuditLog
 
 log = logging.getLogger("northstar.gate_chain")
@@ -58,10 +60,11 @@ UPSTREAM_IS_ERROR = "upstream_is_error"  # the audit code of an upstream tool's 
 class CallRunner:
     def __init__(self, audit: AuditLog, admission: Admission, *, tool_timeout_s: float = 30.0,
                  tool_timeout_max_s: float = 120.0, approvals: Any = None, tracing: Tracing | None = None,
-                 meters: Meters | None = None) -> None:
+                 meters: Meters | None = None, shared: SharedLimits | None = None) -> None:
         self.audit = audit
         self.approvals = approvals  # the ApprovalDesk that consumes an approved call's approval
         self.admission = admission
+        self.shared = shared or SharedLimits()
         self.tool_timeout_s = tool_timeout_s
         self.tool_timeout_max_s = tool_timeout_max_s
         self.tracing = tracing if tracing is not None else Tracing()
@@ -116,8 +119,16 @@ class CallRunner:
         decision = R.decision_record(d.base, allowed=True, gate="all", code="ok", reason="", target=d.target,
                                      trace=None)
         combined = d.resolved.op.annotations.read_only and not d.probe
+        slot = NO_SLOT
         try:
-            if d.call.approval is not None:  # used once, before the call runs (a lost race refuses it)
+            if self.shared.backend != "local":
+                taken = await self.shared_admit(d)
+                if isinstance(taken, Denied):
+                    return await self.denied(taken)
+                slot = taken
+            # An approval is used once, after every limit passed and before the call runs (a lost
+            # race refuses it): a call the limits turn away keeps its approval for the retry.
+            if d.call.approval is not None:
                 if self.approvals is None:
                     raise E.ServiceUnavailable("approvals are not available here", retry_after=1)
                 await self.approvals.consume(d.call.ctx, d.call.approval)
@@ -125,6 +136,18 @@ class CallRunner:
             return await self.run_and_record(d, decision, decision_entry)
         finally:
             self.admission.give_back(d.call.ctx.principal)
+            await self.shared.give_back(slot)
+
+    async def shared_admit(self, d: Allowed) -> Slot | Denied:
+        """The limits every replica shares (Redis): a slot, or the call turned into a denial."""
+        limits = self.admission.limits
+        taken = await self.shared.admit(d.call.ctx.principal, rate=limits.rate, burst=int(limits.burst),
+                                        max_in_flight=limits.max_in_flight)
+        if isinstance(taken, Slot):
+            return taken
+        verdict = deny("limits", taken)
+        trace = [*(t for t in d.trace if t.get("gate") != "limits"), verdict.to_trace()]
+        return Denied(d.call, d.base, d.target, verdict, trace, d.probe)
 
     async def run_and_record(self, d: Allowed, decision: dict[str, Any], decision_entry: Any) -> CallResult:
         ctx = d.call.ctx
@@ -226,12 +249,28 @@ class CallRunner:
                 return CallResult(ok=True, output=output, upstream=info)
         else:
             port, contacted = up.directory.port(up.upstream), "live"
+        if (drifted := up.directory.shared_drift(up.upstream, up.tool, up.pin)) is not None:
+            # Another replica's connection shows this tool changed: refused here too.
+            return CallResult(ok=False, error=drifted, upstream={"contacted": "none", "name": up.upstream,
+                                                                 "tool": up.tool})
         if port is None:
             return CallResult(ok=False, error=E.UpstreamUnavailable(f"upstream {up.upstream} is not running",
                                                                     upstream=up.upstream, retry_after=1))
-        reply = await port.call_inline(up.tool, arguments, pin=up.pin, timeout_s=self.timeout_for(call),
-                                       progress=call.progress, request_id=call.ctx.request_id)
         info = {"contacted": contacted, "name": up.upstream, "tool": up.tool}
+        # The upstream's max_concurrency holds for every replica together (each has its own
+        # connection, each limited to it alone): a place on the shared engine first.
+        slot = await self.shared.take(f"upstream:{up.upstream}", port.max_concurrency,
+                                      lease_s=self.timeout_for(call) + 30.0)
+        if isinstance(slot, E.NorthstarError):
+            if isinstance(slot, E.RateLimited):
+                slot = E.UpstreamUnavailable(f"upstream {up.upstream}: its max_concurrency is in use on the replicas",
+                                             upstream=up.upstream, retry_after=1)
+            return CallResult(ok=False, error=slot, upstream={**info, "contacted": "none"})
+        try:
+            reply = await port.call_inline(up.tool, arguments, pin=up.pin, timeout_s=self.timeout_for(call),
+                                           progress=call.progress, request_id=call.ctx.request_id)
+        finally:
+            await self.shared.give_back(slot)
         if reply.error is not None:
             return CallResult(ok=False, error=reply.error, upstream=info)
         wire = reply.result or {}

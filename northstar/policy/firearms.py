@@ -34,12 +34,14 @@ from northstar.common.errors import PolicyUnavailable
 from northstar.common.identity import TENANT_HEADER, USER_HEADER, RequestContext, validate_value
 from northstar.common.limits import FIREARM_PATTERN, SCOPE_PATTERN
 from northstar.storage import kinds
+from northstar.storage.changes import ChangeBell
 
 log = logging.getLogger("northstar.policy.firearms")
 
 GLOBAL_TENANT = "_global"
 FIREARM_NAME = re.compile(FIREARM_PATTERN)
 SCOPE_NAME = re.compile(SCOPE_PATTERN)
+POLICY_KINDS = (kinds.FIREARM_BINDINGS, kinds.FIREARM_GRANTS, kinds.APPROVAL_RULES)
 
 
 def check_firearm_name(name: str) -> str:
@@ -98,7 +100,6 @@ class AccessDecision:
 
 
 DEFAULT_APPROVER = "firearm.approve"
-POLICY_KINDS = (kinds.FIREARM_BINDINGS, kinds.FIREARM_GRANTS, kinds.APPROVAL_RULES)
 
 
 class FirearmsPolicyStore:
@@ -173,8 +174,10 @@ class FirearmsService:
         clock: Callable[[], float] = time.time,
         refresh_interval_s: float = 1.0,
         max_staleness_s: float = 5.0,
+        changes: ChangeBell | None = None,
     ) -> None:
         self.policy_store = FirearmsPolicyStore(store)
+        self.changes = changes or ChangeBell()
         self.clock = clock
         self.refresh_interval_s = refresh_interval_s
         self.max_staleness_s = max_staleness_s
@@ -216,9 +219,15 @@ class FirearmsService:
     async def run(self, *, task_status: trio.TaskStatus[FirearmsService] = trio.TASK_STATUS_IGNORED) -> None:
         await self.load()
         task_status.started(self)
-        while True:
-            await trio.sleep(self.refresh_interval_s)
-            await self.refresh_once()
+        await self.follow()
+
+    async def follow(self) -> None:
+        """Refresh when another replica changed bindings or grants (the store's bell), and at
+        least every ``refresh_interval_s`` (the fallback, and what keeps the snapshot fresh)."""
+        with self.changes.subscribe(POLICY_KINDS) as sub:
+            while True:
+                await sub.wait(self.refresh_interval_s)
+                await self.refresh_once()
 
     def _notify(self) -> None:
         for listener in list(self.listeners):

@@ -49,6 +49,7 @@ from northstar.policy.calls import (
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gates import CallFacts, Verdict, evaluate
 from northstar.policy.limits import PrincipalLimits
+from northstar.policy.shared_limits import SharedLimits
 from northstar.storage.base import AuditLog
 
 
@@ -62,13 +63,15 @@ class GateChainConfig:
     audit_probe_interval_s: float = 1.0
 
 
-def decision_parts(config: GateChainConfig, audit: AuditLog, approvals: Any = None) -> tuple[Admission, CallRunner]:
+def decision_parts(config: GateChainConfig, audit: AuditLog, approvals: Any = None,
+                   shared: SharedLimits | None = None) -> tuple[Admission, CallRunner]:
     """The admission ledger and the runner a gate chain and its gateway share (one per gateway);
-    ``approvals`` (an ApprovalDesk) consumes the approval of a held call that runs."""
+    ``approvals`` (an ApprovalDesk) consumes the approval of a held call that runs; ``shared``: the
+    limits every replica shares, checked by the runner after the local ones."""
     limits = PrincipalLimits(rate=config.rate_per_s, burst=config.burst, max_in_flight=config.max_in_flight)
     admission = Admission(limits, probe_interval_s=config.audit_probe_interval_s)
     runner = CallRunner(audit, admission, tool_timeout_s=config.tool_timeout_s,
-                        tool_timeout_max_s=config.tool_timeout_max_s, approvals=approvals)
+                        tool_timeout_max_s=config.tool_timeout_max_s, approvals=approvals, shared=shared)
     return admission, runner
 
 

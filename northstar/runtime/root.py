@@ -15,6 +15,7 @@ their specs), and :meth:`Runtime.running` runs them as this supervision tree::
         │                    (kind ``upstreams``) and audits drift
         ├── workbench.*      contained: draft store, publisher, registry watcher
         ├── mcp.sessions     contained: list_changed notifier for connected MCP sessions
+        ├── limits.releaser  contained, with shared limits (Redis): gives call slots back in batches
         └── http | stdio     Hypercorn serving the front door, or the stdio transport
 
 Children start in this order and stop in reverse, so the front door closes first and
@@ -57,6 +58,7 @@ from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.firearms import FirearmsService
 from northstar.policy.gate_chain import GateChain, GateChainConfig, decision_parts
 from northstar.policy.oauth import JwtVerifier
+from northstar.policy.shared_limits import SharedLimits, shared_limits_for
 from northstar.runtime import telemetry as runtime_telemetry
 from northstar.runtime.telemetry import Telemetry
 from northstar.storage import Storage, open_store, options_for
@@ -105,12 +107,13 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     sessions = SessionRegistry()
     catalog = Catalog()
     catalog.listeners.append(sessions.signal)
-    firearms = FirearmsService(store)
+    firearms = FirearmsService(store, changes=storage.changes)
     firearms.listeners.append(sessions.signal)
-    media = MediaServices(store, BlobStore(settings.data_dir / "blobs"), settings.media_max_bytes)
+    media = MediaServices(store, BlobStore(settings.blobs_dir or settings.data_dir / "blobs"), settings.media_max_bytes)
     tools = ToolsBay(settings, catalog, media)
     approvals = ApprovalDesk(store, storage.audit, firearms, ttl_s=settings.approval_ttl_s)
-    admission, runner = decision_parts(gate_chain_config(settings), storage.audit, approvals)
+    shared = shared_limits_for(settings)
+    admission, runner = decision_parts(gate_chain_config(settings), storage.audit, approvals, shared)
     runner.tracing, runner.meters = telemetry.tracing, telemetry.meters
     if hasattr(storage.audit, "on_commit"):
         storage.audit.on_commit = telemetry.meters.audit_committed
@@ -126,10 +129,10 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     kpi = KpiService(store)
     drafts = DraftService(store, validate=draft_validator(catalog, firearms))
     upstreams = UpstreamHub(UpstreamRegistry(store, SecretBox.from_file(settings.resolved_secrets_key_file)),
-                            storage.audit)
+                            storage.audit, changes=storage.changes)
     workbench = Workbench(WorkbenchParts(store=store, audit=storage.audit, catalog=catalog, firearms=firearms,
                                          media=media, kpi=kpi, drafts=drafts, tools_supervisor=tools.current,
-                                         upstreams=upstreams))
+                                         upstreams=upstreams, changes=storage.changes))
     metrics.supervisors = [root, tools.current]
     metrics.upstream_states = partial(upstream_states, upstreams)
     services = Services(
@@ -140,7 +143,7 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
         sandbox=SandboxRunner(gateway, catalog, drafts, tmp_root=settings.data_dir / "sandbox",
                               max_bytes=settings.media_max_bytes, upstreams=upstreams),
         publisher=workbench.publisher, sessions=sessions, approvals=approvals,
-        health=partial(health_report, root, tools.current, upstreams), upstreams=upstreams,
+        health=partial(health_report, root, tools.current, upstreams, shared), upstreams=upstreams, limits=shared,
     )
     hosts, watcher = upstreams.children()
     children = [
@@ -152,6 +155,8 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
         subsystem(watcher),
         *(subsystem(spec) for spec in workbench.children()),
         subsystem(actors.ChildSpec("mcp.sessions", sessions.run)),
+        # Releases the slots calls give back on the shared limits engine, in batches.
+        *([subsystem(actors.ChildSpec("limits.releaser", shared.run_releaser))] if shared.backend != "local" else []),
     ]
     return Composed(services, children, tools, workbench, upstreams)
 
@@ -177,9 +182,7 @@ async def run_firearms(firearms: FirearmsService, *,
     await firearms.load()
     await firearms.ensure_default_bindings(DEFAULT_FIREARM_BINDINGS)
     task_status.started(firearms)
-    while True:
-        await trio.sleep(firearms.refresh_interval_s)
-        await firearms.refresh_once()
+    await firearms.follow()
 
 
 class ToolsBay:
@@ -218,14 +221,18 @@ def _tool_factory(tool: ToolDefinition) -> Callable[[], ToolActor]:
 
 
 def health_report(root: Callable[[], actors.Supervisor | None], tools: Callable[[], actors.Supervisor | None],
-                  upstreams: UpstreamHub | None = None) -> dict[str, Any]:
+                  upstreams: UpstreamHub | None = None, shared: SharedLimits | None = None) -> dict[str, Any]:
     """What ``/health`` reports: each contained subsystem ``up`` or ``down``, tools that are down,
-    and each upstream's state (an upstream that is down costs only its own calls)."""
+    and each upstream's state (an upstream that is down costs only its own calls). With shared
+    limits, the ``limits`` subsystem: ``up``, ``degraded`` (Redis unreachable, per-process limits:
+    fail open) or ``down`` (calls refused: fail closed)."""
     report: dict[str, Any] = {"subsystems": {}, "tools_down": [], "upstreams": upstreams.health() if upstreams else {}}
     if (sup := root()) is not None:
         for child in sup.stats().children:
             if child.contained is not None:
                 report["subsystems"][child.id] = "up" if child.contained.up else "down"
+    if shared is not None and (state := shared.health()) is not None:
+        report["subsystems"]["limits"] = state
     if (tools_sup := tools()) is not None:
         report["tools_down"] = [c.id.removeprefix("tool:") for c in tools_sup.stats().children
                                 if c.contained is not None and not c.contained.up]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -31,6 +31,7 @@ import trio
 from .audit import AuditIO, AuditStats, GroupCommitAuditLog
 from .audit_seal import AuditSeal, AuditSealBroken, AuditSealError, open_seal
 from .base import AuditLog, VersionedStore
+from .changes import ChangeBell
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 from .urls import StoreURL, parse_store_url
 
@@ -44,6 +45,7 @@ __all__ = [
     "AuditSealBroken",
     "AuditSealError",
     "AuditStats",
+    "ChangeBell",
     "ChangeEvent",
     "GroupCommitAuditLog",
     "Record",
@@ -65,9 +67,12 @@ class Storage:
     store: Any  # a VersionedStore: SqliteStore (with integrity_check) or PostgresStore
     audit: GroupCommitAuditLog
     backend: str
+    #: Rung when another replica saved (PostgreSQL LISTEN/NOTIFY); watchers poll at once.
+    changes: ChangeBell = field(default_factory=ChangeBell)
 
 
-async def _open_backend(url: StoreURL, opts: dict[str, Any], seal: AuditSeal | None) -> tuple[Any, AuditIO]:
+async def _open_backend(url: StoreURL, opts: dict[str, Any], seal: AuditSeal | None,
+                        bell: ChangeBell) -> tuple[Any, AuditIO]:
     if url.backend == "sqlite":
         from .sqlite import SqliteAuditIO, SqliteDatabase, SqliteStore
 
@@ -81,7 +86,7 @@ async def _open_backend(url: StoreURL, opts: dict[str, Any], seal: AuditSeal | N
     assert url.dsn is not None
     pdb = PostgresDatabase(url.dsn, schema=url.schema, **opts)
     await pdb.open()
-    return PostgresStore(pdb), PostgresAuditIO(pdb, seal)
+    return PostgresStore(pdb, bell), PostgresAuditIO(pdb, seal)
 
 
 def _split_opts(opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -105,7 +110,8 @@ async def open_store(url: str, **opts: Any) -> AsyncIterator[Storage]:
     parsed = parse_store_url(url)
     backend_opts, audit_opts, shutdown_timeout = _split_opts(dict(opts))
     seal = audit_opts.get("seal")
-    store, io = await _open_backend(parsed, backend_opts, seal)
+    bell = ChangeBell()
+    store, io = await _open_backend(parsed, backend_opts, seal, bell)
     try:
         await io.register_seal()
         audit = GroupCommitAuditLog(io, **audit_opts)
@@ -117,7 +123,7 @@ async def open_store(url: str, **opts: Any) -> AsyncIterator[Storage]:
             if maintain is not None:
                 nursery.start_soon(_run_within, upkeep, maintain)
             try:
-                yield Storage(store=store, audit=audit, backend=parsed.backend)
+                yield Storage(store=store, audit=audit, backend=parsed.backend, changes=bell)
             finally:
                 # Drain what is queued even when we are being cancelled, within the deadline.
                 upkeep.cancel()

@@ -15,6 +15,7 @@ ACTIVATION_OVERLAYS: Final = "activation_overlays"
 MEDIA_ASSETS: Final = "media_assets"
 API_KEYS: Final = "api_keys"
 UPSTREAMS: Final = "upstreams"  # registered upstream MCP servers (secrets sealed)
+UPSTREAM_DRIFT: Final = "upstream_drift"  # the drifted tools' pins as a replica last listed them
 BOOTSTRAP: Final = "bootstrap"
 
 ALL_KINDS: Final[frozenset[str]] = frozenset(
@@ -30,6 +31,7 @@ ALL_KINDS: Final[frozenset[str]] = frozenset(
         MEDIA_ASSETS,
         API_KEYS,
         UPSTREAMS,
+        UPSTREAM_DRIFT,
         BOOTSTRAP,
     }
 )

@@ -1,5 +1,9 @@
 """PostgreSQL operations: asyncio coroutines over an asyncpg pool, run by :mod:`.postgres`.
 
+Every save also sends ``NOTIFY northstar_changes, '<schema>|<kind>'`` in its transaction: the
+notification is delivered at commit (never for a rolled-back save) and wakes the watchers of
+every replica (:mod:`.changes`).
+
 These run on the trio-asyncio loop. Saves are one READ COMMITTED transaction: lock the head row
 (``FOR UPDATE``), check the expected version, then one statement takes the next ``change_id``
 from the counter row and inserts the version and its head. A concurrent creator of the same
@@ -47,7 +51,7 @@ WITH c AS (
     ON CONFLICT (tenant, kind, resource_id) DO UPDATE
     SET version = EXCLUDED.version, change_id = EXCLUDED.change_id, deleted = EXCLUDED.deleted
 )
-SELECT change_id FROM r
+SELECT change_id, pg_notify('northstar_changes', current_schema() || '|' || $2) IS NULL FROM r
 """
 
 # One round trip per batch: the rows travel as arrays, and the head moves in the same statement.

@@ -15,6 +15,7 @@ connections, read-only replica) become ``StoreUnavailable(retry_after=1)``.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from northstar.common.errors import StoreUnavailable
 from . import pg_ops as ops
 from .audit_chain import AuditRow, ChainVerifier, PreparedRecord, TenantHeads
 from .audit_seal import Anchor, AuditSeal
+from .changes import CHANNEL, ChangeBell, parse_payload
 from .core import (
     check_changes_args,
     check_get_args,
@@ -39,6 +41,7 @@ from .pg_schema import migrate
 from .records import AuditEntry, ChangeEvent, Record, VerifyReport
 
 T = TypeVar("T")
+log = logging.getLogger("northstar.storage")
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -84,7 +87,7 @@ class PostgresDatabase:
     async def open(self) -> None:
         """Create the pool, the schema when ``?schema=`` asked for one, and migrate."""
         require_loop()
-        await self._mapped(self._open_aio)
+        await self.mapped(self._open_aio)
 
     async def _open_aio(self) -> None:
         self._pool = await asyncpg.create_pool(self.dsn, **self._pool_opts)
@@ -103,18 +106,22 @@ class PostgresDatabase:
         except asyncpg.UniqueViolationError:
             pass  # a concurrent creator won the race: the schema exists
 
-    async def _mapped(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    async def mapped(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         try:
             result: T = await trio_asyncio.aio_as_trio(fn)(*args)
             return result
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}", retry_after=1) from exc
 
+    def connect_options(self) -> dict[str, Any]:
+        """What a connection of its own (the change listener's) is opened with, as the pool's."""
+        return {"timeout": self._pool_opts["timeout"], "server_settings": dict(self._pool_opts["server_settings"])}
+
     async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``fn(pool, *args)`` on the asyncio loop."""
         if self._closed or self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is closed", retry_after=1)
-        return await self._mapped(fn, self._pool, *args)
+        return await self.mapped(fn, self._pool, *args)
 
     async def write(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """As :meth:`call`, shielded from the caller's cancellation, bounded by its own deadline."""
@@ -140,8 +147,14 @@ class PostgresDatabase:
 class PostgresStore:
     """:class:`~northstar.storage.base.VersionedStore` on PostgreSQL."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: PostgresDatabase, bell: ChangeBell | None = None) -> None:
         self.db = db
+        self.bell = bell
+
+    async def maintain(self) -> None:
+        """Listen for other replicas' saves (``NOTIFY``) and ring the bell; reconnect when lost."""
+        if self.bell is not None:
+            await ChangeListener(self.db, self.bell).run()
 
     async def save(self, tenant: str, kind: str, resource_id: str, data: dict[str, Any] | None, *,
                    expected_version: int | None = None, actor: str | None = None) -> Record:
@@ -176,6 +189,81 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+
+#: Expected ways to lose the listener (logged once per loss); anything else is logged each time.
+LISTENER_LOST: tuple[type[BaseException], ...] = (StoreUnavailable, trio.TooSlowError, *UNAVAILABLE)
+
+
+class ChangeListener:
+    """One connection of its own, ``LISTEN northstar_changes``: each notification for this
+    store's schema rings the bell. Checked every ``ping_s``; when lost, reconnected with a
+    backoff, and every watcher is rung once (notifications sent meanwhile were missed)."""
+
+    def __init__(self, db: PostgresDatabase, bell: ChangeBell, *, ping_s: float = 5.0) -> None:
+        self.db, self.bell, self.ping_s = db, bell, ping_s
+        self.schema: str | None = None
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._listen()
+            except Exception as exc:  # an accelerator: any failure falls back to polling, then retries
+                if self.bell.connected or not isinstance(exc, LISTENER_LOST):
+                    log.warning("change listener lost; polling until it is back", extra={"error": str(exc)})
+                if self.bell.connected:
+                    delay = 0.5  # it worked until now: the first retry comes soon
+                self.bell.connected = False
+            await trio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _listen(self) -> None:
+        token = trio.lowlevel.current_trio_token()
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, text: str) -> None:
+            parsed = parse_payload(text)
+            if parsed is not None and parsed[0] == self.schema:
+                token.run_sync_soon(self.bell.ring, parsed[1])
+
+        # Setting up and each ping run shielded (bounded by the connect and command timeouts):
+        # cancelling asyncpg halfway through leaves an asyncio future failing with nobody to
+        # retrieve it, which trio-asyncio raises into its loop. Only the sleeps are cancelled.
+        lost = trio.Event()
+
+        def on_lost(_conn: Any) -> None:
+            token.run_sync_soon(lost.set)
+
+        with trio.CancelScope(shield=True):
+            conn = await self.db.mapped(self._setup, on_notify, on_lost)
+        try:
+            self.bell.connected = True
+            self.bell.ring(None)  # anything committed while we were not listening
+            while True:
+                with trio.move_on_after(self.ping_s):  # the server ended it, or time to check
+                    await lost.wait()
+                if lost.is_set():
+                    raise StoreUnavailable("postgres: the change listener's connection was lost", retry_after=1)
+                with trio.CancelScope(shield=True), trio.fail_after(self.ping_s):
+                    await self.db.mapped(conn.fetchval, "SELECT 1")
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                try:
+                    await trio_asyncio.aio_as_trio(conn.close)()
+                except Exception:
+                    conn.terminate()
+
+    async def _setup(self, on_notify: Callable[..., None], on_lost: Callable[[Any], None]) -> Any:
+        """(asyncio) A connection of its own, listening; closed again if setting up fails."""
+        conn = await asyncpg.connect(self.db.dsn, **self.db.connect_options())
+        try:
+            self.schema = await conn.fetchval("SELECT current_schema()")
+            await conn.add_listener(CHANNEL, on_notify)
+            conn.add_termination_listener(on_lost)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
 
 class PostgresAuditIO:

@@ -69,6 +69,10 @@ class UpstreamHandle:
     def _unavailable(self, why: str) -> UpstreamUnavailable:
         return UpstreamUnavailable(f"upstream {self.name}: {why}", upstream=self.name, retry_after=1)
 
+    @property
+    def max_concurrency(self) -> int:
+        return self.session.spec.max_concurrency
+
     async def ask(self, msg: UpstreamMessage, timeout: float) -> Any:
         try:
             return await self.ref.call(msg, timeout=timeout)

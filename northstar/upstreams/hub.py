@@ -10,9 +10,10 @@ sealed) and the running units in step, on this gateway and on every replica:
   second unit on the sandbox host, so sandbox runs never share a connection or a process
   with live calls;
 * ``upstreams.watcher``: starts every registered upstream, then follows the ``upstreams``
-  resource kind (``changes_since``, every 0.5 s) so a registration or removal made through
-  another replica or the CLI reaches this one; and audits drift (``event: upstream_drift``)
-  as the units report it (at connect, on ``notifications/tools/list_changed``, on refresh).
+  resource kind (``changes_since``, when the store's change bell rings and every 0.5 s) so a
+  registration or removal made through another replica or the CLI reaches this one; and audits
+  drift (``event: upstream_drift``) as the units report it (at connect, on
+  ``notifications/tools/list_changed``, on refresh).
 
 It is also the directory calls use (:class:`~northstar.mcp_gateway.tools.model.UpstreamDirectory`):
 ``port(name)`` / ``sandbox_port(name)`` give the running handle. Approved pins (from the
@@ -31,13 +32,14 @@ from typing import Any
 import trio
 
 import actors
-from northstar.common.errors import Conflict, NorthstarError, NotFound, UpstreamUnavailable
-from northstar.storage.kinds import UPSTREAMS
+from northstar.common.errors import Conflict, NorthstarError, NotFound, UpstreamDrift, UpstreamUnavailable
+from northstar.storage.changes import ChangeBell
+from northstar.storage.kinds import UPSTREAM_DRIFT, UPSTREAMS
 from northstar.upstreams.draft import GeneratedDraft, generate_draft
 from northstar.upstreams.host import UpstreamHandle, UpstreamHost
 from northstar.upstreams.messages import ToolsChanged
 from northstar.upstreams.pins import UpstreamTool
-from northstar.upstreams.registry import StoredUpstream, UpstreamRegistry
+from northstar.upstreams.registry import GLOBAL_TENANT, StoredUpstream, UpstreamRegistry
 from northstar.upstreams.spec import UpstreamSpec
 
 log = logging.getLogger("northstar.upstreams")
@@ -50,8 +52,10 @@ PUBLIC_FIELDS = ("name", "transport", "state", "tool_count", "drift")
 class UpstreamHub:
     """Registrations and running upstreams kept in step; the directory calls reach them by."""
 
-    def __init__(self, registry: UpstreamRegistry, audit: Any = None, *, interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, registry: UpstreamRegistry, audit: Any = None, *, interval_s: float = POLL_INTERVAL_S,
+                 changes: ChangeBell | None = None) -> None:
         self.registry = registry
+        self.changes = changes or ChangeBell()
         self.audit = audit
         self.interval_s = interval_s
         self._live_sup: actors.Supervisor | None = None
@@ -63,6 +67,8 @@ class UpstreamHub:
         self.failed: dict[str, str] = {}  # name -> why its units could not start (e.g. secrets)
         self.known: set[str] = set()  # names registered, as last seen
         self._audited: dict[str, tuple[tuple[str, ...], ...]] = {}
+        # Drift any replica saw (kind upstream_drift): name -> {tool: pin as listed, None: gone}.
+        self.drifted: dict[str, dict[str, str | None]] = {}
         self._send, self._events = trio.open_memory_channel[ToolsChanged](EVENTS)
         self._cursor = 0
         self._lock = trio.Lock()
@@ -73,6 +79,15 @@ class UpstreamHub:
 
     def sandbox_port(self, name: str) -> UpstreamHandle | None:
         return self.sandbox.get(name)
+
+    def shared_drift(self, name: str, tool: str, pin: str) -> UpstreamDrift | None:
+        seen = self.drifted.get(name, {})
+        if tool not in seen or seen[tool] == pin:
+            return None
+        how = "is no longer listed" if seen[tool] is None else "changed since it was approved"
+        return UpstreamDrift(f"upstream {name}: {tool} {how} (seen by a replica); approve the change first",
+                             upstream=name, changed=[] if seen[tool] is None else [tool],
+                             removed=[tool] if seen[tool] is None else [], added=[])
 
     # ------------------------------------------------------------------ the tree
     def children(self) -> list[actors.ChildSpec]:
@@ -100,9 +115,10 @@ class UpstreamHub:
         task_status.started(self)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._audit_drift)
-            while True:
-                await trio.sleep(self.interval_s)
-                await self.poll_once()
+            with self.changes.subscribe([UPSTREAMS, UPSTREAM_DRIFT]) as sub:
+                while True:
+                    await sub.wait(self.interval_s)  # another replica's registration rings at once
+                    await self.poll_once()
 
     async def poll_once(self) -> None:
         """Apply every registration change since the last poll, and start what is not running."""
@@ -119,11 +135,36 @@ class UpstreamHub:
     async def _changed(self) -> set[str]:
         names: set[str] = set()
         while True:
-            batch = await self.registry.store.changes_since(self._cursor, [UPSTREAMS])
+            batch = await self.registry.store.changes_since(self._cursor, [UPSTREAMS, UPSTREAM_DRIFT])
             if not batch:
                 return names
-            names.update(ev.resource_id for ev in batch)
+            names.update(ev.resource_id for ev in batch if ev.kind == UPSTREAMS)
+            for name in sorted({ev.resource_id for ev in batch if ev.kind == UPSTREAM_DRIFT}):
+                await self._load_drift(name)
             self._cursor = batch[-1].change_id
+
+    async def _load_drift(self, name: str) -> None:
+        rec = await self.registry.store.get(GLOBAL_TENANT, UPSTREAM_DRIFT, name)
+        tools = (rec.data or {}).get("tools") if rec is not None else None
+        if isinstance(tools, dict) and tools:
+            self.drifted[name] = {str(k): (v if isinstance(v, str) else None) for k, v in tools.items()}
+        else:
+            self.drifted.pop(name, None)
+
+    async def _share_drift(self, event: ToolsChanged) -> None:
+        """Record the drifted tools' pins as this replica listed them, for every replica (an
+        empty record once this replica's listing matches the approved pins again)."""
+        gone = event.drift.removed
+        tools: dict[str, str | None] = {t: event.tools[t].pin for t in event.drift.changed if t in event.tools}
+        tools.update(dict.fromkeys(gone))
+        if tools == self.drifted.get(event.upstream, {}):
+            return  # already what every replica reads
+        await self.registry.store.save(GLOBAL_TENANT, UPSTREAM_DRIFT, event.upstream,
+                                       {"tools": tools, "reason": event.reason}, actor="northstar:drift")
+        if tools:
+            self.drifted[event.upstream] = dict(tools)
+        else:
+            self.drifted.pop(event.upstream, None)
 
     async def sync(self, name: str) -> None:
         """Make the running units of ``name`` match its current registration (or stop them)."""
@@ -170,6 +211,10 @@ class UpstreamHub:
 
     async def _audit_drift(self) -> None:
         async for event in self._events:
+            try:  # first, and for every listing: the pins may change while the drifted names do not
+                await self._share_drift(event)
+            except NorthstarError as err:
+                log.error("upstream drift not shared", extra={"upstream": event.upstream, "code": err.code})
             key = (event.drift.changed, event.drift.removed, event.drift.added)
             if self._audited.get(event.upstream) == key:
                 continue

@@ -26,6 +26,7 @@ from northstar.mcp_gateway.tools.catalog import Catalog
 from northstar.mcp_gateway.tools.media_v2 import MediaServices
 from northstar.policy.firearms import FirearmsService
 from northstar.storage.base import AuditLog, VersionedStore
+from northstar.storage.changes import ChangeBell
 from northstar.workbench.definition import validate_spec
 from northstar.workbench.drafts.service import DraftService
 from northstar.workbench.publisher.actor import DraftStoreActor, DraftStoreClient, Publisher, PublisherClient
@@ -63,6 +64,7 @@ class WorkbenchParts:
     drafts: DraftService
     tools_supervisor: Callable[[], actors.Supervisor | None]
     upstreams: Any = None  # the UpstreamHub (federation), when the gateway runs one
+    changes: ChangeBell | None = None  # the store's change bell (another replica's saves)
 
 
 class Workbench:
@@ -94,5 +96,6 @@ class Workbench:
         return [self._drafts_spec, self._publisher_spec, actors.ChildSpec(REGISTRY_ID, self._run_watcher)]
 
     async def _run_watcher(self, *, task_status: trio.TaskStatus[RegistryWatcher] = trio.TASK_STATUS_IGNORED) -> None:
-        self.watcher = RegistryWatcher(self.parts.store, self.live)  # a fresh cursor on every (re)start
+        # A fresh cursor on every (re)start.
+        self.watcher = RegistryWatcher(self.parts.store, self.live, changes=self.parts.changes)
         await self.watcher.run(task_status=task_status)

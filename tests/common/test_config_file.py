@@ -90,7 +90,10 @@ def a_value_for(name: str) -> Any:
     if isinstance(default, list):
         return ["a.example", "b.example"]
     if "Literal" in annotation:
-        return {"log_format": "text", "auth_mode": "headers", "unauthorized_tools": "hide"}[name]
+        return {"log_format": "text", "auth_mode": "headers", "unauthorized_tools": "hide", "limits_backend": "redis",
+                "limits_fail": "closed"}[name]
+    if name == "redis_url":
+        return "redis://limits.example:6380/1"
     if "Path" in annotation:
         return Path(f"/srv/{name}")
     if name == "metrics_bind":  # host:port
@@ -141,7 +144,7 @@ def test_a_named_file_must_exist(tmp_path: Path, how: str) -> None:
 # -- problems in the file ----------------------------------------------------------------------------
 BAD = [
     ("prot = 8080", "unknown setting 'prot' (did you mean 'port'?)"),
-    ("[limits]\nmax_body_bytes = 1", "unknown setting 'limits'"),
+    ("[limits]\nmax_body_bytes = 1", "unknown setting 'limits' (did you mean 'limits_fail'?)"),
     ("PORT = 8080", "unknown setting 'PORT' (did you mean 'port'?)"),
     ('port = "8080"', "port: input should be a valid integer, got a string"),
     ("port = 80.0", "port: input should be a valid integer, got a float"),

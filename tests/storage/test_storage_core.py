@@ -68,7 +68,7 @@ def test_backoff_is_bounded_and_jittered() -> None:
 
 def test_kinds_declared() -> None:
     expected = {"workbench_drafts", "kpi_bindings", "firearm_bindings", "firearm_grants",
-                "component_registry", "activation_overlays", "media_assets", "api_keys", "upstreams",
+                "component_registry", "activation_overlays", "media_assets", "api_keys", "upstreams", "upstream_drift",
                 "bootstrap", "approvals", "approval_rules"}
     assert expected == kinds.ALL_KINDS
 

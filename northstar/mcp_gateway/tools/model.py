@@ -74,6 +74,9 @@ class UpstreamReply(Protocol):
 class UpstreamPort(Protocol):
     """One running upstream, as a call sees it (``northstar.upstreams.UpstreamHandle``)."""
 
+    @property
+    def max_concurrency(self) -> int: ...  # its calls in flight at once, on every replica together
+
     async def call_inline(self, tool: str, arguments: Mapping[str, Any], *, pin: str | None,
                           timeout_s: float | None, progress: ProgressFn | None,
                           request_id: str | None) -> UpstreamReply: ...
@@ -85,6 +88,11 @@ class UpstreamDirectory(Protocol):
     def port(self, name: str) -> UpstreamPort | None: ...
 
     def sandbox_port(self, name: str) -> UpstreamPort | None: ...
+
+    def shared_drift(self, name: str, tool: str, pin: str) -> Any:
+        """An ``upstream_drift`` error when any replica listed ``tool`` with another pin than
+        ``pin`` (the shared record, kind ``upstream_drift``), else None."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ valid through restarts and outages.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from northstar.common.config import Settings
@@ -24,6 +24,7 @@ from northstar.mcp_gateway.transports.mcp_face import SessionRegistry
 from northstar.policy.approvals import ApprovalDesk
 from northstar.policy.auth import Authenticator, KeyService
 from northstar.policy.firearms import FirearmsService
+from northstar.policy.shared_limits import SharedLimits
 from northstar.storage import Storage
 from northstar.storage.actor import StoreClient
 from northstar.storage.audit import GroupCommitAuditLog
@@ -57,3 +58,5 @@ class Services:
     health: Callable[[], dict[str, Any]]  # each subsystem up or down, tools down, upstreams: for /health
     upstreams: UpstreamHub  # federation: registered upstream MCP servers and their running units
     approvals: ApprovalDesk  # held calls waiting for a human approval
+    # The limits every replica shares (Redis), or per-process only: sessions per principal here.
+    limits: SharedLimits = field(default_factory=SharedLimits)

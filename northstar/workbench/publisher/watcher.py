@@ -1,9 +1,11 @@
 """Replicas: follow the activation overlays in the store and keep the catalogue in step.
 
 :class:`RegistryWatcher` loads every active overlay when it starts, then polls
-``store.changes_since(cursor, ["activation_overlays"])`` every ``interval_s`` (0.5 s) and
+``store.changes_since(cursor, ["activation_overlays"])`` when the store's change bell rings
+(PostgreSQL NOTIFY from another replica's save) and at least every ``interval_s`` (0.5 s), and
 (re)loads each tool whose overlay changed: with PostgreSQL, publishing through one gateway
-makes the tool live on every other within a second or two. It always applies the *current*
+makes the tool live on every other within milliseconds, and within the interval when
+notifications are lost. It always applies the *current*
 overlay of a tool (never a stale intermediate one), so applying the same change twice (the
 local publisher already did) is a no-op. A tool that cannot be activated yet (its firearm
 binding not visible, the store briefly unavailable) is retried on the next poll; one whose
@@ -18,6 +20,7 @@ from typing import Any
 import trio
 
 from northstar.common import errors as E
+from northstar.storage.changes import ChangeBell
 from northstar.storage.kinds import ACTIVATION_OVERLAYS
 from northstar.workbench.publisher.live import LiveTools
 from northstar.workbench.registry import ComponentRegistry, OverlayStore
@@ -28,8 +31,10 @@ _KINDS = [ACTIVATION_OVERLAYS]
 
 
 class RegistryWatcher:
-    def __init__(self, store: Any, live: LiveTools, *, interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, store: Any, live: LiveTools, *, interval_s: float = POLL_INTERVAL_S,
+                 changes: ChangeBell | None = None) -> None:
         self.store = store
+        self.changes = changes or ChangeBell()
         self.live = live
         self.registry = ComponentRegistry(store)
         self.overlays = OverlayStore(store)
@@ -40,9 +45,10 @@ class RegistryWatcher:
     async def run(self, *, task_status: trio.TaskStatus[RegistryWatcher] = trio.TASK_STATUS_IGNORED) -> None:
         await self.load_all()
         task_status.started(self)
-        while True:
-            await trio.sleep(self.interval_s)
-            await self.poll_once()
+        with self.changes.subscribe(_KINDS) as sub:
+            while True:
+                await sub.wait(self.interval_s)  # another replica's publish rings at once
+                await self.poll_once()
 
     async def load_all(self) -> None:
         """Apply the current overlay of every tool ever published (start, or after a host restart)."""

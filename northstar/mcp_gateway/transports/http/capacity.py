@@ -5,19 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable, Container
 
 from northstar.common import errors as E
+from northstar.policy.shared_limits import NO_SLOT, Slot
 
 
 # -- capacity: SSE streams and sessions, per principal and in total -------------------------
 class SessionTicket:
     """A new handshake-era session being opened; kept once the response names its id."""
 
-    def __init__(self, limits: CapacityLimits, principal: str) -> None:
+    def __init__(self, limits: CapacityLimits, principal: str, slot: Slot = NO_SLOT) -> None:
         self.limits = limits
         self.principal = principal
         self.done = False
+        self.slot = slot  # its place on the shared limits engine (replicas), if any
+        self.session_id: str | None = None
 
     def opened(self, session_id: str) -> None:
+        self.session_id = session_id
         self.limits.sessions.setdefault(self.principal, set()).add(session_id)
+        if self.slot.key is not None:
+            self.limits.shared_slots[session_id] = self.slot
 
     def release(self) -> None:
         if not self.done:
@@ -47,6 +53,9 @@ class CapacityLimits:
         self.total_streams = 0
         self.sessions: dict[str, set[str]] = {}
         self.pending: dict[str, int] = {}
+        # Sessions held on the shared limits engine, by id: their leases are renewed while the
+        # session lives (SessionLeases), given back when it is gone.
+        self.shared_slots: dict[str, Slot] = {}
         self._admitted = 0
 
     def open_stream(self, principal: str) -> Callable[[], None]:
@@ -74,7 +83,7 @@ class CapacityLimits:
 
         return release
 
-    def open_session(self, principal: str) -> SessionTicket:
+    def open_session(self, principal: str, slot: Slot = NO_SLOT) -> SessionTicket:
         live = self.live_sessions() if self.live_sessions is not None else None
         self._admitted += 1
         if live is not None and self._admitted % 256 == 0:
@@ -90,7 +99,7 @@ class CapacityLimits:
             raise E.RateLimited("too many open sessions for this principal: end one (DELETE) or let it expire",
                                 retry_after=self.RETRY_AFTER_S, limit=self.max_sessions_per_principal)
         self.pending[principal] = self.pending.get(principal, 0) + 1
-        return SessionTicket(self, principal)
+        return SessionTicket(self, principal, slot)
 
     def end_pending(self, principal: str) -> None:
         left = self.pending.get(principal, 1) - 1

@@ -56,8 +56,9 @@ from northstar.mcp_gateway.transports.http.asgi import (
     read_body,
     replay,
 )
-from northstar.mcp_gateway.transports.http.capacity import CapacityLimits
+from northstar.mcp_gateway.transports.http.capacity import CapacityLimits, SessionTicket
 from northstar.mcp_gateway.transports.http.host_origin import HostOriginPolicy
+from northstar.policy.shared_limits import NO_SLOT, SharedLimits, Slot
 
 log = logging.getLogger("northstar.http")
 
@@ -88,8 +89,12 @@ class FrontDoor:
         capacity: CapacityLimits | None = None,
         max_json_depth: int = MAX_JSON_DEPTH,
         max_json_items: int = MAX_JSON_ITEMS,
+        shared: SharedLimits | None = None,
+        session_lease_s: float = 60.0,
     ) -> None:
         self.rest_app = rest_app
+        self.shared = shared or SharedLimits()
+        self.session_lease_s = session_lease_s
         self.streamable = streamable
         self.stateless = stateless
         self.fastpath: Any = None
@@ -126,6 +131,7 @@ class FrontDoor:
         is_mcp = transport is not None
         request_id = self.request_id_of(scope)
         release: Callable[[], None] | None = None
+        ticket: SessionTicket | None = None
         try:
             self.check_host_origin(scope)
             if is_mcp:
@@ -139,7 +145,12 @@ class FrontDoor:
             if fast and await self.fastpath.try_handle(scope, receive, send):
                 return  # answered whole by the fast path, in the final wire form
             if is_mcp:
-                send, release = self.admit(scope, send, request_id)
+                slot = await self.shared_session_slot(scope)
+                try:
+                    send, release, ticket = self.admit(scope, send, request_id, slot)
+                except E.NorthstarError:
+                    await self.shared.give_back(slot)
+                    raise
         except E.NorthstarError as err:
             await send_error(send, err, request_id, jsonrpc=is_mcp, status=self.status_for(err),
                              close=BODY_KEY not in scope and self.has_body(scope))
@@ -150,6 +161,30 @@ class FrontDoor:
         finally:
             if release is not None:
                 release()
+            if ticket is not None and ticket.session_id is None:  # no session came of it
+                await self.shared.give_back(ticket.slot)
+
+    async def shared_session_slot(self, scope: Scope) -> Slot:
+        """A new handshake-era session's place among its principal's sessions on every replica
+        (the shared limits engine), or the refusal (429; 503 when failing closed)."""
+        if self.shared.backend == "local" or not self.opens_session(scope):
+            return NO_SLOT
+        principal = scope[SCOPE_KEY].principal
+        taken = await self.shared.take(f"sessions:{principal}", self.capacity.max_sessions_per_principal,
+                                       lease_s=self.session_lease_s)
+        if isinstance(taken, E.RateLimited):
+            limit = self.capacity.max_sessions_per_principal
+            raise E.RateLimited("too many open sessions for this principal: end one (DELETE) or let it expire",
+                                retry_after=CapacityLimits.RETRY_AFTER_S, limit=limit)
+        if isinstance(taken, E.NorthstarError):
+            raise taken
+        return taken
+
+    @staticmethod
+    def opens_session(scope: Scope) -> bool:
+        version = header(scope, b"mcp-protocol-version")
+        return (scope["method"] == "POST" and scope["path"] in MCP_PATHS and header(scope, b"mcp-session-id") is None
+                and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS))
 
     @staticmethod
     def has_body(scope: Scope) -> bool:
@@ -207,18 +242,17 @@ class FrontDoor:
         if is_mcp:
             scope[MESSAGE_KEY] = parsed
 
-    def admit(self, scope: Scope, send: Send, request_id: str) -> tuple[Send, Callable[[], None] | None]:
+    def admit(self, scope: Scope, send: Send, request_id: str, slot: Slot = NO_SLOT
+              ) -> tuple[Send, Callable[[], None] | None, SessionTicket | None]:
         """Count an SSE stream or a new session against the caps (429 / 503), wrap ``send``."""
         principal = scope[SCOPE_KEY].principal
         method, path = scope["method"], scope["path"]
-        version = header(scope, b"mcp-protocol-version")
         if method == "GET" and (path == SSE_PATH or path in MCP_PATHS):
-            return McpAnswers(send, request_id), self.capacity.open_stream(principal)
-        if (method == "POST" and path in MCP_PATHS and header(scope, b"mcp-session-id") is None
-                and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)):
-            ticket = self.capacity.open_session(principal)
-            return McpAnswers(send, request_id, ticket), ticket.release
-        return McpAnswers(send, request_id), None
+            return McpAnswers(send, request_id), self.capacity.open_stream(principal), None
+        if self.opens_session(scope):
+            ticket = self.capacity.open_session(principal, slot)
+            return McpAnswers(send, request_id, ticket), ticket.release, ticket
+        return McpAnswers(send, request_id), None, None
 
     @staticmethod
     def status_for(err: E.NorthstarError) -> int:

@@ -33,8 +33,11 @@ async def health() -> tuple[dict[str, Any], int]:
     audit_ok = bool(svc.audit.healthy) or (store_ok and await probe_audit(svc.audit))
     # Contained subsystems (store, gate_chain, ...) that are down right now, by name; a tool that
     # is down is reported too, but costs only its own calls, not the instance's health.
+    # A subsystem "degraded" (shared limits unreachable, failing open: per-process limits) serves,
+    # so it is named but keeps the instance in its load balancer.
     report = svc.health()
-    down = sorted(name for name, state in report.get("subsystems", {}).items() if state != "up")
+    states = report.get("subsystems", {})
+    down = sorted(name for name, state in states.items() if state not in ("up", "degraded"))
     status = "ok" if store_ok and audit_ok and not down else "degraded"
     body = {
         "status": status,
@@ -44,6 +47,7 @@ async def health() -> tuple[dict[str, Any], int]:
         "tools": len(svc.gateway.catalog.tools()),
         **report,
         "down": down,
+        "degraded": sorted(name for name, state in states.items() if state == "degraded"),
     }
     return body, 200 if status == "ok" else 503
 
