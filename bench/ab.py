@@ -21,12 +21,13 @@ from bench import procs, protocol, wrk
 from bench.flows import cell_script
 
 
-class TreeServer(procs.Server):
+class TreeServer(procs.Gateway):
     """A gateway started from another source tree (its own ``northstar`` package first)."""
 
     def __init__(self, root: Path, workdir: Path, name: str) -> None:
         base = procs.gateway(workdir, name=name)
-        super().__init__(name, base._cmd, port=base.port, workdir=workdir, env=procs.GATEWAY_ENV, core=None)
+        super().__init__(name, base._cmd, port=base.port, workdir=workdir, data_dir=base.data_dir,
+                         env=procs.GATEWAY_ENV, core=None)
         self._cmd = base._cmd
         self._env["PYTHONPATH"] = str(root)
         self.root = root
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         with procs.running(*servers.values()), httpx2.Client(timeout=30) as client:
             targets = {}
             for side, server in servers.items():
-                prepared = protocol.prepare(client, args.flow, "gateway", server.url)
+                prepared = protocol.prepare(client, args.flow, "gateway", server.url, server.caller_headers())
                 protocol.precheck(client, server.url, prepared.request)
                 script = cell_script(prepared).write(workdir / f"{side}.lua")
                 targets[side] = (f"{server.url}{prepared.request.path}", script)

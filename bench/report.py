@@ -77,6 +77,45 @@ def flows_md(flows: dict[str, Any]) -> str:
     return out
 
 
+UPSTREAM_LABELS = (
+    ("northstar_p50_c1_minus_direct_ms", "northstar c=1 p50 minus direct's", "ms"),
+    ("northstar_throughput_c32_vs_direct", "northstar c=32 req/s vs direct", "x"),
+    ("northstar_throughput_c32_vs_contextforge", "northstar c=32 req/s vs ContextForge", "x"),
+    ("northstar_throughput_c1_vs_contextforge", "northstar c=1 req/s vs ContextForge", "x"),
+    ("contextforge_p50_c1_minus_direct_ms", "ContextForge c=1 p50 minus direct's", "ms"),
+)
+
+
+def upstreams_md(up: dict[str, Any]) -> str:
+    """The federation table: the upstream's tool called directly and through each gateway."""
+    from bench.upstream import KINDS as UPSTREAM_KINDS
+
+    medians, unavailable = up["summary"]["medians"], up.get("unavailable") or {}
+    rows = []
+    for kind in UPSTREAM_KINDS:
+        if kind in unavailable:
+            rows.append([kind, *(["-"] * 5), f"unavailable: {unavailable[kind]}"])
+            continue
+        cells = [c for c in up["cells"] if c["server"] == kind]
+        if not cells:
+            continue
+        m = medians[kind]
+        rows.append([kind, num(m.get("c1_rps")), num(m.get("c1_p50_ms"), ".2f"), num(m.get("c1_p99_ms"), ".2f"),
+                     num(m.get("c32_rps")), num(m.get("c32_p99_ms"), ".2f"),
+                     f"{sum(1 for c in cells if c['valid'])}/{len(cells)}"])
+    out = table(["path", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "c=32 req/s", "c=32 p99 ms", "valid rounds"],
+                rows)
+    ratio_rows = [[label, ratio_cell(up["summary"]["ratios"][key], unit=unit)]
+                  for key, label, unit in UPSTREAM_LABELS if up["summary"]["ratios"][key]["median"] is not None]
+    out += ("\n\nComparisons, median of the per-round figures (each round's in brackets); each ratio's "
+            "baseline is named in its row:\n\n")
+    out += table(["comparison", "median (per round)"], ratio_rows)
+    bad = [c for c in up["cells"] if not c["valid"]]
+    out += "".join(f"\n- round {c['round']} {c['server']} INVALID: {(c.get('error') or '?').splitlines()[0][:300]}"
+                   for c in bad)
+    return out
+
+
 def errors_md(flows: dict[str, Any]) -> str:
     bad = [c for c in flows["cells"] if not c["valid"]]
     if not bad:
@@ -134,6 +173,10 @@ def render(results: dict[str, Any]) -> str:
     if flows := results.get("flows"):
         parts += ["### Tool calls (`tools/call` of `echo__ping`)", section_note(flows) + flows_md(flows)
                   + errors_md(flows), "![throughput and p99 latency](../bench/results/latest.png)"]
+    if up := results.get("upstreams"):
+        o = up.get("options", {})
+        parts += [f"### Upstreams (`tools/call` of an SDK JSON server's `echo`, northstar flow "
+                  f"`{o.get('northstar_flow', '?')}`)", section_note(up) + upstreams_md(up)]
     if stdio := results.get("stdio"):
         parts += ["### Stdio cold start", section_note(stdio) + stdio_md(stdio)]
     if memory := results.get("memory"):

@@ -1,0 +1,339 @@
+"""Federation benchmark: one upstream MCP server, called directly, through northstar, through ContextForge.
+
+    python -m bench.upstream                     # 3 interleaved rounds, 5 s cells
+    python -m bench.upstream --rounds 1 --duration 2 --no-contextforge
+    python -m bench --only upstreams             # the same, as a section of the suite
+
+The upstream is the SDK's ``MCPServer`` (``bench/upstream_server.py``: Streamable HTTP,
+``json_response=True``, one read-only tool ``echo``), pinned with wrk to the load core. In
+front of it, each pinned to the server core:
+
+* ``direct``        no gateway: wrk calls the upstream's ``echo`` over a session it opened
+                    (``initialize`` + ``notifications/initialized``), as a gateway's client does;
+* ``northstar``     the gateway in its default deployment (``api_key`` auth), the upstream
+                    registered over REST, its draft generated and published; wrk calls the
+                    governed ``up__echo`` (gate chain, limits, a durable audit record per call)
+                    with a key minted by ``northstar keys create``;
+* ``contextforge``  ContextForge (PyPI ``mcp-contextforge-gateway``, its own venv under
+                    ``bench/.venvs/contextforge``: ``make bench-contextforge``), one worker, auth
+                    on (a JWT minted by its own ``create_jwt_token``), the upstream registered
+                    with ``POST /gateways`` and put in a virtual server; wrk calls ``up-echo``
+                    on ``/servers/<id>/mcp``. When it cannot run, the section says why.
+
+Each round measures every path in turn (warm-up, then c=1 and c=32), so all paths share the
+machine's minutes. Figures are medians over rounds; the comparisons are per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from bench import procs, protocol, wrk
+from bench.flows import FlowOptions, cell_script
+from bench.protocol import CallRequest, CheckFailed, Prepared
+
+KINDS = ("direct", "northstar", "contextforge")
+CONCURRENCY = (1, 32)
+UPSTREAM = "up"
+TOOL = "echo"
+NORTHSTAR_TOOL = f"{UPSTREAM}__{TOOL}"
+CF_VENV = Path(__file__).resolve().parent / ".venvs" / "contextforge"
+CF_ADMIN = "admin@example.com"
+READY_TIMEOUT_S = 60.0
+#: What ContextForge needs to start with auth on and call a loopback upstream without 429s.
+#: Its two secrets are drawn per run (it refuses low-entropy ones).
+CF_ENV = {
+    "SSRF_ALLOW_LOCALHOST": "true",
+    "RATE_LIMITING_ENABLED": "false",
+    "AUTH_REQUIRED": "true",
+    "MCPGATEWAY_UI_ENABLED": "false",
+    "MCPGATEWAY_ADMIN_API_ENABLED": "true",
+    "PLATFORM_ADMIN_EMAIL": CF_ADMIN,
+    "PLATFORM_ADMIN_PASSWORD": "Bench-Admin-Pass-1234",
+    "LOG_LEVEL": "ERROR",
+}
+
+
+@dataclass
+class Target:
+    """One way to call the upstream's tool: the wrk URL and script, or why it is unavailable."""
+
+    kind: str
+    url: str = ""
+    script: Path | None = None
+    unavailable: str | None = None
+    server: procs.Server | None = None
+
+
+# -- servers --------------------------------------------------------------------------------
+def upstream_server(work: Path) -> procs.Server:
+    port = procs.free_port()
+    cmd = [procs.PY, "-m", "bench.upstream_server", "--port", str(port)]
+    return procs.Server("upstream", cmd, port=port, workdir=work, core=procs.LOAD_CORE)
+
+
+def contextforge_server(work: Path) -> procs.Server | str:
+    """ContextForge on the server core, or why it cannot run here."""
+    exe = CF_VENV / "bin" / "mcpgateway"
+    if not exe.exists():
+        return f"not installed at {CF_VENV} (make bench-contextforge)"
+    port = procs.free_port()
+    home = work / "contextforge"
+    home.mkdir(exist_ok=True)
+    env = {**CF_ENV, "DATABASE_URL": f"sqlite:///{home / 'mcp.db'}",
+           "JWT_SECRET_KEY": secrets.token_urlsafe(32), "AUTH_ENCRYPTION_SECRET": secrets.token_urlsafe(32)}
+    server = procs.Server("contextforge", [str(exe), "--host", "127.0.0.1", "--port", str(port)], port=port,
+                          workdir=work, env=env)
+    server._env.pop("VIRTUAL_ENV", None)
+    return server
+
+
+def wait_until(check: Any, what: str, timeout: float = READY_TIMEOUT_S) -> Any:
+    """Poll ``check`` (a quick request to a server in another process) until it answers truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (httpx2.HTTPError, CheckFailed) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.1)
+    raise CheckFailed(f"{what} did not happen in {timeout:.0f}s (last: {str(last)[:500]})")
+
+
+def tool_request(path: str, tool: str, headers: dict[str, str], flow: str) -> CallRequest:
+    """A ``tools/call`` of ``tool`` with the suite's arguments, in ``flow``'s framing."""
+    base = protocol.modern_request(path) if flow == "modern-2026" else protocol.stateless_request(path)
+    params = {**base.params, "name": tool}
+    extra = {"Mcp-Name": tool} if flow == "modern-2026" else {}
+    return CallRequest(path, {**base.headers, **extra, **headers}, params)
+
+
+# -- the three paths --------------------------------------------------------------------------
+def direct_target(client: httpx2.Client, upstream: procs.Server) -> Prepared:
+    session_id = protocol.open_session(client, upstream.url)
+    headers = {"Mcp-Session-Id": session_id}
+    return Prepared(tool_request("/mcp", TOOL, headers, "session-2025"), session_id)
+
+
+def northstar_target(client: httpx2.Client, gw: procs.Gateway, upstream: procs.Server, flow: str) -> Prepared:
+    """Register the upstream, import and publish its draft (the bootstrap admin key), then the
+    governed call with a caller's key minted by the CLI."""
+    admin = gw.admin_headers()
+    spec = {"name": UPSTREAM, "transport": "streamable_http", "url": f"{upstream.url}/mcp",
+            "max_concurrency": 64, "call_timeout_s": 30}
+    resp = client.post(f"{gw.url}/v1/upstreams", json=spec, headers=admin)
+    if resp.status_code != 201:
+        raise CheckFailed(f"registering the upstream failed\n{protocol.describe(resp)}")
+    wait_until(lambda: client.get(f"{gw.url}/v1/upstreams/{UPSTREAM}", headers=admin).json().get("state") == "ready",
+               "the upstream connecting")
+    draft = client.post(f"{gw.url}/v1/upstreams/{UPSTREAM}/draft", headers=admin)
+    if draft.status_code not in (200, 201):
+        raise CheckFailed(f"importing the upstream failed\n{protocol.describe(draft)}")
+    pub = client.post(f"{gw.url}/v1/drafts/{UPSTREAM}/publish", json={"version": draft.json()["version"]},
+                      headers=admin)
+    if pub.status_code not in (200, 201):
+        raise CheckFailed(f"publishing the upstream's draft failed\n{protocol.describe(pub)}")
+    path = "/mcp/stateless" if flow == "stateless" else "/mcp"
+    request = tool_request(path, NORTHSTAR_TOOL, gw.caller_headers(), flow)
+    wait_until(lambda: protocol.precheck(client, gw.url, request), "the published tool answering")
+    return Prepared(request)
+
+
+def contextforge_token(server: procs.Server) -> str:
+    """An admin JWT minted by ContextForge's own tool, as its docs deploy it."""
+    cmd = [str(CF_VENV / "bin" / "python"), "-m", "mcpgateway.utils.create_jwt_token", "--username", CF_ADMIN,
+           "--exp", "600", "--secret", server._env["JWT_SECRET_KEY"]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=server._env)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise CheckFailed(f"create_jwt_token failed: {done.stderr[-2000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def contextforge_target(client: httpx2.Client, cf: procs.Server, upstream: procs.Server) -> Prepared:
+    """Register the upstream (``POST /gateways``), a virtual server with its tool; the call."""
+    wait_until(lambda: client.get(f"{cf.url}/health").status_code == 200, "ContextForge /health")
+    auth = {"Authorization": f"Bearer {contextforge_token(cf)}"}
+    body = {"name": UPSTREAM, "url": f"{upstream.url}/mcp", "transport": "STREAMABLEHTTP"}
+    resp = client.post(f"{cf.url}/gateways", json=body, headers=auth)
+    if resp.status_code not in (200, 201):
+        raise CheckFailed(f"registering the upstream with ContextForge failed\n{protocol.describe(resp)}")
+    tools = wait_until(lambda: [t for t in client.get(f"{cf.url}/tools", headers=auth).json()
+                                if t.get("originalName") == TOOL], "ContextForge listing the tool")
+    server = {"server": {"name": "bench", "associated_tools": [tools[0]["id"]]}}
+    resp = client.post(f"{cf.url}/servers", json=server, headers=auth)
+    if resp.status_code not in (200, 201):
+        raise CheckFailed(f"creating the virtual server failed\n{protocol.describe(resp)}")
+    request = tool_request(f"/servers/{resp.json()['id']}/mcp", tools[0]["name"], auth, "stateless")
+    unauthenticated = client.post(f"{cf.url}{request.path}", content=request.body(1),
+                                  headers={k: v for k, v in request.headers.items() if k != "Authorization"})
+    if unauthenticated.status_code != 401:
+        raise CheckFailed(f"ContextForge answered a call without credentials\n{protocol.describe(unauthenticated)}")
+    protocol.precheck(client, cf.url, request)
+    return Prepared(request)
+
+
+# -- measuring ------------------------------------------------------------------------------
+def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
+    cell: dict[str, Any] = {"server": target.kind, "valid": True, "error": None}
+    for conns in CONCURRENCY:
+        assert target.script is not None
+        warm = wrk.run(target.url, target.script, connections=conns, duration_s=opts.warmup_s)
+        timed = wrk.run(target.url, target.script, connections=conns, duration_s=opts.duration_s)
+        cell[f"c{conns}"] = timed.to_dict()
+        problems = [f"warm-up: {p}" for p in warm.problems] + timed.problems
+        if problems:
+            cell["valid"] = False
+            cell["error"] = "; ".join(f"c{conns}: {p}" for p in problems)
+    if target.server is not None and not target.server.alive():
+        cell["valid"], cell["error"] = False, f"{target.kind} died:\n{target.server.log_tail()}"
+    return cell
+
+
+def gateway_of(server: procs.Server) -> procs.Gateway:
+    assert isinstance(server, procs.Gateway)
+    return server
+
+
+def prepare_all(client: httpx2.Client, servers: dict[str, procs.Server | str], work: Path,
+                flow: str) -> dict[str, Target]:
+    upstream = servers["upstream"]
+    assert isinstance(upstream, procs.Server)
+    targets: dict[str, Target] = {}
+    for kind in KINDS:
+        server = servers.get(kind)
+        if server is None:
+            continue
+        if isinstance(server, str):
+            targets[kind] = Target(kind, unavailable=server)
+            continue
+        try:
+            prepared = {"direct": lambda: direct_target(client, upstream),
+                        "northstar": lambda: northstar_target(client, gateway_of(server), upstream, flow),  # noqa: B023
+                        "contextforge": lambda: contextforge_target(client, server, upstream)}[kind]()  # noqa: B023
+            protocol.precheck(client, server.url if kind != "direct" else upstream.url, prepared.request)
+        except (CheckFailed, httpx2.HTTPError, OSError, ValueError, KeyError) as exc:
+            if kind != "contextforge":
+                raise
+            targets[kind] = Target(kind, unavailable=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            continue
+        base = upstream.url if kind == "direct" else server.url
+        script = cell_script(prepared).write(work / f"upstream-{kind}.lua")
+        targets[kind] = Target(kind, f"{base}{prepared.request.path}", script, server=server)
+    return targets
+
+
+def run(work: Path, opts: FlowOptions, *, flow: str = "stateless", contextforge: bool = True,
+        log: Any = print) -> dict[str, Any]:
+    """Every round of every available path; returns cells, medians and the comparisons."""
+    servers: dict[str, procs.Server | str] = {"upstream": upstream_server(work)}
+    servers["direct"] = servers["upstream"]
+    servers["northstar"] = procs.gateway(work, name="northstar")
+    if contextforge:
+        servers["contextforge"] = contextforge_server(work)
+    started = [s for k, s in servers.items() if isinstance(s, procs.Server) and k != "direct"]
+    cells: list[dict[str, Any]] = []
+    with procs.running(*started), httpx2.Client(timeout=60) as client:
+        targets = prepare_all(client, servers, work, flow)
+        for rnd in range(1, opts.rounds + 1):
+            for target in targets.values():
+                if target.unavailable is not None:
+                    continue
+                cell = {**measure(target, opts), "round": rnd}
+                cells.append(cell)
+                log(cell_line(cell))
+    unavailable = {k: t.unavailable for k, t in targets.items() if t.unavailable}
+    for kind, why in unavailable.items():
+        log(f"  {kind}: unavailable: {why}")
+    return {"options": {"rounds": opts.rounds, "duration_s": opts.duration_s, "warmup_s": opts.warmup_s,
+                        "northstar_flow": flow},
+            "cells": cells, "unavailable": unavailable, "summary": summarize(cells)}
+
+
+def cell_line(cell: dict[str, Any]) -> str:
+    head = f"  round {cell['round']} {cell['server']:<13}"
+    c1, c32 = cell.get("c1") or {}, cell.get("c32") or {}
+    line = (f"{head} c32 {c32.get('rps', 0):>8.0f} req/s | c1 {c1.get('rps', 0):>6.0f} req/s "
+            f"p50 {c1.get('p50_ms') or 0:6.2f}ms p99 {c1.get('p99_ms') or 0:6.2f}ms")
+    return line if cell["valid"] else f"{line}  INVALID: {cell['error']}"
+
+
+# -- summary --------------------------------------------------------------------------------
+METRICS = ("c1_rps", "c1_p50_ms", "c1_p99_ms", "c32_rps", "c32_p50_ms", "c32_p99_ms")
+#: (label, metric, this server, other server, how): ``ratio`` is this / other, ``minus`` this - other.
+COMPARISONS = (
+    ("northstar_p50_c1_minus_direct_ms", "c1_p50_ms", "northstar", "direct", "minus"),
+    ("northstar_throughput_c32_vs_direct", "c32_rps", "northstar", "direct", "ratio"),
+    ("northstar_throughput_c32_vs_contextforge", "c32_rps", "northstar", "contextforge", "ratio"),
+    ("northstar_throughput_c1_vs_contextforge", "c1_rps", "northstar", "contextforge", "ratio"),
+    ("contextforge_p50_c1_minus_direct_ms", "c1_p50_ms", "contextforge", "direct", "minus"),
+)
+
+
+def metric(cell: dict[str, Any] | None, name: str) -> float | None:
+    if not cell or not cell["valid"]:
+        return None
+    conc, key = name.split("_", 1)
+    value = cell[conc][key]
+    return None if value is None else float(value)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    rounds = sorted({c["round"] for c in cells})
+    by = {(c["server"], c["round"]): c for c in cells}
+    medians = {kind: {name: median([v for r in rounds if (v := metric(by.get((kind, r)), name)) is not None])
+                      for name in METRICS} for kind in KINDS}
+    ratios: dict[str, Any] = {}
+    for label, name, this, other, how in COMPARISONS:
+        per_round = []
+        for r in rounds:
+            a, b = metric(by.get((this, r)), name), metric(by.get((other, r)), name)
+            per_round.append(None if a is None or b is None or (how == "ratio" and not b)
+                             else (a - b if how == "minus" else a / b))
+        ratios[label] = {"per_round": per_round, "median": median([x for x in per_round if x is not None])}
+    return {"medians": medians, "ratios": ratios}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--flow", choices=("stateless", "modern-2026"), default="stateless",
+                    help="how wrk calls northstar (the governed tool on /mcp/stateless, or 2026-07-28 on /mcp)")
+    ap.add_argument("--no-contextforge", action="store_true")
+    args = ap.parse_args(argv)
+    procs.pin_self()
+    opts = FlowOptions(rounds=args.rounds, duration_s=args.duration, warmup_s=args.warmup)
+    with procs.workdir() as work:
+        try:
+            result = run(work, opts, flow=args.flow, contextforge=not args.no_contextforge)
+        except Exception:
+            traceback.print_exc()
+            return 1
+    from bench import report
+
+    print(report.upstreams_md(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
