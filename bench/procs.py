@@ -131,6 +131,11 @@ class Server:
         except OSError:
             return "(no log)"
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system) the server process has used so far, from /proc/<pid>/stat."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         """Resident set size from /proc/<pid>/status, in KiB."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

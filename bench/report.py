@@ -94,17 +94,17 @@ def upstreams_md(up: dict[str, Any]) -> str:
     rows = []
     for kind in UPSTREAM_KINDS:
         if kind in unavailable:
-            rows.append([kind, *(["-"] * 5), f"unavailable: {unavailable[kind]}"])
+            rows.append([kind, *(["-"] * 7), f"unavailable: {unavailable[kind]}"])
             continue
         cells = [c for c in up["cells"] if c["server"] == kind]
         if not cells:
             continue
         m = medians[kind]
         rows.append([kind, num(m.get("c1_rps")), num(m.get("c1_p50_ms"), ".2f"), num(m.get("c1_p99_ms"), ".2f"),
-                     num(m.get("c32_rps")), num(m.get("c32_p99_ms"), ".2f"),
-                     f"{sum(1 for c in cells if c['valid'])}/{len(cells)}"])
-    out = table(["path", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "c=32 req/s", "c=32 p99 ms", "valid rounds"],
-                rows)
+                     num(m.get("c32_rps")), num(m.get("c32_p99_ms"), ".2f"), num(m.get("c1_gateway_cpu_us")),
+                     num(m.get("c1_upstream_cpu_us")), f"{sum(1 for c in cells if c['valid'])}/{len(cells)}"])
+    out = table(["path", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "c=32 req/s", "c=32 p99 ms",
+                 "gateway CPU us/call (c=1)", "upstream CPU us/call (c=1)", "valid rounds"], rows)
     ratio_rows = [[label, ratio_cell(up["summary"]["ratios"][key], unit=unit)]
                   for key, label, unit in UPSTREAM_LABELS if up["summary"]["ratios"][key]["median"] is not None]
     out += ("\n\nComparisons, median of the per-round figures (each round's in brackets); each ratio's "

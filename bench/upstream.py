@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from bench import procs, protocol, wrk
 from bench.flows import FlowOptions, cell_script
 from bench.protocol import CallRequest, CheckFailed, Prepared
 
-KINDS = ("direct", "northstar", "contextforge")
+KINDS = ("direct", "northstar", "northstar-local", "contextforge")
 CONCURRENCY = (1, 32)
 UPSTREAM = "up"
 TOOL = "echo"
@@ -51,6 +52,11 @@ NORTHSTAR_TOOL = f"{UPSTREAM}__{TOOL}"
 CF_VENV = Path(__file__).resolve().parent / ".venvs" / "contextforge"
 CF_ADMIN = "admin@example.com"
 READY_TIMEOUT_S = 60.0
+#: ContextForge's cells: at ~10 calls/s, c=32 queues each call seconds long; shorter cells
+#: would complete nothing and wrk's usual 5 s timeout would count its answers as errors.
+SLOW_CELL_S = 8.0
+SLOW_WARMUP_S = 4.0
+SLOW_TIMEOUT = "30s"
 #: What ContextForge needs to start with auth on and call a loopback upstream without 429s.
 #: Its two secrets are drawn per run (it refuses low-entropy ones).
 CF_ENV = {
@@ -74,6 +80,7 @@ class Target:
     script: Path | None = None
     unavailable: str | None = None
     server: procs.Server | None = None
+    processes: dict[str, procs.Server] = field(default_factory=dict)  # whose CPU time a call costs
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -154,6 +161,14 @@ def northstar_target(client: httpx2.Client, gw: procs.Gateway, upstream: procs.S
     return Prepared(request)
 
 
+def local_target(client: httpx2.Client, gw: procs.Gateway, flow: str) -> Prepared:
+    """The same gateway's built-in ``echo__ping``, same flow and key: the governed call without
+    the upstream hop (what the hop costs is the difference)."""
+    prepared = protocol.prepare(client, flow, "gateway", gw.url, gw.caller_headers())
+    protocol.precheck(client, gw.url, prepared.request)
+    return prepared
+
+
 def contextforge_token(server: procs.Server) -> str:
     """An admin JWT minted by ContextForge's own tool, as its docs deploy it."""
     cmd = [str(CF_VENV / "bin" / "python"), "-m", "mcpgateway.utils.create_jwt_token", "--username", CF_ADMIN,
@@ -190,11 +205,21 @@ def contextforge_target(client: httpx2.Client, cf: procs.Server, upstream: procs
 # -- measuring ------------------------------------------------------------------------------
 def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
     cell: dict[str, Any] = {"server": target.kind, "valid": True, "error": None}
+    slow = target.kind == "contextforge"  # 32 calls queued behind ~100 ms each: longer cells, later timeout
+    duration, warmup = (max(opts.duration_s, SLOW_CELL_S), max(opts.warmup_s, SLOW_WARMUP_S)) if slow \
+        else (opts.duration_s, opts.warmup_s)
+    timeout = SLOW_TIMEOUT if slow else wrk.TIMEOUT
+    cell["duration_s"] = duration
     for conns in CONCURRENCY:
         assert target.script is not None
-        warm = wrk.run(target.url, target.script, connections=conns, duration_s=opts.warmup_s)
-        timed = wrk.run(target.url, target.script, connections=conns, duration_s=opts.duration_s)
+        warm = wrk.run(target.url, target.script, connections=conns, duration_s=warmup, timeout=timeout)
+        cpu = {k: s.cpu_s() for k, s in target.processes.items()}
+        timed = wrk.run(target.url, target.script, connections=conns, duration_s=duration, timeout=timeout)
         cell[f"c{conns}"] = timed.to_dict()
+        # CPU per call of each process on the path: robust to a busy machine, unlike wall time.
+        cell[f"c{conns}"]["cpu_us_per_call"] = {
+            k: round((s.cpu_s() - cpu[k]) / timed.requests * 1e6) if timed.requests else None
+            for k, s in target.processes.items()}
         problems = [f"warm-up: {p}" for p in warm.problems] + timed.problems
         if problems:
             cell["valid"] = False
@@ -223,6 +248,7 @@ def prepare_all(client: httpx2.Client, servers: dict[str, procs.Server | str], w
             continue
         try:
             prepared = {"direct": lambda: direct_target(client, upstream),
+                        "northstar-local": lambda: local_target(client, gateway_of(server), flow),  # noqa: B023
                         "northstar": lambda: northstar_target(client, gateway_of(server), upstream, flow),  # noqa: B023
                         "contextforge": lambda: contextforge_target(client, server, upstream)}[kind]()  # noqa: B023
             protocol.precheck(client, server.url if kind != "direct" else upstream.url, prepared.request)
@@ -233,7 +259,8 @@ def prepare_all(client: httpx2.Client, servers: dict[str, procs.Server | str], w
             continue
         base = upstream.url if kind == "direct" else server.url
         script = cell_script(prepared).write(work / f"upstream-{kind}.lua")
-        targets[kind] = Target(kind, f"{base}{prepared.request.path}", script, server=server)
+        processes = {"upstream": upstream} if kind == "direct" else {"gateway": server, "upstream": upstream}
+        targets[kind] = Target(kind, f"{base}{prepared.request.path}", script, server=server, processes=processes)
     return targets
 
 
@@ -243,9 +270,11 @@ def run(work: Path, opts: FlowOptions, *, flow: str = "stateless", contextforge:
     servers: dict[str, procs.Server | str] = {"upstream": upstream_server(work)}
     servers["direct"] = servers["upstream"]
     servers["northstar"] = procs.gateway(work, name="northstar")
+    servers["northstar-local"] = servers["northstar"]
     if contextforge:
         servers["contextforge"] = contextforge_server(work)
-    started = [s for k, s in servers.items() if isinstance(s, procs.Server) and k != "direct"]
+    started = [s for k, s in servers.items() if isinstance(s, procs.Server) and k in ("upstream", "northstar",
+                                                                                    "contextforge")]
     cells: list[dict[str, Any]] = []
     with procs.running(*started), httpx2.Client(timeout=60) as client:
         targets = prepare_all(client, servers, work, flow)
@@ -267,8 +296,10 @@ def run(work: Path, opts: FlowOptions, *, flow: str = "stateless", contextforge:
 def cell_line(cell: dict[str, Any]) -> str:
     head = f"  round {cell['round']} {cell['server']:<13}"
     c1, c32 = cell.get("c1") or {}, cell.get("c32") or {}
+    cpu = c32.get("cpu_us_per_call") or {}
     line = (f"{head} c32 {c32.get('rps', 0):>8.0f} req/s | c1 {c1.get('rps', 0):>6.0f} req/s "
-            f"p50 {c1.get('p50_ms') or 0:6.2f}ms p99 {c1.get('p99_ms') or 0:6.2f}ms")
+            f"p50 {c1.get('p50_ms') or 0:6.2f}ms p99 {c1.get('p99_ms') or 0:6.2f}ms | CPU us/call at c32 "
+            + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     return line if cell["valid"] else f"{line}  INVALID: {cell['error']}"
 
 
@@ -301,6 +332,12 @@ def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
     by = {(c["server"], c["round"]): c for c in cells}
     medians = {kind: {name: median([v for r in rounds if (v := metric(by.get((kind, r)), name)) is not None])
                       for name in METRICS} for kind in KINDS}
+    for kind in KINDS:
+        for conc in ("c1", "c32"):
+            for proc in ("gateway", "upstream"):
+                values = [float(v) for r in rounds if (c := by.get((kind, r))) and c["valid"]
+                          and (v := (c[conc].get("cpu_us_per_call") or {}).get(proc)) is not None]
+                medians[kind][f"{conc}_{proc}_cpu_us"] = median(values)
     ratios: dict[str, Any] = {}
     for label, name, this, other, how in COMPARISONS:
         per_round = []
@@ -312,6 +349,29 @@ def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {"medians": medians, "ratios": ratios}
 
 
+def profile_northstar(work: Path, flow: str, seconds: float, connections: int, idle: bool = False) -> str:
+    """py-spy on the gateway while wrk drives the governed upstream call; the summary tables."""
+    from bench import profile
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    upstream, gw = upstream_server(work), procs.gateway(work, name="northstar")
+    with procs.running(upstream, gw), httpx2.Client(timeout=60) as client:
+        prepared = northstar_target(client, gw, upstream, flow)
+        script = cell_script(prepared).write(work / "profile.lua")
+        url = f"{gw.url}{prepared.request.path}"
+        wrk.run(url, script, connections=connections, duration_s=2)
+        profile.OUT.mkdir(parents=True, exist_ok=True)
+        collapsed = profile.OUT / f"northstar-upstream-{flow}-c{connections}.txt"
+        cmd = [spy, "record", "--pid", str(gw.pid), "--format", "raw", "--output", str(collapsed),
+               "--duration", str(int(seconds) + 1), "--rate", "250", "--nonblocking", *(["--idle"] if idle else [])]
+        spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        result = wrk.run(url, script, connections=connections, duration_s=seconds)
+        spy_proc.wait(timeout=seconds + 30)
+    head = (f"northstar upstream {flow} c={connections}: {result.rps:.0f} req/s p50 {result.p50_ms} ms "
+            f"({'valid' if result.valid else 'INVALID: ' + '; '.join(result.problems)})")
+    return head + "\n" + profile.summarize(collapsed, 45) + f"\n\ncollapsed stacks: {collapsed}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -320,8 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flow", choices=("stateless", "modern-2026"), default="stateless",
                     help="how wrk calls northstar (the governed tool on /mcp/stateless, or 2026-07-28 on /mcp)")
     ap.add_argument("--no-contextforge", action="store_true")
+    ap.add_argument("--profile", type=float, metavar="SECONDS",
+                    help="instead: py-spy on northstar under wrk for SECONDS (see --connections)")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--idle", action="store_true", help="with --profile: sample idle frames too")
     args = ap.parse_args(argv)
     procs.pin_self()
+    if args.profile:
+        with procs.workdir() as work:
+            print(profile_northstar(work, args.flow, args.profile, args.connections, args.idle))
+        return 0
     opts = FlowOptions(rounds=args.rounds, duration_s=args.duration, warmup_s=args.warmup)
     with procs.workdir() as work:
         try:
