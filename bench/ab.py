@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                     used = servers[side].cpu_s()
                     busy = wrk.run(url, script, connections=32, duration_s=args.seconds)
                     cpu[side].append((servers[side].cpu_s() - used) / max(1, busy.requests) * 1e6)
-                    quiet = wrk.run(url, script, connections=1, duration_s=max(1.0, args.seconds / 2))
+                    # wrk takes whole seconds
+                    quiet = wrk.run(url, script, connections=1, duration_s=max(1, round(args.seconds / 2)))
                     if not (busy.valid and quiet.valid):
                         raise SystemExit(f"{side}: invalid run: {busy.problems + quiet.problems}\n"
                                          f"{servers[side].log_tail()}")
