@@ -84,10 +84,15 @@ class Target:
 
 
 # -- servers --------------------------------------------------------------------------------
-def upstream_server(work: Path) -> procs.Server:
+def upstream_server(work: Path, core: int | None = procs.LOAD_CORE) -> procs.Server:
     port = procs.free_port()
     cmd = [procs.PY, "-m", "bench.upstream_server", "--port", str(port)]
-    return procs.Server("upstream", cmd, port=port, workdir=work, core=procs.LOAD_CORE)
+    return procs.Server("upstream", cmd, port=port, workdir=work, core=core)
+
+
+def contextforge_version() -> str | None:
+    found = sorted(CF_VENV.glob("lib/python*/site-packages/mcp_contextforge_gateway-*.dist-info"))
+    return found[-1].name.removeprefix("mcp_contextforge_gateway-").removesuffix(".dist-info") if found else None
 
 
 def contextforge_server(work: Path) -> procs.Server | str:
@@ -288,8 +293,9 @@ def run(work: Path, opts: FlowOptions, *, flow: str = "stateless", contextforge:
     unavailable = {k: t.unavailable for k, t in targets.items() if t.unavailable}
     for kind, why in unavailable.items():
         log(f"  {kind}: unavailable: {why}")
+    version = contextforge_version() if contextforge else None
     return {"options": {"rounds": opts.rounds, "duration_s": opts.duration_s, "warmup_s": opts.warmup_s,
-                        "northstar_flow": flow},
+                        "northstar_flow": flow, "contextforge_version": version},
             "cells": cells, "unavailable": unavailable, "summary": summarize(cells)}
 
 
