@@ -54,9 +54,12 @@ CF_ADMIN = "admin@example.com"
 READY_TIMEOUT_S = 60.0
 #: ContextForge's cells: at ~10 calls/s, c=32 queues each call seconds long; shorter cells
 #: would complete nothing and wrk's usual 5 s timeout would count its answers as errors.
-SLOW_CELL_S = 8.0
+#: After each of its runs the calls wrk abandoned are left to finish (:func:`settle`), or the
+#: next run would queue behind them.
+SLOW_CELL_S = 15.0
 SLOW_WARMUP_S = 4.0
-SLOW_TIMEOUT = "30s"
+SLOW_TIMEOUT = "60s"
+SETTLE_LIMIT_S = 120.0
 #: What ContextForge needs to start with auth on and call a loopback upstream without 429s.
 #: Its two secrets are drawn per run (it refuses low-entropy ones).
 CF_ENV = {
@@ -218,6 +221,8 @@ def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
     for conns in CONCURRENCY:
         assert target.script is not None
         warm = wrk.run(target.url, target.script, connections=conns, duration_s=warmup, timeout=timeout)
+        if slow and target.server is not None:
+            settle(target.server)
         cpu = {k: s.cpu_s() for k, s in target.processes.items()}
         timed = wrk.run(target.url, target.script, connections=conns, duration_s=duration, timeout=timeout)
         cell[f"c{conns}"] = timed.to_dict()
@@ -229,6 +234,8 @@ def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
         if problems:
             cell["valid"] = False
             cell["error"] = "; ".join(f"c{conns}: {p}" for p in problems)
+    if slow and target.server is not None:
+        settle(target.server)
     if target.server is not None and not target.server.alive():
         cell["valid"], cell["error"] = False, f"{target.kind} died:\n{target.server.log_tail()}"
     return cell
@@ -237,6 +244,16 @@ def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
 def gateway_of(server: procs.Server) -> procs.Gateway:
     assert isinstance(server, procs.Gateway)
     return server
+
+
+def settle(server: procs.Server, limit_s: float = SETTLE_LIMIT_S) -> None:
+    """Until the server is idle (under 5% of a core for half a second), within ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and server.alive():
+        used = server.cpu_s()
+        time.sleep(0.5)
+        if server.cpu_s() - used < 0.025:
+            return
 
 
 def prepare_all(client: httpx2.Client, servers: dict[str, procs.Server | str], work: Path,
