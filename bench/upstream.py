@@ -27,6 +27,7 @@ machine's minutes. Figures are medians over rounds; the comparisons are per-roun
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import statistics
@@ -395,6 +396,89 @@ def profile_northstar(work: Path, flow: str, seconds: float, connections: int, i
     return head + "\n" + profile.summarize(collapsed, 45) + f"\n\ncollapsed stacks: {collapsed}"
 
 
+LAYERS = ("http", "lane", "session", "sdk")
+
+
+def decompose(port: int, calls: int, concurrency: int) -> dict[str, float]:
+    """In this process, against the upstream on ``port``: CPU per call of each layer of the
+    gateway's upstream call, innermost first (diagnostic; it reaches into the session):
+
+    * ``http``     the lean lane's HTTP/1.1 exchange alone (``LeanPool.post``);
+    * ``lane``     + the JSON-RPC reply read and checked as a ``CallToolResult`` (``_send``);
+    * ``session``  + readiness, pin check, concurrency slot, deadline, result checks (size,
+                   output schema, secrets): ``UpstreamSession.call``, what the gateway awaits;
+    * ``sdk``      the same call through the SDK's session instead of the lean lane.
+    """
+    import trio
+
+    from northstar.upstreams import lean as lean_mod
+    from northstar.upstreams.messages import Call
+    from northstar.upstreams.session import UpstreamSession
+    from northstar.upstreams.spec import parse_spec
+
+    async def run() -> dict[str, float]:
+        spec = parse_spec({"name": UPSTREAM, "transport": "streamable_http", "url": f"http://127.0.0.1:{port}/mcp",
+                           "max_concurrency": 64})
+        session = UpstreamSession(spec)
+        out: dict[str, float] = {}
+        async with trio.open_nursery() as nursery:
+            await nursery.start(session.run)
+            await session.wait_until(lambda st: st.state == "ready")
+            msg = Call(TOOL, {"message": "hi"}, pin=session.state.tools[TOOL].pin)
+            client, pool = session._lean or (None, None)
+            assert pool is not None, "the upstream did not take the lean lane"
+            ids = iter(range(10**9))  # one session: every request needs its own id
+
+            def http_call() -> Any:
+                return pool.post(lean_mod.call_body(f"bench-{next(ids)}", TOOL, {"message": "hi"}))
+
+            async def sdk_call() -> None:
+                session._lean = None
+                try:
+                    await session.call(msg)
+                finally:
+                    session._lean = (client, pool)
+
+            layers = {"http": http_call, "lane": lambda: session._send(client, msg),
+                      "session": lambda: session.call(msg), "sdk": sdk_call}
+            for name, layer in layers.items():
+                with trio.fail_after(600):
+                    out[name] = await cpu_per_call(layer, calls, concurrency)
+            nursery.cancel_scope.cancel()
+        return out
+
+    return trio.run(run)
+
+
+async def cpu_per_call(layer: Any, calls: int, concurrency: int) -> float:
+    """Microseconds of this process's CPU per call of ``layer``, after a warm-up."""
+    import trio
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await layer()
+
+    for rep in (calls // 5, calls):
+        started = time.process_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker, max(1, rep // concurrency))
+    return (time.process_time() - started) / (max(1, calls // concurrency) * concurrency) * 1e6
+
+
+def decompose_report(calls: int) -> str:
+    """Each layer's CPU per call at c=1 and c=32, the upstream pinned to the load core, this process
+    to the server core (as the gateway)."""
+    with procs.workdir() as work:
+        server = upstream_server(work)
+        with procs.running(server):
+            os.sched_setaffinity(0, {procs.SERVER_CORE})
+            rows = {conc: decompose(server.port, calls, conc) for conc in (1, 32)}
+    lines = ["| layer (cumulative) | CPU us/call, c=1 | CPU us/call, c=32 |", "|---|---|---|"]
+    lines += [f"| {name} | {rows[1][name]:.0f} | {rows[32][name]:.0f} |" for name in LAYERS]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -407,8 +491,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: py-spy on northstar under wrk for SECONDS (see --connections)")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--idle", action="store_true", help="with --profile: sample idle frames too")
+    ap.add_argument("--decompose", type=int, metavar="CALLS",
+                    help="instead: CPU per call of each layer of northstar's upstream call, in process")
     args = ap.parse_args(argv)
     procs.pin_self()
+    if args.decompose:
+        print(decompose_report(args.decompose))
+        return 0
     if args.profile:
         with procs.workdir() as work:
             print(profile_northstar(work, args.flow, args.profile, args.connections, args.idle))
