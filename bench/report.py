@@ -49,7 +49,9 @@ def flows_md(flows: dict[str, Any]) -> str:
     rows = []
     for flow in FLOWS:
         for kind in KINDS:
-            m = summary[flow]["medians"][kind]
+            m = summary[flow]["medians"].get(kind)
+            if m is None:  # a section carried over from a run with other servers
+                continue
             valid = sum(1 for c in flows["cells"] if c["flow"] == flow and c["server"] == kind and c["valid"])
             total = sum(1 for c in flows["cells"] if c["flow"] == flow and c["server"] == kind)
             rows.append([flow, kind, num(m.get("c32_rps")), num(m.get("c32_p99_ms"), ".2f"),
@@ -62,6 +64,7 @@ def flows_md(flows: dict[str, Any]) -> str:
               ("throughput_vs_ceiling", "c=32 req/s vs Hypercorn-trio ceiling"),
               ("p50_c1_minus_baseline_json_ms", "c=1 p50 minus SDK JSON's (ms)"),
               ("p99_c1_vs_baseline_json", "c=1 p99 vs SDK JSON"))
+    labels = tuple((k, label) for k, label in labels if all(k in summary[f]["ratios"] for f in FLOWS))
     ratio_rows = [[flow, *(ratio_cell(summary[flow]["ratios"][k], unit="ms" if k.endswith("_ms") else "x")
                            for k, _ in labels)] for flow in FLOWS]
     out += ("\n\nThe gateway against each other server, median of the per-round figures (each round's in "
