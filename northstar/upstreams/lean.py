@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,6 +184,16 @@ class LeanPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.aclose()
+
+
+def proxied(url: str) -> bool:
+    """Whether the environment sends ``url`` through a proxy (``HTTP(S)_PROXY``, ``NO_PROXY``), as
+    the SDK's HTTP client would: the lane connects directly, so it stays out of the way then."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 def call_body(request_id: str, tool: str, arguments: Mapping[str, Any]) -> bytes:

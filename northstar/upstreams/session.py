@@ -36,7 +36,16 @@ from northstar.common.errors import NorthstarError, UpstreamTimeout, UpstreamUna
 from northstar.upstreams import results
 from northstar.upstreams import secrets as secret_mod
 from northstar.upstreams.calls import ProgressRelay, check_pin, describe
-from northstar.upstreams.lean import LeanLost, LeanPool, LeanRefused, LeanSession, LeanTooLarge, call_body, reply_of
+from northstar.upstreams.lean import (
+    LeanLost,
+    LeanPool,
+    LeanRefused,
+    LeanSession,
+    LeanTooLarge,
+    call_body,
+    proxied,
+    reply_of,
+)
 from northstar.upstreams.messages import Call, CallReply, EventSink, ToolsChanged, ToolsReply
 from northstar.upstreams.pins import UpstreamTool, check_listing
 from northstar.upstreams.secrets import Redactor, render_all
@@ -177,8 +186,8 @@ class UpstreamSession:
 
     def _lean_pool(self, lean: LeanSession | None, init: Any) -> LeanPool | None:
         """The lean lane's pool for a Streamable HTTP upstream, on the session just opened."""
-        if lean is None or self.spec.url is None:
-            return None
+        if lean is None or self.spec.url is None or proxied(self.spec.url):
+            return None  # a proxy the environment names is the SDK's client's to use
         lean.protocol_version = str(init.protocol_version)
         return LeanPool(self.spec.url, render_all(self.spec.headers, self._secrets), lean,
                         max_idle=self.spec.max_concurrency, max_body=self.spec.max_result_bytes)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import hashlib
 
+import pytest
 import trio
 
 from northstar.common.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from northstar.upstreams.lean import proxied
 from tests.upstreams.kit import LOWLEVEL, SECRET, events, http_server, http_spec, ready, running_host, text_of
 
 
@@ -101,3 +103,14 @@ async def test_an_upstream_answering_sse_only_refuses_the_lane_and_gets_the_sdk_
         for text in ("one", "two"):
             assert text_of((await handle.call_inline("echo", {"text": text})).unwrap()) == text
         assert all(isinstance(i, int) for i in call_ids(await events(handle), "echo"))
+
+
+def test_the_lane_leaves_proxied_upstreams_to_the_sdk_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert not proxied("http://tools.internal.example/mcp")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert proxied("https://tools.internal.example/mcp") and not proxied("http://tools.internal.example/mcp")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert not proxied("https://tools.internal.example/mcp")
