@@ -197,8 +197,12 @@ def proxied(url: str) -> bool:
 
 
 def call_body(request_id: str, tool: str, arguments: Mapping[str, Any]) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-                         "params": {"name": tool, "arguments": arguments}})
+    message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+               "params": {"name": tool, "arguments": dict(arguments)}}
+    try:
+        return orjson.dumps(message)
+    except TypeError:  # what orjson refuses and JSON allows (integers past 64 bits)
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def reply_of(answer: LeanAnswer, request_id: str) -> dict[str, Any] | None:

@@ -16,7 +16,10 @@ connection that keeps sending garbage (more than ``MAX_GARBAGE`` unparsable mess
 the call's deadline; refused at once while the breaker is open), check the pin, take a
 slot of the upstream's ``max_concurrency``, send ``tools/call`` with the progress relay,
 and map every outcome to a result or a deliberate error. A caller that is cancelled or
-times out makes the SDK send ``notifications/cancelled`` upstream.
+times out makes the SDK send ``notifications/cancelled`` upstream. On a Streamable HTTP
+upstream that answers JSON, a call without a progress relay takes the lean lane
+(:mod:`.lean`: a pooled kept-alive HTTP/1.1 POST in the caller's task, the same checks and
+error mapping); everything else goes through the SDK's session.
 
 Everything that leaves this module as text is scrubbed of the upstream's secrets.
 """

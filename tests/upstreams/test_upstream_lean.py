@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+from types import MappingProxyType
 
 import pytest
 import trio
 
 from northstar.common.errors import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
-from northstar.upstreams.lean import proxied
+from northstar.upstreams.lean import call_body, proxied
 from tests.upstreams.kit import LOWLEVEL, SECRET, events, http_server, http_spec, ready, running_host, text_of
 
 
@@ -114,3 +116,9 @@ def test_the_lane_leaves_proxied_upstreams_to_the_sdk_client(monkeypatch: pytest
     assert proxied("https://tools.internal.example/mcp") and not proxied("http://tools.internal.example/mcp")
     monkeypatch.setenv("NO_PROXY", "internal.example")
     assert not proxied("https://tools.internal.example/mcp")
+
+
+def test_a_call_body_carries_any_json_arguments() -> None:
+    body = json.loads(call_body("northstar-1", "add", MappingProxyType({"a": 2**70, "b": "é"})))
+    assert body == {"jsonrpc": "2.0", "id": "northstar-1", "method": "tools/call",
+                    "params": {"name": "add", "arguments": {"a": 2**70, "b": "é"}}}
