@@ -3,6 +3,7 @@
     python -m bench                      # everything: 3 rounds, 8 s cells (~15 min)
     python -m bench --quick              # smoke run: 1 round, 3 s cells, 100 sessions
     python -m bench --only flows --only stdio   # some sections (others kept from latest.json)
+    python -m bench --only upstreams --no-contextforge   # federation: direct vs northstar (vs ContextForge)
     python -m bench --rounds 5 --duration 10 --sessions 1000 --stdio-runs 10
 
 Writes bench/results/latest.json (+ runs/<timestamp>.json), bench/results/latest.png and the
