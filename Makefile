@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA   ?= ./data
 
-.PHONY: run install test lint typecheck contracts unit real-client bench bench-replicas soak clean test-tools browser console-screenshots
+.PHONY: run install test lint typecheck contracts unit real-client bench bench-replicas bench-contextforge soak clean test-tools browser console-screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,13 +59,23 @@ real-client: $(STAMP)
 
 test: lint unit real-client
 
-bench: $(STAMP)
+bench: $(STAMP) bench-contextforge
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 
 # 1, 2, 3 replicas on PostgreSQL behind a balancer, and local vs Redis limits (docs/performance.md).
 bench-replicas: $(STAMP)
 	$(PY) -m bench.replicas $(BENCH_ARGS)
+# ContextForge (PyPI mcp-contextforge-gateway), the other gateway of the federation section, in a
+# venv of its own (its dependencies never meet northstar's). A network install, for the benchmark
+# only: the tests never use it. When it cannot be installed the section says "unavailable".
+CF_VENV := bench/.venvs/contextforge
+bench-contextforge:
+	@if [ ! -x $(CF_VENV)/bin/mcpgateway ]; then \
+	  echo "installing mcp-contextforge-gateway into $(CF_VENV)"; \
+	  $(PYTHON) -m venv $(CF_VENV) && $(CF_VENV)/bin/pip install --quiet mcp-contextforge-gateway \
+	  || echo "bench: could not install ContextForge; its rows will say unavailable"; \
+	fi
 
 soak: $(STAMP)
 	$(PY) -m bench.soak

@@ -3,6 +3,7 @@
     python -m bench                      # everything: 3 rounds, 8 s cells (~15 min)
     python -m bench --quick              # smoke run: 1 round, 3 s cells, 100 sessions
     python -m bench --only flows --only stdio   # some sections (others kept from latest.json)
+    python -m bench --only upstreams --no-contextforge   # federation: direct vs northstar (vs ContextForge)
     python -m bench --rounds 5 --duration 10 --sessions 1000 --stdio-runs 10
 
 Writes bench/results/latest.json (+ runs/<timestamp>.json), bench/results/latest.png and the
@@ -25,9 +26,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import audit_load, chart, drafts, flows, memory, procs, report, stdio, targets
+from bench import audit_load, chart, drafts, flows, memory, procs, report, stdio, targets, upstream
 
-SECTIONS = ("flows", "stdio", "memory", "drafts", "audit")
+SECTIONS = ("flows", "upstreams", "stdio", "memory", "drafts", "audit")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sessions", type=int, help="idle sessions for the memory measurement (default 1000)")
     ap.add_argument("--stdio-runs", type=int, help="timed spawns per stdio server (default 10)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    ap.add_argument("--no-contextforge", action="store_true",
+                    help="upstreams: leave ContextForge out (it runs when `make bench-contextforge` installed it)")
     ap.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the gateway (e.g. NORTHSTAR_FAST_PATH=false for an A/B run)")
     args = ap.parse_args(argv)
@@ -92,6 +95,7 @@ def section_runners(args: argparse.Namespace, work: Path) -> dict[str, Callable[
     opts = flows.FlowOptions(rounds=args.rounds, duration_s=args.duration, warmup_s=args.warmup)
     return {
         "flows": lambda: flows.run_matrix(opts, work),
+        "upstreams": lambda: upstream.run(work, opts, contextforge=not args.no_contextforge),
         "stdio": lambda: stdio.cold_start(work, args.stdio_runs),
         "memory": lambda: memory.idle_sessions(work, args.sessions),
         "drafts": lambda: drafts.draft_saves(work, args.duration, args.warmup),
@@ -133,7 +137,7 @@ def preflight(args: argparse.Namespace) -> bool:
     if procs.cores() < 2:
         print("bench: needs 2 cores (servers on core 0, load on core 1)", file=sys.stderr)
         return False
-    if ("flows" in args.sections or "drafts" in args.sections) and procs.ensure_wrk() is None:
+    if {"flows", "drafts", "upstreams"} & set(args.sections) and procs.ensure_wrk() is None:
         print("bench: wrk is required and could not be installed", file=sys.stderr)
         return False
     return True

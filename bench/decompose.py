@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             targets = {}
             for name, server in servers.items():
                 kind = "ceiling" if name == "ceiling" else "gateway"
-                prepared = protocol.prepare(client, args.flow, kind, server.url)
+                prepared = protocol.prepare(client, args.flow, kind, server.url, procs.auth_for(server))
                 protocol.precheck(client, server.url, prepared.request)
                 targets[name] = (f"{server.url}{prepared.request.path}",
                                  cell_script(prepared).write(workdir / f"{name}.lua"))

@@ -32,23 +32,23 @@ BODY = json.dumps({"expected_version": None, "spec": SPEC}, separators=(",", ":"
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
-def script(prefix: str) -> wrk.Script:
-    return wrk.Script("PUT", HEADERS, f"/v1/drafts/{prefix}-", BODY, unique_body=False, unique_path=True,
+def script(prefix: str, auth: dict[str, str]) -> wrk.Script:
+    return wrk.Script("PUT", {**HEADERS, **auth}, f"/v1/drafts/{prefix}-", BODY, unique_body=False, unique_path=True,
                       ok_status=(201,), body_pattern='"version":1')
 
 
-def precheck(client: httpx2.Client, base_url: str) -> None:
-    response = client.put(f"{base_url}/v1/drafts/check-1", content=BODY, headers=HEADERS)
+def precheck(client: httpx2.Client, base_url: str, auth: dict[str, str]) -> None:
+    response = client.put(f"{base_url}/v1/drafts/check-1", content=BODY, headers={**HEADERS, **auth})
     if response.status_code != 201 or response.json().get("version") != 1:
         raise CheckFailed(f"draft save refused\n{describe(response)}")
 
 
-def count_drafts(client: httpx2.Client, base_url: str, prefix: str) -> int:
+def count_drafts(client: httpx2.Client, base_url: str, prefix: str, auth: dict[str, str]) -> int:
     """Drafts whose id starts with ``prefix``, paging through ``GET /v1/drafts``."""
     count, after = 0, None
     while True:
         params = {"limit": "500", **({"after": after} if after else {})}
-        response = client.get(f"{base_url}/v1/drafts", params=params)
+        response = client.get(f"{base_url}/v1/drafts", params=params, headers=auth)
         if response.status_code != 200:
             raise CheckFailed(f"listing drafts failed\n{describe(response)}")
         page = response.json()
@@ -60,12 +60,13 @@ def count_drafts(client: httpx2.Client, base_url: str, prefix: str) -> int:
 
 def measure(server: procs.Server, workdir: Path, duration_s: float, warmup_s: float) -> dict[str, Any]:
     with procs.running(server), httpx2.Client(timeout=60) as client:
-        precheck(client, server.url)
-        warm = wrk.run(server.url + "/", script("w").write(workdir / "drafts-w.lua"),
+        auth = procs.auth_for(server)
+        precheck(client, server.url, auth)
+        warm = wrk.run(server.url + "/", script("w", auth).write(workdir / "drafts-w.lua"),
                        connections=CONCURRENCY, duration_s=warmup_s)
-        timed = wrk.run(server.url + "/", script("m").write(workdir / "drafts-m.lua"),
+        timed = wrk.run(server.url + "/", script("m", auth).write(workdir / "drafts-m.lua"),
                         connections=CONCURRENCY, duration_s=duration_s)
-        listed = count_drafts(client, server.url, "m-")
+        listed = count_drafts(client, server.url, "m-", auth)
     verified = timed.good <= listed <= timed.good + CONCURRENCY
     problems = [*(f"warm-up: {p}" for p in warm.problems), *timed.problems]
     if not verified:

@@ -65,7 +65,7 @@ def run_cell(client: httpx2.Client, server: procs.Server, flow: str, kind: str, 
     """One (server, flow) cell; an incorrect answer or a dead server makes it invalid, not fatal."""
     cell: dict[str, Any] = {"server": kind, "flow": flow, "valid": False, "error": None, "acked": 0}
     try:
-        prepared = protocol.prepare(client, flow, kind, server.url)
+        prepared = protocol.prepare(client, flow, kind, server.url, procs.auth_for(server))
         protocol.precheck(client, server.url, prepared.request)
         cell["acked"] = 1
     except (CheckFailed, httpx2.HTTPError) as exc:

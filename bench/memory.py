@@ -89,7 +89,9 @@ def measure_server(server: procs.Server, kind: str, sessions: int) -> dict[str, 
 
 def idle_sessions(workdir: Path, sessions: int, log: Any = print) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for kind, server in (("gateway", procs.gateway(workdir, name="gateway-mem")),
+    # Sessions spread over principals by header: the explicit headers mode (memory, not auth, is measured).
+    gateway = procs.gateway(workdir, name="gateway-mem", env={"NORTHSTAR_AUTH_MODE": "headers"})
+    for kind, server in (("gateway", gateway),
                          ("baseline", procs.baseline(workdir))):
         out[kind] = measure_server(server, kind, sessions)
         log(f"  {kind}: {out[kind]['kib_per_session']:.1f} KiB/session "

@@ -8,6 +8,7 @@ its temp directory (nothing to drain, nothing to block on) and is quoted when it
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -28,10 +29,9 @@ PY = sys.executable
 
 #: The gateway's per-principal rate limit (default 200/s) would cap a single-principal load at
 #: 200 calls/s; the limiter still runs on every call, it is only set high enough never to refuse.
-#: The load generators identify callers by header, as the benchmarks always have (comparable
-#: figures, no key lookup per request): the explicit headers mode, never the default.
+#: Authentication is the default deployment's: ``api_key`` mode, every request carrying a key
+#: minted by ``northstar keys create`` (:meth:`Gateway.caller_headers`).
 GATEWAY_ENV = {
-    "NORTHSTAR_AUTH_MODE": "headers",
     "NORTHSTAR_RATE_LIMIT_PER_PRINCIPAL_PER_S": "1000000000",
     "NORTHSTAR_RATE_LIMIT_BURST": "1000000000",
     "NORTHSTAR_LOG_LEVEL": "INFO",
@@ -131,6 +131,11 @@ class Server:
         except OSError:
             return "(no log)"
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system) the server process has used so far, from /proc/<pid>/stat."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         """Resident set size from /proc/<pid>/status, in KiB."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -139,14 +144,59 @@ class Server:
         raise ServerError(f"no VmRSS for {self.name}")
 
 
+class Gateway(Server):
+    """A northstar gateway; :meth:`caller_headers` is how the bench's load identifies itself."""
+
+    def __init__(self, name: str, cmd: Sequence[str], *, port: int, workdir: Path, data_dir: Path,
+                 store_url: str | None = None, env: dict[str, str] | None = None,
+                 core: int | None = SERVER_CORE) -> None:
+        super().__init__(name, cmd, port=port, workdir=workdir, env=env, core=core)
+        self.data_dir = data_dir
+        self.store_url = store_url
+        self._caller: dict[str, str] | None = None
+
+    @property
+    def headers_mode(self) -> bool:
+        return self._env.get("NORTHSTAR_AUTH_MODE") == "headers"
+
+    def mint_key(self, tenant: str = "bench", user: str = "bench", *, admin: bool = False) -> str:
+        """An API key minted on this gateway's store by the CLI, as an operator does."""
+        cmd = [PY, "-m", "northstar", "keys", "create", "--tenant", tenant, "--user", user,
+               "--data-dir", str(self.data_dir), *(["--admin"] if admin else []),
+               *(["--store-url", self.store_url] if self.store_url else [])]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=self._env)
+        if done.returncode != 0:
+            raise ServerError(f"northstar keys create failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        key: str = json.loads(done.stdout)["key"]
+        return key
+
+    def caller_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer <key>`` for one caller (minted once, after start); nothing in
+        the explicit headers mode (its default principal)."""
+        if self._caller is None:
+            self._caller = {} if self.headers_mode else {"Authorization": f"Bearer {self.mint_key()}"}
+        return dict(self._caller)
+
+    def admin_headers(self) -> dict[str, str]:
+        """The bootstrap admin key the gateway wrote to its data dir on first start."""
+        return {"Authorization": f"Bearer {(self.data_dir / 'admin.key').read_text('ascii').strip()}"}
+
+
 def gateway(workdir: Path, *, store_url: str | None = None, name: str = "gateway",
-            core: int | None = SERVER_CORE) -> Server:
+            core: int | None = SERVER_CORE, env: dict[str, str] | None = None) -> Gateway:
+    """A gateway with the bench's settings (:data:`GATEWAY_ENV`, then ``env``)."""
     port = free_port()
     data = workdir / f"{name}-data"
     cmd = [PY, "-m", "northstar", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)]
     if store_url:
         cmd += ["--store-url", store_url]
-    return Server(name, cmd, port=port, workdir=workdir, env=GATEWAY_ENV, core=core)
+    return Gateway(name, cmd, port=port, workdir=workdir, data_dir=data, store_url=store_url,
+                   env={**GATEWAY_ENV, **(env or {})}, core=core)
+
+
+def auth_for(server: Server) -> dict[str, str]:
+    """What a request to ``server`` must carry to be let in: a gateway's caller key, else nothing."""
+    return server.caller_headers() if isinstance(server, Gateway) else {}
 
 
 def baseline(workdir: Path, *, stateless: bool = False, json_response: bool = True,

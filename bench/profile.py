@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     with procs.workdir() as workdir:
         server = start(args.server, args.flow, workdir, args.gateway_env)
         with procs.running(server), httpx2.Client(timeout=30) as client:
-            prepared = protocol.prepare(client, args.flow, args.server, server.url)
+            prepared = protocol.prepare(client, args.flow, args.server, server.url, procs.auth_for(server))
             protocol.precheck(client, server.url, prepared.request)
             script = cell_script(prepared).write(workdir / "profile.lua")
             url = f"{server.url}{prepared.request.path}"

@@ -173,18 +173,27 @@ def open_session(client: httpx2.Client, base_url: str, extra: dict[str, str] | N
     return session_id
 
 
-def prepare(client: httpx2.Client, flow: str, kind: str, base_url: str) -> Prepared:
-    """The request to time for ``flow`` on a server of ``kind`` (gateway, baseline, ceiling)."""
+def prepare(client: httpx2.Client, flow: str, kind: str, base_url: str,
+            auth: dict[str, str] | None = None) -> Prepared:
+    """The request to time for ``flow`` on a server of ``kind`` (gateway, baseline, ceiling);
+    ``auth`` (the gateway's ``Authorization``) rides on every request, the handshake's too."""
+    auth = auth or {}
     if kind == "ceiling":
-        return Prepared(modern_request())
+        return with_headers(Prepared(modern_request()), auth)
     if flow == "modern-2026":
-        return Prepared(modern_request())
+        return with_headers(Prepared(modern_request()), auth)
     if flow == "stateless":
-        return Prepared(stateless_request("/mcp/stateless" if kind == "gateway" else "/mcp"))
+        return with_headers(Prepared(stateless_request("/mcp/stateless" if kind == "gateway" else "/mcp")), auth)
     if flow == "session-2025":
-        session_id = open_session(client, base_url)
-        return Prepared(session_request(session_id), session_id)
+        session_id = open_session(client, base_url, auth)
+        return with_headers(Prepared(session_request(session_id), session_id), auth)
     raise ValueError(f"unknown flow {flow!r}")
+
+
+def with_headers(prepared: Prepared, extra: dict[str, str]) -> Prepared:
+    req = prepared.request
+    prepared.request = CallRequest(req.path, {**req.headers, **extra}, req.params)
+    return prepared
 
 
 def precheck(client: httpx2.Client, base_url: str, request: CallRequest, request_id: int = 1) -> dict[str, Any]:

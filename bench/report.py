@@ -49,7 +49,9 @@ def flows_md(flows: dict[str, Any]) -> str:
     rows = []
     for flow in FLOWS:
         for kind in KINDS:
-            m = summary[flow]["medians"][kind]
+            m = summary[flow]["medians"].get(kind)
+            if m is None:  # a section carried over from a run with other servers
+                continue
             valid = sum(1 for c in flows["cells"] if c["flow"] == flow and c["server"] == kind and c["valid"])
             total = sum(1 for c in flows["cells"] if c["flow"] == flow and c["server"] == kind)
             rows.append([flow, kind, num(m.get("c32_rps")), num(m.get("c32_p99_ms"), ".2f"),
@@ -62,6 +64,7 @@ def flows_md(flows: dict[str, Any]) -> str:
               ("throughput_vs_ceiling", "c=32 req/s vs Hypercorn-trio ceiling"),
               ("p50_c1_minus_baseline_json_ms", "c=1 p50 minus SDK JSON's (ms)"),
               ("p99_c1_vs_baseline_json", "c=1 p99 vs SDK JSON"))
+    labels = tuple((k, label) for k, label in labels if all(k in summary[f]["ratios"] for f in FLOWS))
     ratio_rows = [[flow, *(ratio_cell(summary[flow]["ratios"][k], unit="ms" if k.endswith("_ms") else "x")
                            for k, _ in labels)] for flow in FLOWS]
     out += ("\n\nThe gateway against each other server, median of the per-round figures (each round's in "
@@ -74,6 +77,45 @@ def flows_md(flows: dict[str, Any]) -> str:
         out += (f"\n\nDurability: {dur.get('audit_records')} `echo.ping` audit records committed for "
                 f"{dur.get('acknowledged_calls')} calls the gateway acknowledged "
                 f"({'every acknowledged call audited' if dur.get('ok') else 'MISSING RECORDS'}).")
+    return out
+
+
+UPSTREAM_LABELS = (
+    ("northstar_p50_c1_minus_direct_ms", "northstar c=1 p50 minus direct's", "ms"),
+    ("northstar_throughput_c32_vs_direct", "northstar c=32 req/s vs direct", "x"),
+    ("northstar_throughput_c32_vs_contextforge", "northstar c=32 req/s vs ContextForge", "x"),
+    ("northstar_throughput_c1_vs_contextforge", "northstar c=1 req/s vs ContextForge", "x"),
+    ("contextforge_p50_c1_minus_direct_ms", "ContextForge c=1 p50 minus direct's", "ms"),
+)
+
+
+def upstreams_md(up: dict[str, Any]) -> str:
+    """The federation table: the upstream's tool called directly and through each gateway."""
+    from bench.upstream import KINDS as UPSTREAM_KINDS
+
+    medians, unavailable = up["summary"]["medians"], up.get("unavailable") or {}
+    rows = []
+    for kind in UPSTREAM_KINDS:
+        if kind in unavailable:
+            rows.append([kind, *(["-"] * 7), f"unavailable: {unavailable[kind]}"])
+            continue
+        cells = [c for c in up["cells"] if c["server"] == kind]
+        if not cells:
+            continue
+        m = medians[kind]
+        rows.append([kind, num(m.get("c1_rps")), num(m.get("c1_p50_ms"), ".2f"), num(m.get("c1_p99_ms"), ".2f"),
+                     num(m.get("c32_rps")), num(m.get("c32_p99_ms"), ".2f"), num(m.get("c1_gateway_cpu_us")),
+                     num(m.get("c1_upstream_cpu_us")), f"{sum(1 for c in cells if c['valid'])}/{len(cells)}"])
+    out = table(["path", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "c=32 req/s", "c=32 p99 ms",
+                 "gateway CPU us/call (c=1)", "upstream CPU us/call (c=1)", "valid rounds"], rows)
+    ratio_rows = [[label, ratio_cell(up["summary"]["ratios"][key], unit=unit)]
+                  for key, label, unit in UPSTREAM_LABELS if up["summary"]["ratios"][key]["median"] is not None]
+    out += ("\n\nComparisons, median of the per-round figures (each round's in brackets); each ratio's "
+            "baseline is named in its row:\n\n")
+    out += table(["comparison", "median (per round)"], ratio_rows)
+    bad = [c for c in up["cells"] if not c["valid"]]
+    out += "".join(f"\n- round {c['round']} {c['server']} INVALID: {(c.get('error') or '?').splitlines()[0][:300]}"
+                   for c in bad)
     return out
 
 
@@ -134,6 +176,10 @@ def render(results: dict[str, Any]) -> str:
     if flows := results.get("flows"):
         parts += ["### Tool calls (`tools/call` of `echo__ping`)", section_note(flows) + flows_md(flows)
                   + errors_md(flows), "![throughput and p99 latency](../bench/results/latest.png)"]
+    if up := results.get("upstreams"):
+        o = up.get("options", {})
+        parts += [f"### Upstreams (`tools/call` of an SDK JSON server's `echo`, northstar flow "
+                  f"`{o.get('northstar_flow', '?')}`)", section_note(up) + upstreams_md(up)]
     if stdio := results.get("stdio"):
         parts += ["### Stdio cold start", section_note(stdio) + stdio_md(stdio)]
     if memory := results.get("memory"):

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.runs):
                 for server in servers:
                     kind = "gateway" if server.name.startswith("gateway") else "baseline"
-                    prepared = protocol.prepare(http, args.flow, kind, server.url)
+                    prepared = protocol.prepare(http, args.flow, kind, server.url, procs.auth_for(server))
                     if args.load:
                         script = cell_script(prepared).write(workdir / f"{server.name}.lua")
                         wrk.run(f"{server.url}{prepared.request.path}", script, connections=32,

@@ -79,8 +79,37 @@ def other_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _upstream(results: dict[str, Any], name: str) -> float | None:
+    try:
+        value = results["upstreams"]["summary"]["ratios"][name]["median"]
+    except (KeyError, TypeError):
+        return None
+    return None if value is None else float(value)
+
+
+#: Federation: what northstar may add in front of an upstream, and how it must compare.
+UPSTREAM_P50_ADDED_MS = 1.0
+UPSTREAM_VS_DIRECT = 0.6
+UPSTREAM_VS_CONTEXTFORGE = 50.0
+
+
+def upstream_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    added = _upstream(results, "northstar_p50_c1_minus_direct_ms")
+    direct = _upstream(results, "northstar_throughput_c32_vs_direct")
+    cf = _upstream(results, "northstar_throughput_c32_vs_contextforge")
+    why = ((results.get("upstreams") or {}).get("unavailable") or {}).get("contextforge")
+    return [
+        row(f"upstreams: northstar adds <= {UPSTREAM_P50_ADDED_MS:g} ms to the direct call's c=1 p50",
+            fmt(added, " ms added"), None if added is None else added <= UPSTREAM_P50_ADDED_MS),
+        row(f"upstreams: northstar's c=32 throughput >= {UPSTREAM_VS_DIRECT:g}x the direct call's", fmt(direct),
+            None if direct is None else direct >= UPSTREAM_VS_DIRECT),
+        row(f"upstreams: northstar's c=32 throughput >= {UPSTREAM_VS_CONTEXTFORGE:g}x ContextForge's",
+            f"unavailable: {why}" if why else fmt(cf), None if cf is None else cf >= UPSTREAM_VS_CONTEXTFORGE),
+    ]
+
+
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return flow_targets(results) + other_targets(results)
+    return flow_targets(results) + upstream_targets(results) + other_targets(results)
 
 
 def verdict(passed: bool | None) -> str:

@@ -175,10 +175,11 @@ def problems_of(result: WrkResult) -> list[str]:
     return out
 
 
-def run(url: str, script: Path, *, connections: int, duration_s: float, threads: int = 1) -> WrkResult:
+def run(url: str, script: Path, *, connections: int, duration_s: float, threads: int = 1,
+        timeout: str = TIMEOUT) -> WrkResult:
     """One wrk run pinned to the load core; bounded by ``duration + 60 s``."""
     cmd = pinned(LOAD_CORE, ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--latency",
-                             f"--timeout={TIMEOUT}", "-s", str(script), url])
+                             f"--timeout={timeout}", "-s", str(script), url])
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False)
     except subprocess.TimeoutExpired:

@@ -53,6 +53,8 @@ def schema_problem(validator: Any, value: Any) -> str | None:
     from referencing.exceptions import Unresolvable
 
     try:
+        if validator.is_valid(value):  # the common case: no error to rank
+            return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     except Unresolvable:
         return "the output schema has a reference that does not resolve"

@@ -16,7 +16,10 @@ connection that keeps sending garbage (more than ``MAX_GARBAGE`` unparsable mess
 the call's deadline; refused at once while the breaker is open), check the pin, take a
 slot of the upstream's ``max_concurrency``, send ``tools/call`` with the progress relay,
 and map every outcome to a result or a deliberate error. A caller that is cancelled or
-times out makes the SDK send ``notifications/cancelled`` upstream.
+times out makes the SDK send ``notifications/cancelled`` upstream. On a Streamable HTTP
+upstream that answers JSON, a call without a progress relay takes the lean lane
+(:mod:`.lean`: a pooled kept-alive HTTP/1.1 POST in the caller's task, the same checks and
+error mapping); everything else goes through the SDK's session.
 
 Everything that leaves this module as text is scrubbed of the upstream's secrets.
 """
@@ -33,12 +36,23 @@ import anyio
 import trio
 
 from northstar.common.errors import NorthstarError, UpstreamTimeout, UpstreamUnavailable
+from northstar.common.telemetry import current_traceparent, in_span
 from northstar.upstreams import results
 from northstar.upstreams import secrets as secret_mod
 from northstar.upstreams.calls import ProgressRelay, check_pin, describe
+from northstar.upstreams.lean import (
+    LeanLost,
+    LeanPool,
+    LeanRefused,
+    LeanSession,
+    LeanTooLarge,
+    call_body,
+    proxied,
+    reply_of,
+)
 from northstar.upstreams.messages import Call, CallReply, EventSink, ToolsChanged, ToolsReply
 from northstar.upstreams.pins import UpstreamTool, check_listing
-from northstar.upstreams.secrets import Redactor
+from northstar.upstreams.secrets import Redactor, render_all
 from northstar.upstreams.spec import UpstreamSpec
 from northstar.upstreams.state import State, UpstreamState, UpstreamStatus
 from northstar.upstreams.transport import StderrPump, open_transport
@@ -49,6 +63,7 @@ MAX_GARBAGE = 20  # unparsable messages one connection may send before it is dro
 MAX_LIST_PAGES = 100
 STDERR_DRAIN_S = 1.0
 CLIENT_NAME = "northstar"
+CANCEL_NOTIFY_S = 2.0  # to tell the upstream a lean call was cancelled
 
 
 class UpstreamSession:
@@ -73,6 +88,8 @@ class UpstreamSession:
         self._listings = 0
         self._validators: dict[str, Any] = {}
         self._stderr: StderrPump | None = None
+        self._lean: tuple[Any, LeanPool] | None = None  # (the client it belongs to, the pool) while usable
+        self._lean_ids = 0
 
     # ------------------------------------------------------------------ the serving task
 
@@ -146,8 +163,9 @@ class UpstreamSession:
             self._stderr = StderrPump(self.name, self.redactor)
             nursery.start_soon(self._stderr.run)
             errlog = self._stderr.child_end
+        lean = LeanSession() if self.spec.transport == "streamable_http" else None
         with trio.CancelScope(deadline=trio.current_time() + self.spec.connect_timeout_s) as connecting:
-            async with open_transport(self.spec, self._secrets, errlog=errlog) as (read, write):
+            async with open_transport(self.spec, self._secrets, errlog=errlog, lean=lean) as (read, write):
                 if self._stderr is not None:
                     self._stderr.close_child_end()  # the child holds its own copy now
                 inbound, to_session = anyio.create_memory_object_stream[Any](0)
@@ -157,11 +175,26 @@ class UpstreamSession:
                     init = await client.initialize()
                     tools = await self._list(client)
                     connecting.deadline = math.inf
+                    pool = self._lean_pool(lean, init)
+                    self._lean = (client, pool) if pool is not None else None
                     self._ready(client, init, tools)
-                    reason = await self._serve(client)
+                    try:
+                        reason = await self._serve(client)
+                    finally:
+                        self._lean = None
+                        if pool is not None:
+                            await pool.aclose()
         if connecting.cancelled_caught:
             raise TimeoutError(f"connecting took longer than {self.spec.connect_timeout_s}s")
         return reason
+
+    def _lean_pool(self, lean: LeanSession | None, init: Any) -> LeanPool | None:
+        """The lean lane's pool for a Streamable HTTP upstream, on the session just opened."""
+        if lean is None or self.spec.url is None or proxied(self.spec.url):
+            return None  # a proxy the environment names is the SDK's client's to use
+        lean.protocol_version = str(init.protocol_version)
+        return LeanPool(self.spec.url, render_all(self.spec.headers, self._secrets), lean,
+                        max_idle=self.spec.max_concurrency, max_body=self.spec.max_result_bytes)
 
     def _ready(self, client: Any, init: Any, tools: dict[str, UpstreamTool]) -> None:
         info = init.server_info
@@ -203,6 +236,7 @@ class UpstreamSession:
         if self._end is None:
             self._end = reason
         self._client = None  # no new call may start on a connection that is ending
+        self._lean = None
         self._wake.set()
 
     async def _serve(self, client: Any) -> str:
@@ -344,11 +378,13 @@ class UpstreamSession:
             async with self._limiter:
                 started = True
                 try:
-                    result = await self._send(client, msg)
+                    wire = await self._send(client, msg)
                 except MCPError as exc:
                     return CallReply(None, self._mcp_error(client, msg.tool, exc))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                     raise self._call_lost(client, describe(exc, self.redactor)) from None
+                except NorthstarError:
+                    raise
                 except Exception as exc:  # an answer the SDK could not parse: the upstream's fault
                     return CallReply(None, results.upstream_error(
                         self.name, f"{msg.tool} answered with an invalid result ({type(exc).__name__})",
@@ -363,18 +399,80 @@ class UpstreamSession:
                                                    f"{timeout}s; it was cancelled", upstream=self.name,
                                                    tool=msg.tool, timeout_s=timeout))
         self.state.call_succeeded()
-        wire = result.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude_none=True)
         checked = results.check_result(self.name, msg.tool, wire, max_bytes=self.spec.max_result_bytes,
                                        validator=self._validator(tool), redactor=self.redactor)
         return CallReply(checked)
 
-    async def _send(self, client: Any, msg: Call) -> Any:
+    async def _send(self, client: Any, msg: Call) -> dict[str, Any]:
+        """The call's result as wire JSON: through the lean lane when it can, else the SDK's session."""
         import mcp_types as types
 
+        lean = self._lean
+        if lean is not None and lean[0] is client and msg.progress is None:
+            try:
+                return await self._send_lean(client, lean[1], msg)
+            except LeanRefused:
+                log.info("upstream refused the lean lane; calls take the SDK path", extra={"upstream": self.name})
+                self._lean = None
         relay = ProgressRelay(msg.progress, self.redactor) if msg.progress is not None else None
         params = types.CallToolRequestParams(name=msg.tool, arguments=dict(msg.arguments))
         request = types.CallToolRequest(params=params)
-        return await client.send_request(request, types.CallToolResult, progress_callback=relay)
+        result = await client.send_request(request, types.CallToolResult, progress_callback=relay)
+        wire: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude_none=True)
+        return wire
+
+    async def _send_lean(self, client: Any, pool: LeanPool, msg: Call) -> dict[str, Any]:
+        """One ``tools/call`` on the lean lane; errors as the SDK path maps them."""
+        self._lean_ids += 1
+        request_id = f"northstar-{self._lean_ids}"
+        try:
+            # A traced call carries its span's context, in _meta and as headers, as the SDK path does.
+            trace = current_traceparent() if in_span() else {}
+            answer = await pool.post(call_body(request_id, msg.tool, msg.arguments, trace), tuple(trace.items()))
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_NOTIFY_S):
+                await self._notify_cancelled(client, request_id)
+            raise
+        except LeanLost as exc:
+            raise self._call_lost(client, str(exc)) from None
+        except LeanTooLarge:
+            raise results.upstream_error(self.name, f"{msg.tool} answered more than the "
+                                         f"{self.spec.max_result_bytes} bytes allowed", self.redactor,
+                                         tool=msg.tool, limit=self.spec.max_result_bytes) from None
+        if answer.status in (406, 415):
+            raise LeanRefused(str(answer.status))
+        if answer.status == 404:
+            raise self._call_lost(client, "the upstream no longer knows the session (HTTP 404)")
+        if answer.content_type.startswith("text/event-stream"):
+            self._lean = None  # it answers SSE whatever is asked: the SDK reads that best
+        reply = reply_of(answer, request_id) if answer.status == 200 else None
+        if reply is None:
+            raise results.upstream_error(self.name, f"{msg.tool}: HTTP {answer.status} without a reply to the call",
+                                         self.redactor, tool=msg.tool)
+        if "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            raise results.upstream_error(self.name, str(error.get("message", "")), self.redactor, tool=msg.tool,
+                                         upstream_code=error.get("code"))
+        return self._wire_result(reply["result"])
+
+    @staticmethod
+    def _wire_result(raw: Any) -> dict[str, Any]:
+        """A result checked against the protocol's ``CallToolResult`` and written as the SDK path writes it."""
+        import mcp_types as types
+
+        result = types.CallToolResult.model_validate(raw)
+        wire: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude_none=True)
+        return wire
+
+    async def _notify_cancelled(self, client: Any, request_id: str) -> None:
+        import mcp_types as types
+
+        params = types.CancelledNotificationParams(request_id=request_id, reason="the caller cancelled the call")
+        try:
+            await client.send_notification(types.CancelledNotification(params=params))
+        except Exception as exc:  # the connection may be going: the upstream then cancels on its own
+            log.info("could not tell the upstream a call was cancelled",
+                     extra={"upstream": self.name, "error": type(exc).__name__})
 
     def _validator(self, tool: UpstreamTool | None) -> Any:
         if tool is None or tool.output_schema is None:

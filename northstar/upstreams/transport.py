@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 import trio
 
+from northstar.upstreams.lean import LeanSession
 from northstar.upstreams.secrets import Redactor, render_all
 from northstar.upstreams.spec import UpstreamSpec
 
@@ -59,9 +60,10 @@ def stdio_parameters(spec: UpstreamSpec, secrets: dict[str, str]) -> Any:
     )
 
 
-def open_transport(spec: UpstreamSpec, secrets: dict[str, str], *,
-                   errlog: TextIO | None = None) -> AbstractAsyncContextManager[Any]:
-    """The SDK transport for ``spec`` (enter it to get the read and write streams)."""
+def open_transport(spec: UpstreamSpec, secrets: dict[str, str], *, errlog: TextIO | None = None,
+                   lean: LeanSession | None = None) -> AbstractAsyncContextManager[Any]:
+    """The SDK transport for ``spec`` (enter it to get the read and write streams); a Streamable
+    HTTP transport records the session id the upstream assigns into ``lean``."""
     if spec.transport == "stdio":
         from mcp.client.stdio import stdio_client
 
@@ -73,18 +75,25 @@ def open_transport(spec: UpstreamSpec, secrets: dict[str, str], *,
 
         return sse_client(spec.url, headers=headers, timeout=spec.connect_timeout_s,
                           sse_read_timeout=SSE_READ_TIMEOUT_S)
-    return _streamable_http(spec, headers)
+    return _StreamableHttp(spec, headers, lean)
 
 
 class _StreamableHttp:
     """The httpx2 client and the SDK transport, entered and left together."""
 
-    def __init__(self, spec: UpstreamSpec, headers: dict[str, str]) -> None:
+    def __init__(self, spec: UpstreamSpec, headers: dict[str, str], lean: LeanSession | None = None) -> None:
         import httpx2
 
-        self._client = httpx2.AsyncClient(headers=headers, follow_redirects=False,
-                                          timeout=httpx2.Timeout(spec.connect_timeout_s, read=SSE_READ_TIMEOUT_S),
-                                          event_hooks={"request": [trace_header]})
+        async def note_session(response: Any) -> None:
+            if lean is not None and (session_id := response.headers.get("mcp-session-id")):
+                lean.session_id = session_id
+
+        # As many kept-alive connections as calls may be in flight: none is closed and reopened under load.
+        limits = httpx2.Limits(max_connections=spec.max_concurrency + 4,
+                               max_keepalive_connections=spec.max_concurrency + 4)
+        self._client = httpx2.AsyncClient(headers=headers, follow_redirects=False, limits=limits,
+                                          event_hooks={"request": [trace_header], "response": [note_session]},
+                                          timeout=httpx2.Timeout(spec.connect_timeout_s, read=SSE_READ_TIMEOUT_S))
         self._url = spec.url
         self._max_event = spec.max_result_bytes + 64 * 1024
         self._transport: AbstractAsyncContextManager[Any] | None = None

@@ -1,9 +1,12 @@
 """Smoke test of the benchmark suite (``python -m bench``) without timing anything.
 
-Starts the real gateway, the SDK baseline and the ceiling, prepares the ``session-2025`` flow
-(initialize + initialized, so both JSON and SSE framings are decoded) and runs the suite's
-correctness check against each; checks the generated wrk script's shape and the wrk output
-parser on a canned run. Catches a broken bench in CI in seconds, without wrk timing.
+Starts the real gateway (in its default ``api_key`` mode, called with a key minted by the CLI),
+the SDK baseline and the ceiling, prepares the ``session-2025`` flow (initialize +
+initialized, so both JSON and SSE framings are decoded) and runs the suite's correctness check
+against each; prepares the federation section's direct and governed upstream calls
+(``bench/upstream.py``; ContextForge never runs here); checks the generated wrk scripts' shape
+and the wrk output parser on a canned run. Catches a broken bench in CI in seconds, without
+wrk timing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from bench import procs, protocol, wrk
+from bench import procs, protocol, report, upstream, wrk
 from bench.flows import cell_script
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None,
@@ -60,17 +63,45 @@ def test_flow_preparation_and_checks_against_real_servers(tmp_path: Path) -> Non
                "ceiling": procs.ceiling(tmp_path, core=None)}
     with procs.running(*servers.values()), httpx2.Client(timeout=30) as client:
         for kind, server in servers.items():
-            prepared = protocol.prepare(client, "session-2025", kind, server.url)
+            prepared = protocol.prepare(client, "session-2025", kind, server.url, procs.auth_for(server))
             assert (prepared.session_id is None) == (kind == "ceiling")
             content = protocol.precheck(client, server.url, prepared.request)
             assert content["pong"] is True and content["message"] == "hi"
             lua = cell_script(prepared).render()
             assert "function response(" in lua and prepared.request.path in lua
+            assert ("Authorization" in lua) == (kind == "gateway")  # every timed request carries the key
+        gateway = servers["gateway"]
+        anonymous = protocol.stateless_request("/mcp/stateless")
+        refused = client.post(f"{gateway.url}{anonymous.path}", content=anonymous.body(1), headers=anonymous.headers)
+        assert refused.status_code == 401  # the default deployment: no key, no call
         # the stateless and 2026-07-28 requests are answered correctly by the gateway too
         for flow in ("stateless", "modern-2026"):
-            prepared = protocol.prepare(client, flow, "gateway", servers["gateway"].url)
+            prepared = protocol.prepare(client, flow, "gateway", gateway.url, gateway.caller_headers())
             protocol.precheck(client, servers["gateway"].url, prepared.request, request_id=5)
         with pytest.raises(protocol.CheckFailed, match=r"isError|no result|HTTP"):
             wrong = protocol.CallRequest("/mcp/stateless", protocol.base_headers(protocol.HANDSHAKE),
                                          {"name": "echo__nope", "arguments": {}})
             protocol.precheck(client, servers["gateway"].url, wrong)
+
+
+def test_upstream_section_prepares_the_direct_and_the_governed_call(tmp_path: Path) -> None:
+    upstream_server = upstream.upstream_server(tmp_path, core=None)
+    gateway = procs.gateway(tmp_path, name="northstar", core=None)
+    with procs.running(upstream_server, gateway), httpx2.Client(timeout=60) as client:
+        direct = upstream.direct_target(client, upstream_server)
+        assert protocol.precheck(client, upstream_server.url, direct.request)["pong"] is True
+        governed = upstream.northstar_target(client, gateway, upstream_server, "stateless")
+        assert governed.request.params["name"] == upstream.NORTHSTAR_TOOL
+        assert protocol.precheck(client, gateway.url, governed.request, request_id=9)["message"] == "hi"
+        assert "Authorization" in cell_script(governed).render()
+        assert gateway.cpu_s() > 0
+    cells = [{"server": kind, "round": 1, "valid": True, "error": None,
+              "c1": {"rps": 100.0, "p50_ms": p50, "p99_ms": 2.0, "cpu_us_per_call": {"gateway": 900}},
+              "c32": {"rps": rps, "p50_ms": 5.0, "p99_ms": 9.0, "cpu_us_per_call": {"gateway": 800}}}
+             for kind, p50, rps in (("direct", 0.7, 1500.0), ("northstar", 1.5, 1000.0))]
+    summary = upstream.summarize(cells)
+    assert summary["ratios"]["northstar_p50_c1_minus_direct_ms"]["median"] == pytest.approx(0.8)
+    assert summary["ratios"]["northstar_throughput_c32_vs_direct"]["median"] == pytest.approx(1000 / 1500)
+    section = {"cells": cells, "summary": summary, "unavailable": {"contextforge": "not installed"}}
+    text = report.upstreams_md(section)
+    assert "unavailable: not installed" in text and "northstar c=32 req/s vs direct" in text

@@ -2,6 +2,7 @@
 
     python lowlevel.py stdio
     python lowlevel.py http [PORT] # prints the bound port on its first stdout line
+    python lowlevel.py http-json [PORT]  # the same, answering JSON (json_response=True)
 
 Tools cover what federation must handle: read-only, write, destructive, slow (progress,
 cancellation), failing (``isError`` and JSON-RPC errors), rich results (image, embedded
@@ -105,7 +106,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     name = params.name
     if name == "events":
         return types.CallToolResult(content=text(json.dumps(STATE["events"])))
-    record({"event": "call", "tool": name})
+    record({"event": "call", "tool": name, "requestId": ctx.request_id})
     if name == "echo":
         return types.CallToolResult(content=text(str(args.get("text", ""))))
     if name == "add":
@@ -172,11 +173,11 @@ async def serve_stdio() -> None:
         await server.run(read, write, options)
 
 
-def serve_http(port: int = 0) -> None:
+def serve_http(port: int = 0, json_response: bool = False) -> None:
     import uvicorn
 
     server = build()
-    app = server.streamable_http_app(host="127.0.0.1")
+    app = server.streamable_http_app(host="127.0.0.1", json_response=json_response)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -186,7 +187,7 @@ def serve_http(port: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["http"]:
-        serve_http(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    if sys.argv[1:2] in (["http"], ["http-json"]):
+        serve_http(int(sys.argv[2]) if len(sys.argv) > 2 else 0, json_response=sys.argv[1] == "http-json")
     else:
         anyio.run(serve_stdio)
