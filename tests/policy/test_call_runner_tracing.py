@@ -56,6 +56,9 @@ async def test_the_upstream_span_is_the_parent_the_upstream_receives() -> None:
             def sandbox_port(self, name: str) -> Any:
                 return None
 
+            def shared_drift(self, name: str, tool: str, pin: str) -> Any:
+                return None  # no replica saw a change
+
         listed = handle.session.state.tools["header_hash"]
         op = upstream_operation("remote", listed.definition, listed.pin, Directory())  # type: ignore[arg-type]
         scope = Scope("remote_read", "reads", (op,))
