@@ -89,10 +89,35 @@ def state_at(record: dict[str, Any], now: float) -> str:
 
 
 def public_view(record: dict[str, Any], now: float) -> dict[str, Any]:
-    """The record as the API shows it (its state as of now, no internal timestamps)."""
-    out = {k: v for k, v in record.items() if k not in ("created_ts", "expires_ts")}
+    """The record as the API shows it (its state as of now, no internal timestamps, and of a
+    kept outcome only that there is one: an approver decides on arguments, not on outputs)."""
+    out = {k: v for k, v in record.items() if k not in ("created_ts", "expires_ts", "result")}
     out["state"] = state_at(record, now)
+    out["result_kept"] = record.get("result") is not None
     return out
+
+
+#: A consumed approval keeps its call's outcome up to this size (canonical JSON), so a caller
+#: that went away while it ran gets it by re-issuing the same call, until the approval's expiry.
+MAX_KEPT_RESULT_BYTES = 256 * 1024
+
+
+def kept_outcome(ok: bool, output: Any, mcp: Any, upstream: Any, audit_seq: int | None) -> dict[str, Any] | None:
+    """What a consumed approval keeps of its call's outcome: a result (a tool's output, or an
+    upstream's own result, ``isError`` included), never a gateway error; None when too large."""
+    if not ok and mcp is None:
+        return None
+    kept = {"ok": ok, "output": output, "mcp": mcp, "upstream": upstream, "audit_seq": audit_seq}
+    try:
+        size = len(canonical_json(kept).encode("utf-8"))
+    except (TypeError, ValueError):
+        return None
+    return kept if size <= MAX_KEPT_RESULT_BYTES else None
+
+
+def redeliverable(record: dict[str, Any], now: float) -> bool:
+    """A consumed approval whose kept outcome a re-issue of the same call gets (until its expiry)."""
+    return record["state"] == "consumed" and record.get("result") is not None and now < float(record["expires_ts"])
 
 
 def outcome_error(record: dict[str, Any], state: str) -> E.NorthstarError:

@@ -12,12 +12,15 @@ an approved call is consumed (run) exactly once.
   bounded by its expiry, relaying progress; it returns the approved ticket or the error.
 * :meth:`ApprovalDesk.decide` is an approver's approve / reject: a principal granted the
   scope's approver firearm in the caller's tenant, never the caller.
-* :meth:`ApprovalDesk.consume` marks the approval used, just before the call runs.
+* :meth:`ApprovalDesk.consume` marks the approval used, just before the call runs;
+  :meth:`ApprovalDesk.keep_result` then keeps the call's outcome in it, so a caller that went
+  away while its call ran gets that outcome by re-issuing the same call (until the approval's
+  expiry; audited ``redeliver``): the call is never run twice for one approval.
 
 A waiting call learns of a decision made in this process at once (an event per approval) and of
 one made on another replica within ``poll_s``. Every step is audited: the held call's
 ``decision: pending`` record, then ``event: approval`` records (``approve``, ``reject``,
-``expire``, ``consume``).
+``expire``, ``consume``, ``redeliver``).
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ class ApprovalDesk:
         """Open or find the approval of ``held``; the approved ticket, or the call's answer."""
         ctx = held.call.ctx
         data, version, seq = await self.open(held)
+        if C.redeliverable(data, self.clock()):
+            return await self.redeliver(ctx, data, held)
         state = C.state_at(data, self.clock())
         room = self._waiting.get(ctx.principal, 0) < MAX_WAITING_PER_PRINCIPAL
         if state == "pending" and held.call.wait_approval and room:
@@ -119,6 +124,29 @@ class ApprovalDesk:
         err = (E.ApprovalPending(approval_id=data["id"], expires_at=data["expires_at"]) if state == "pending"
                else C.outcome_error(data, state))
         return CallResult(ok=False, error=err, audit_seq=seq, trace=held.trace, target=held.target)
+
+    async def redeliver(self, ctx: RequestContext, data: dict[str, Any], held: Held) -> CallResult:
+        """The kept outcome of the same call, approved and run already (its caller went away)."""
+        kept = data["result"]
+        await self._audit(ctx, "redeliver", data, audit_seq=kept.get("audit_seq"))
+        return CallResult(ok=bool(kept["ok"]), output=kept.get("output"), mcp=kept.get("mcp"),
+                          upstream=kept.get("upstream"), audit_seq=kept.get("audit_seq"), trace=held.trace,
+                          target=held.target)
+
+    async def keep_result(self, ctx: RequestContext, ticket: C.ApprovalTicket, result: CallResult) -> None:
+        """Keep the outcome of the call ``ticket`` approved, for a re-issue by a caller that went
+        away while it ran. Best effort: the call's own answer never waits on or fails for it."""
+        kept = C.kept_outcome(result.ok, result.output, result.mcp, result.upstream, result.audit_seq)
+        if kept is None:
+            return
+        try:
+            data, version = await self._load(ticket.approval_id)
+            if data["state"] != "consumed" or data["principal"] != ctx.principal or data.get("result") is not None:
+                return
+            await self._save({**data, "result": kept}, version, ctx.principal)
+        except E.NorthstarError as err:
+            log.warning("a held call's outcome was not kept for a re-issue",
+                        extra={"approval_id": ticket.approval_id, "code": err.code})
 
     def waiting(self) -> dict[str, int]:
         """Held calls waiting in this process, per principal."""
@@ -138,9 +166,11 @@ class ApprovalDesk:
         found = await self.store.list(GLOBAL_TENANT, kinds.APPROVALS, prefix=prefix, limit=PAGE)
         now = self.clock()
         live = [(C.state_at(r.data, now), r) for r in found if r.data is not None]
-        for wanted in ("approved", "pending"):
+        for wanted in ("approved", "kept", "pending"):
             for state, rec in live:
-                if state == wanted and rec.data["args_hash"] == held.args_hash:
+                if rec.data["args_hash"] != held.args_hash:
+                    continue
+                if state == wanted or (wanted == "kept" and C.redeliverable(rec.data, now)):
                     return dict(rec.data), int(rec.version), None
         data = C.new_record(approval_id=C.new_id(prefix), ctx=ctx, target=held.target, approver=held.approver,
                             arguments=held.arguments, digest=held.args_hash, now=now, ttl_s=self.ttl_s)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 from collections.abc import Iterator
 from typing import Any
 
@@ -154,6 +155,44 @@ async def test_disconnected_caller_reissues_and_is_matched(gw: GatewayProcess, k
     assert not result.is_error and result.structured_content["message"] == message
     seen = httpx2.get(f"{gw.url}/v1/approvals/{approval['id']}", headers=identity(TENANT, user)).json()
     assert seen["state"] == "consumed"
+
+
+async def test_a_call_that_ran_after_its_caller_left_answers_the_reissue(gw: GatewayProcess) -> None:
+    """With a progress token the session's wait outlives the connection: approved meanwhile, the
+    call runs there, and the caller, back with a new client, gets that run's outcome (no new approval)."""
+    user, message = caller(), "ran-while-away"
+
+    async def on_progress(value: float, total: float | None, text: str | None) -> None:
+        pass
+
+    with trio.CancelScope() as gone:
+        async with (mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client,
+                    trio.open_nursery() as nursery):
+            nursery.start_soon(partial(client.call_tool, TOOL, {"message": message}, progress_callback=on_progress))
+            approval = await pending_of(gw.url, user, message)
+            gone.cancel()
+    assert decide(gw.url, approval["id"], "approve", APPROVER).status_code == 200
+
+    def view() -> dict[str, Any]:
+        resp = httpx2.get(f"{gw.url}/v1/approvals/{approval['id']}", headers=identity(TENANT, user))
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    with trio.fail_after(WAIT_S):  # the session's wait wakes, the call runs and its outcome is kept
+        while not (seen := await trio.to_thread.run_sync(view))["result_kept"]:
+            await trio.sleep(0.05)
+    assert seen["state"] == "consumed" and "result" not in seen  # kept, never shown
+    for _ in range(2):  # as often as it is re-issued, until the approval expires: the same run
+        async with mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client:
+            result = await client.call_tool(TOOL, {"message": message})
+        assert not result.is_error and result.structured_content["message"] == message
+    assert [a["id"] for a in inbox(gw.url, APPROVER) if a["user"] == user] == [approval["id"]]  # no new one
+    export = httpx2.get(f"{gw.url}/v1/audit/export", headers=gw.admin_headers)
+    records = [json.loads(line)["record"] for line in export.text.splitlines()]
+    steps = [r.get("action") for r in records if r.get("approval_id") == approval["id"] and r.get("event") == "approval"]
+    assert steps == ["approve", "consume", "redeliver", "redeliver"]
+    runs = [r for r in records if r.get("event") == "outcome" and r.get("user") == user]
+    assert len(runs) == 1  # the tool ran once
 
 
 async def test_waiting_caller_hears_progress(gw: GatewayProcess) -> None:

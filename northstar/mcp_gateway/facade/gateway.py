@@ -107,7 +107,9 @@ class Gateway:
             return ticket
         # Decided again: the firearm, the limits and the arguments' hash are checked at run time.
         again = await self.decide(replace(decision.call, approval=ticket))
-        return await self.runner.run(again)
+        result = await self.runner.run(again)
+        await self.approvals.keep_result(decision.call.ctx, ticket, result)
+        return result
 
     async def call_at_door(self, ctx: RequestContext, name: str, arguments: dict[str, Any] | None,
                            carrier: Mapping[str, Any] | None, **options: Any) -> CallResult:
