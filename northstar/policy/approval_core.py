@@ -98,7 +98,7 @@ def public_view(record: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 #: A consumed approval keeps its call's outcome up to this size (canonical JSON), so a caller
-#: that went away while it ran gets it by re-issuing the same call, until the approval's expiry.
+#: that went away while it ran gets it, once, by re-issuing the same call before the approval's expiry.
 MAX_KEPT_RESULT_BYTES = 256 * 1024
 
 

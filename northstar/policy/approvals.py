@@ -13,9 +13,10 @@ an approved call is consumed (run) exactly once.
 * :meth:`ApprovalDesk.decide` is an approver's approve / reject: a principal granted the
   scope's approver firearm in the caller's tenant, never the caller.
 * :meth:`ApprovalDesk.consume` marks the approval used, just before the call runs;
-  :meth:`ApprovalDesk.keep_result` then keeps the call's outcome in it, so a caller that went
-  away while its call ran gets that outcome by re-issuing the same call (until the approval's
-  expiry; audited ``redeliver``): the call is never run twice for one approval.
+  :meth:`ApprovalDesk.keep_result` then keeps the call's outcome in it where the wait outlives
+  the caller's connection (the Streamable HTTP session), so a caller that went away while its
+  call ran gets that outcome, once, by re-issuing the same call before the approval's expiry
+  (audited ``redeliver``): the call is never run twice for one approval.
 
 A waiting call learns of a decision made in this process at once (an event per approval) and of
 one made on another replica within ``poll_s``. Every step is audited: the held call's
@@ -106,7 +107,10 @@ class ApprovalDesk:
         ctx = held.call.ctx
         data, version, seq = await self.open(held)
         if C.redeliverable(data, self.clock()):
-            return await self.redeliver(ctx, data, held)
+            redelivered = await self.redeliver(ctx, data, version, held)
+            if redelivered is not None:
+                return redelivered
+            data, version, seq = await self.open(held)  # taken meanwhile by another re-issue
         state = C.state_at(data, self.clock())
         room = self._waiting.get(ctx.principal, 0) < MAX_WAITING_PER_PRINCIPAL
         if state == "pending" and held.call.wait_approval and room:
@@ -125,9 +129,15 @@ class ApprovalDesk:
                else C.outcome_error(data, state))
         return CallResult(ok=False, error=err, audit_seq=seq, trace=held.trace, target=held.target)
 
-    async def redeliver(self, ctx: RequestContext, data: dict[str, Any], held: Held) -> CallResult:
-        """The kept outcome of the same call, approved and run already (its caller went away)."""
+    async def redeliver(self, ctx: RequestContext, data: dict[str, Any], version: int,
+                        held: Held) -> CallResult | None:
+        """The kept outcome of the same call, approved and run already while its caller was gone;
+        given once (None: another re-issue took it first)."""
         kept = data["result"]
+        try:
+            await self._save({**data, "result": None, "redelivered_at": C.iso(self.clock())}, version, ctx.principal)
+        except E.ApprovalState:
+            return None
         await self._audit(ctx, "redeliver", data, audit_seq=kept.get("audit_seq"))
         return CallResult(ok=bool(kept["ok"]), output=kept.get("output"), mcp=kept.get("mcp"),
                           upstream=kept.get("upstream"), audit_seq=kept.get("audit_seq"), trace=held.trace,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -182,16 +182,20 @@ async def test_a_call_that_ran_after_its_caller_left_answers_the_reissue(gw: Gat
         while not (seen := await trio.to_thread.run_sync(view))["result_kept"]:
             await trio.sleep(0.05)
     assert seen["state"] == "consumed" and "result" not in seen  # kept, never shown
-    for _ in range(2):  # as often as it is re-issued, until the approval expires: the same run
-        async with mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client:
-            result = await client.call_tool(TOOL, {"message": message})
-        assert not result.is_error and result.structured_content["message"] == message
+    async with mcp_client("streamable-2025", gw.url, gw.data_dir, TENANT, user) as client:
+        result = await client.call_tool(TOOL, {"message": message})  # the re-issue: that run's outcome
+    assert not result.is_error and result.structured_content["message"] == message
     assert [a["id"] for a in inbox(gw.url, APPROVER) if a["user"] == user] == [approval["id"]]  # no new one
+    again = httpx2.post(f"{gw.url}/v1/tools/{TOOL.replace('__', '.')}/call", headers=identity(TENANT, user),
+                        json={"arguments": {"message": message}})
+    assert again.status_code == 409  # given once: the same call again is a new call, held anew
+    assert again.json()["error"]["details"]["approval_id"] != approval["id"]
     export = httpx2.get(f"{gw.url}/v1/audit/export", headers=gw.admin_headers)
     records = [json.loads(line)["record"] for line in export.text.splitlines()]
-    steps = [r.get("action") for r in records if r.get("approval_id") == approval["id"] and r.get("event") == "approval"]
-    assert steps == ["approve", "consume", "redeliver", "redeliver"]
-    runs = [r for r in records if r.get("event") == "outcome" and r.get("user") == user]
+    steps = [r.get("action") for r in records
+             if r.get("approval_id") == approval["id"] and r.get("event") == "approval"]
+    assert steps == ["approve", "consume", "redeliver"]
+    runs = [r for r in records if r.get("outcome") == "ok" and r.get("user") == user]  # (or combined decision)
     assert len(runs) == 1  # the tool ran once
 
 

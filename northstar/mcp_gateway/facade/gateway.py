@@ -18,7 +18,7 @@ import trio
 
 import actors
 from northstar.common import errors as E
-from northstar.common.identity import RequestContext
+from northstar.common.identity import RequestContext, Transport
 from northstar.common.limits import check_timeout
 from northstar.common.telemetry import Tracing, call_attributes, in_span, recorded, result_attributes
 from northstar.mcp_gateway import schema_gen
@@ -108,7 +108,8 @@ class Gateway:
         # Decided again: the firearm, the limits and the arguments' hash are checked at run time.
         again = await self.decide(replace(decision.call, approval=ticket))
         result = await self.runner.run(again)
-        await self.approvals.keep_result(decision.call.ctx, ticket, result)
+        if outlives_its_caller(decision.call):
+            await self.approvals.keep_result(decision.call.ctx, ticket, result)
         return result
 
     async def call_at_door(self, ctx: RequestContext, name: str, arguments: dict[str, Any] | None,
@@ -161,3 +162,10 @@ class Gateway:
         return schema_gen.mcp_tools(
             self.catalog.tools(), self.firearms.bindings(), granted=granted, unauthorized=self.unauthorized_tools
         )
+
+
+def outlives_its_caller(call: CallTool) -> bool:
+    """Whether a held call's wait goes on after its caller's connection closed: the Streamable
+    HTTP session's (the SDK's session path, docs/approvals.md). Approved then, the call runs with
+    nobody to answer, so its outcome is kept for the caller's re-issue."""
+    return call.wait_approval and call.abandon is None and call.ctx.transport is Transport.STREAMABLE_HTTP

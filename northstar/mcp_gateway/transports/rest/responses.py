@@ -294,10 +294,10 @@ class Approval(_Out):
     decided_at: str | None = None
     reason: str | None = None
     consumed_at: str | None = None
-    result_kept: bool = Field(False, description="the call ran and its outcome is kept: re-issuing the same call "
-                                                 "(same caller, tool and arguments) before expires_at returns it "
-                                                 "without running the call again (the outcome itself is never shown "
-                                                 "here)")
+    result_kept: bool = Field(False, description="the call ran while its caller was gone and its outcome is kept: "
+                                                 "the first re-issue of the same call (same caller, tool and "
+                                                 "arguments) before expires_at gets it without running the call "
+                                                 "again (the outcome itself is never shown here)")
 
 
 class DecidedApproval(Approval):
