@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +73,21 @@ def commit_label() -> str:
     return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
 
 
+def installed(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"  # uvloop / httptools: the baselines then run on asyncio and h11
+
+
 def meta(args: argparse.Namespace) -> dict[str, Any]:
-    packages = ("mcp", "hypercorn", "uvicorn", "trio")
+    packages = ("mcp", "hypercorn", "uvicorn", "uvloop", "httptools", "trio")
     return {
         "mode": "quick" if args.quick else "full", "rounds": args.rounds, "duration_s": args.duration,
         "warmup_s": args.warmup, "sessions": args.sessions, "stdio_runs": args.stdio_runs,
         "sections": list(args.sections), "commit": commit_label(), "cores": os.cpu_count(),
         "python": platform.python_version(), "wrk": procs.wrk_version(),
-        "versions": ", ".join(f"{p} {version(p)}" for p in packages),
+        "versions": ", ".join(f"{p} {installed(p)}" for p in packages),
         "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg_at_start": loadavg(),
         "sqlite_commit_ms": round(procs.commit_latency_ms(), 2),
     }

@@ -36,9 +36,25 @@ from typing import Any
 from bench import procs, wrk
 
 PG_URL = os.environ.get("NORTHSTAR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-HEADERS = {"Content-Type": "application/json", "X-Tenant-Id": "bench", "X-User-Id": "replicas"}
-SCRIPT = wrk.Script("POST", HEADERS, "/v1/tools/echo.ping/call", '{"arguments":{"message":"m', '"}}',
-                    body_pattern='"audit_seq"')
+HEADERS = {"Content-Type": "application/json"}
+
+
+def call_script(key: str) -> wrk.Script:
+    """The governed call wrk makes, as one caller with an API key (the default identity mode)."""
+    return wrk.Script("POST", {**HEADERS, "Authorization": f"Bearer {key}"}, "/v1/tools/echo.ping/call",
+                      '{"arguments":{"message":"m', '"}}', body_pattern='"audit_seq"')
+
+
+def mint_key(env: dict[str, str], data_dir: Path) -> str:
+    """An API key on the replicas' shared store, minted by the CLI as an operator does."""
+    cmd = [procs.PY, "-m", "northstar", "keys", "create", "--tenant", "bench", "--user", "replicas",
+           "--data-dir", str(data_dir)]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NORTHSTAR_")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env={**base, **env})
+    if done.returncode != 0:
+        raise SystemExit(f"northstar keys create failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    key: str = json.loads(done.stdout)["key"]
+    return key
 RESULTS = Path(__file__).parent / "results" / "replicas.json"
 
 
@@ -85,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         local = replica(work, "local", {**env, "NORTHSTAR_LIMITS_BACKEND": "local"})
         stack.enter_context(procs.running(*others, local))
         replicas = [first, *others]
-        script = SCRIPT.write(work / "call.lua")
+        script = call_script(mint_key(env, work / "r0")).write(work / "call.lua")
         for rnd in range(args.rounds):
             for n in (1, 2, 3):
                 lb, kind = balancer(work, replicas[:n])
