@@ -12,13 +12,13 @@ clock (``TIME``), so the replicas' clocks do not matter:
   slot scored by its expiry. A replica killed mid-call never gives its slots back; its leases
   expire (``lease_s``: the longest a call may run, plus a margin), so nothing leaks for ever.
 
-The client is redis-py's synchronous one, run in worker threads (``trio.to_thread``), with a
-bounded pool and short socket timeouts. A call costs one round trip to be admitted; the slots
-calls give back are queued and released in batches by :meth:`RedisLimits.run_releaser` (a
-contained child of the tree, ``limits.releaser``), one round trip for all released meanwhile.
-Measured here: about 215 us a round trip that way,
-against about 290 us through trio-asyncio with ``redis.asyncio`` (whose pool also refuses
-callers beyond its size instead of queueing them).
+The client is :mod:`northstar.policy.resp`: RESP2 on trio over a bounded pool of connections,
+in the caller's task, with a timeout on every exchange. A call costs one round trip to be
+admitted; the slots calls give back are queued and released in batches by
+:meth:`RedisLimits.run_releaser` (a contained child of the tree, ``limits.releaser``), one round
+trip for all released meanwhile. redis-py was tried first: its synchronous client in worker
+threads cost about 215 us a round trip and, under load, each call's wait for the GIL behind the
+event loop halved a replica's throughput; ``redis.asyncio`` through trio-asyncio cost 290 us.
 
 When Redis cannot be reached: ``limits_fail = "open"`` degrades to the per-process limits,
 ``"closed"`` refuses calls with 503 ``limits_unavailable``. Either way ``/health`` says so (the
@@ -37,6 +37,7 @@ from typing import Any, Literal
 import trio
 
 from northstar.common import errors as E
+from northstar.policy.resp import RedisClient, Script
 
 log = logging.getLogger("northstar.policy.limits")
 
@@ -121,16 +122,15 @@ class RedisLimits(SharedLimits):
 
     backend = "redis"
 
-    def __init__(self, client: Any, *, fail: FailMode = "open", prefix: str = "northstar", lease_s: float = 150.0,
-                 retry_s: float = 1.0, threads: int = 16) -> None:
+    def __init__(self, client: RedisClient, *, fail: FailMode = "open", prefix: str = "northstar",
+                 lease_s: float = 150.0, retry_s: float = 1.0) -> None:
         self.client = client
         self.fail = fail
         self.prefix = prefix
         self.lease_us = int(lease_s * 1_000_000)
         self.retry_s = retry_s
-        self._limiter = trio.CapacityLimiter(threads)
-        self._admit = client.register_script(ADMIT)
-        self._slot = client.register_script(SLOT)
+        self._admit = Script(client, ADMIT)
+        self._slot = Script(client, SLOT)
         self._reachable = True
         self._retry_at = -math.inf
         # Slots given back are queued and released in batches by run_releaser (one round trip for
@@ -141,11 +141,8 @@ class RedisLimits(SharedLimits):
     @classmethod
     def connect(cls, url: str, *, fail: FailMode, prefix: str, lease_s: float, timeout_s: float = 0.5,
                 pool_size: int = 16) -> RedisLimits:
-        import redis
-
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout_s,
-                                                     socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        return cls(redis.Redis(connection_pool=pool), fail=fail, prefix=prefix, lease_s=lease_s, threads=pool_size)
+        return cls(RedisClient(url, timeout_s=timeout_s, max_connections=pool_size), fail=fail, prefix=prefix,
+                   lease_s=lease_s)
 
     # -- state ------------------------------------------------------------------------------------
     def health(self) -> str:
@@ -168,9 +165,6 @@ class RedisLimits(SharedLimits):
             self._reachable = True
             log.warning("shared limits available again")
 
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
-
     def _skip(self) -> bool:
         """While Redis is known unreachable, do not wait on it for every call: retry at most every retry_s."""
         return not self._reachable and trio.current_time() < self._retry_at
@@ -182,8 +176,8 @@ class RedisLimits(SharedLimits):
         key = f"{self.prefix}:calls:{principal}"
         token = secrets.token_hex(8)
         try:
-            status, wait_us = await self._run(self._admit, keys=[f"{self.prefix}:rate:{principal}", key],
-                                              args=[rate, max(1, burst), max_in_flight, token, self.lease_us])
+            status, wait_us = await self._admit([f"{self.prefix}:rate:{principal}", key],
+                                                [rate, max(1, burst), max_in_flight, token, self.lease_us])
         except Exception as exc:
             return self._lost(exc)
         self._back()
@@ -200,7 +194,7 @@ class RedisLimits(SharedLimits):
         full_key, token = f"{self.prefix}:{key}", secrets.token_hex(8)
         lease = self.lease_us if lease_s is None else int(lease_s * 1_000_000)
         try:
-            taken = await self._run(self._slot, keys=[full_key], args=[limit, token, lease])
+            taken = await self._slot([full_key], [limit, token, lease])
         except Exception as exc:
             return self._lost(exc)
         self._back()
@@ -220,15 +214,9 @@ class RedisLimits(SharedLimits):
         await self._release([slot])
 
     async def _release(self, slots: list[Slot]) -> None:
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for slot in slots:
-                pipe.zrem(slot.key, slot.token)
-            pipe.execute()
-
         with trio.CancelScope(shield=True):
             try:
-                await trio.to_thread.run_sync(run, limiter=self._limiter)
+                await self.client.pipeline([["ZREM", slot.key, slot.token] for slot in slots if slot.key is not None])
             except Exception as exc:
                 self._lost(exc)
 
@@ -254,22 +242,19 @@ class RedisLimits(SharedLimits):
         if not held or self._skip():
             return
 
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            now_us = self.client.time()
-            expiry = int(now_us[0]) * 1_000_000 + int(now_us[1]) + int(lease_s * 1_000_000)
-            for slot in held:
-                pipe.zadd(slot.key, {slot.token: expiry}, xx=True)
-                pipe.pexpire(slot.key, int(lease_s * 1000) + 1000)
-            pipe.execute()
-
         try:
-            await trio.to_thread.run_sync(run, limiter=self._limiter)
+            seconds, micros = await self.client.execute("TIME")
+            expiry = int(seconds) * 1_000_000 + int(micros) + int(lease_s * 1_000_000)
+            commands: list[list[Any]] = []
+            for slot in held:
+                commands.append(["ZADD", slot.key, "XX", expiry, slot.token])
+                commands.append(["PEXPIRE", slot.key, int(lease_s * 1000) + 1000])
+            await self.client.pipeline(commands)
         except Exception as exc:
             self._lost(exc)
 
     async def aclose(self) -> None:
-        await self._run(self.client.close)
+        await self.client.aclose()
 
 
 def shared_limits_for(settings: Any) -> SharedLimits:

@@ -174,7 +174,7 @@ async def test_the_releaser_gives_slots_back_in_batches(prefix: str) -> None:
         for slot in slots:
             await limits.give_back(slot)  # queued: no round trip in the caller
         with trio.fail_after(5):
-            while limits.client.zcard(f"{prefix}:calls:t/u"):
+            while await limits.client.execute("ZCARD", f"{prefix}:calls:t/u"):
                 await trio.sleep(0.01)
         assert isinstance(await limits.admit("t/u", rate=1000.0, burst=1000, max_in_flight=3), Slot)
         nursery.cancel_scope.cancel()
