@@ -75,7 +75,7 @@ async def test_a_silent_server_is_unavailable_within_the_timeout(autojump_clock:
     async with trio.open_nursery() as nursery:
         client = RedisClient(await serve(silent, nursery), timeout_s=0.5)
         start = trio.current_time()
-        with pytest.raises(RedisUnavailable, match="no answer within 0.5 s"):
+        with pytest.raises(RedisUnavailable, match=r"no answer within 0\.5 s"):
             await client.execute("PING")
         assert trio.current_time() - start == pytest.approx(0.5)
         assert client._idle == []  # the connection that timed out is not reused
