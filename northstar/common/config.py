@@ -169,6 +169,10 @@ class Settings(BaseModel):
     # A request head must arrive (and an idle keep-alive connection is closed) within this;
     # a request body that takes longer is answered 408.
     read_timeout_s: float = 30.0
+    # The express lane (docs/architecture.md): MCP POSTs on plain HTTP/1.1 connections are read
+    # and framed by the gateway itself instead of Hypercorn's per-request machinery. Off: every
+    # request goes through Hypercorn (the same answers, slower).
+    http_express: bool = True
     shutdown_grace_s: float = 5.0
     media_max_bytes: int = 8 * 1024 * 1024
 

@@ -26,6 +26,7 @@ from northstar.compat import mcp_sdk, sse_starlette
 from northstar.mcp_gateway.transports.console import ConsoleMount, build_console_app
 from northstar.mcp_gateway.transports.http.capacity import CapacityLimits
 from northstar.mcp_gateway.transports.http.connection import GatewayConnections, IdleReaper
+from northstar.mcp_gateway.transports.http.express import ExpressLane
 from northstar.mcp_gateway.transports.http.fastpath import FastPath
 from northstar.mcp_gateway.transports.http.front_door import FrontDoor
 from northstar.mcp_gateway.transports.http.host_origin import HostOriginPolicy
@@ -59,6 +60,7 @@ class HttpFace:
     def __init__(self, services: Services) -> None:
         settings = services.settings
         self.services = services
+        self.express: ExpressLane | None = None  # set when serving (settings.http_express)
         self.mcp = McpFace(services.gateway, registry=services.sessions)
         self.policy = HostOriginPolicy.for_bind(settings.host, settings.allowed_hosts, settings.allowed_origins)
         security = transport_security(self.policy)
@@ -134,7 +136,8 @@ async def serve_metrics(face: HttpFace, bind: str, shutdown: trio.Event, *,
                 shutdown_trigger=shutdown.wait, task_status=task_status)
 
 
-def hypercorn_config(settings: Any, bind: str, reaper: IdleReaper) -> compat_hypercorn.GatewayConfig:
+def hypercorn_config(settings: Any, bind: str, reaper: IdleReaper,
+                     express: ExpressLane | None = None) -> compat_hypercorn.GatewayConfig:
     config = compat_hypercorn.GatewayConfig()
     config.bind = [bind]
     config.accesslog = None
@@ -149,7 +152,7 @@ def hypercorn_config(settings: Any, bind: str, reaper: IdleReaper) -> compat_hyp
     config.h11_max_incomplete_size = 64 * 1024
     config.include_server_header = False
     config.write_stall_s = settings.sse_send_timeout_s
-    config.connection_hooks = GatewayConnections(reaper)
+    config.connection_hooks = GatewayConnections(reaper, express)
     return config
 
 
@@ -163,7 +166,8 @@ async def serve_http(
     """Run Hypercorn until ``shutdown`` is set; reports the bound addresses when listening."""
     settings = face.services.settings
     reaper = IdleReaper(settings.read_timeout_s)
-    config = hypercorn_config(settings, bind, reaper)
+    face.express = ExpressLane(face.app) if settings.http_express else None
+    config = hypercorn_config(settings, bind, reaper, face.express)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reaper.run, shutdown)
         if settings.metrics_bind:

@@ -17,6 +17,7 @@ import trio
 
 from northstar.compat.hypercorn import spawn_if_open
 from northstar.mcp_gateway.transports.http import fastpath
+from northstar.mcp_gateway.transports.http.express import ExpressLane
 
 log = logging.getLogger("northstar.server")
 
@@ -119,8 +120,12 @@ class GatewayConnections:
     """The gateway's :class:`~northstar.compat.hypercorn.ConnectionHooks`: reaper-kept
     keep-alive timers, and the fast path's registry of live connections."""
 
-    def __init__(self, reaper: IdleReaper) -> None:
+    def __init__(self, reaper: IdleReaper, express: ExpressLane | None = None) -> None:
         self.reaper = reaper
+        self.lane = express
+
+    def express(self) -> ExpressLane | None:
+        return self.lane
 
     def keep_alive_timer(self) -> KeepAliveTimer:
         return KeepAliveTimer(self.reaper)
