@@ -36,6 +36,8 @@ import h11
 import orjson
 import trio
 
+from northstar.mcp_gateway.protocol import http1
+
 READ_CHUNK = 65536
 ENVELOPE_SLACK = 64 * 1024  # the JSON-RPC envelope around a result of max_result_bytes
 
@@ -63,10 +65,11 @@ class LeanAnswer:
 class _Conn:
     stream: trio.abc.Stream
     sock: Any  # the trio socket under the stream (idle readability check)
-    h11: h11.Connection = field(default_factory=lambda: h11.Connection(our_role=h11.CLIENT))
+    buf: bytearray = field(default_factory=bytearray)  # received, not yet read
+    done: bool = False  # the last exchange ended cleanly and the server keeps the connection
 
     def reusable(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        return self.done and not self.buf
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -97,6 +100,8 @@ class LeanPool:
         authority = parts.netloc.rsplit("@", 1)[-1]
         self._headers = [("Host", authority), ("Content-Type", "application/json"), ("Accept", "application/json"),
                          *((k, v) for k, v in headers.items())]
+        # The request's fixed part, written once (ValueError: a header that cannot be sent).
+        self._fixed = b"POST %s HTTP/1.1\r\n%s" % (self._target.encode("ascii"), http1.header_lines(self._headers))
         self._session = session
         self._idle: list[_Conn] = []
         self._max_idle = max_idle
@@ -134,7 +139,7 @@ class LeanPool:
     def _checkin(self, conn: _Conn) -> bool:
         if self._closed or not conn.reusable() or len(self._idle) >= self._max_idle:
             return False
-        conn.h11.start_next_cycle()
+        conn.done = False
         self._idle.append(conn)
         return True
 
@@ -153,11 +158,56 @@ class LeanPool:
             if not keep:
                 await conn.aclose()
 
+    def _request(self, body: bytes, extra_headers: tuple[tuple[str, str], ...]) -> bytes:
+        session = self._session
+        dynamic = [*extra_headers, ("Content-Length", str(len(body)))]
+        if session.session_id is not None:
+            dynamic.append(("Mcp-Session-Id", session.session_id))
+        if session.protocol_version is not None:
+            dynamic.append(("MCP-Protocol-Version", session.protocol_version))
+        try:
+            lines = http1.header_lines(dynamic)
+        except ValueError as exc:  # e.g. a session id the upstream chose that cannot be sent back
+            raise LeanLost(str(exc)) from None
+        return b"%s%s\r\n%s" % (self._fixed, lines, body)
+
+    async def _receive(self, conn: _Conn) -> None:
+        data = await conn.stream.receive_some(READ_CHUNK)
+        if not data:
+            raise LeanLost("the upstream closed the connection before answering")
+        conn.buf += data
+
     async def _exchange(self, conn: _Conn, body: bytes, extra_headers: tuple[tuple[str, str], ...] = ()) -> LeanAnswer:
-        h = conn.h11
-        request = h11.Request(method="POST", target=self._target,
-                              headers=self.request_headers(len(body), extra_headers))
-        await conn.stream.send_all(h.send(request) + h.send(h11.Data(data=body)) + h.send(h11.EndOfMessage()))
+        """One request, one answer. A response framed by one Content-Length (what JSON answers
+        are) is read here; any other framing is h11's to read (:meth:`_exchange_h11`)."""
+        await conn.stream.send_all(self._request(body, extra_headers))
+        while True:
+            head = http1.read_response_head(conn.buf)
+            if isinstance(head, http1.ResponseHead):
+                break
+            if head is http1.DECLINE:
+                return await self._exchange_h11(conn, body, extra_headers)
+            if len(conn.buf) > http1.MAX_HEAD_BYTES:
+                raise LeanLost("the upstream's answer head is too large")
+            await self._receive(conn)
+        if head.content_length > self._max_body:
+            raise LeanTooLarge(f"more than {self._max_body} bytes")
+        end = head.end + head.content_length
+        while len(conn.buf) < end:
+            await self._receive(conn)
+        answer = LeanAnswer(head.status, head.content_type, bytes(conn.buf[head.end:end]))
+        del conn.buf[:end]
+        conn.done = not head.close  # bytes past the answer (conn.buf) also make it unusable
+        return answer
+
+    async def _exchange_h11(self, conn: _Conn, body: bytes, extra_headers: tuple[tuple[str, str], ...]) -> LeanAnswer:
+        """The answer read by h11 from what arrived so far on; the connection is closed after it."""
+        h = h11.Connection(our_role=h11.CLIENT)
+        h.send(h11.Request(method="POST", target=self._target, headers=self.request_headers(len(body), extra_headers)))
+        h.send(h11.Data(data=body))
+        h.send(h11.EndOfMessage())  # the same bytes as were sent: h11 now expects the answer
+        h.receive_data(bytes(conn.buf))
+        conn.buf.clear()
         status, ctype, chunks, size = 0, "", [], 0
         while True:
             event = h.next_event()

@@ -86,7 +86,7 @@ class UpstreamSession:
         self._relist: str | None = None  # why a re-listing is wanted
         self._end: str | None = None  # why the serving loop must end
         self._listings = 0
-        self._validators: dict[str, Any] = {}
+        self._validators: dict[str, tuple[Any, Any]] = {}
         self._stderr: StderrPump | None = None
         self._lean: tuple[Any, LeanPool] | None = None  # (the client it belongs to, the pool) while usable
         self._lean_ids = 0
@@ -193,8 +193,13 @@ class UpstreamSession:
         if lean is None or self.spec.url is None or proxied(self.spec.url):
             return None  # a proxy the environment names is the SDK's client's to use
         lean.protocol_version = str(init.protocol_version)
-        return LeanPool(self.spec.url, render_all(self.spec.headers, self._secrets), lean,
-                        max_idle=self.spec.max_concurrency, max_body=self.spec.max_result_bytes)
+        try:
+            return LeanPool(self.spec.url, render_all(self.spec.headers, self._secrets), lean,
+                            max_idle=self.spec.max_concurrency, max_body=self.spec.max_result_bytes)
+        except ValueError:  # a header the lane cannot write as is: the SDK's client decides what to send
+            log.info("upstream headers do not suit the lean lane; calls take the SDK path",
+                     extra={"upstream": self.name})
+            return None
 
     def _ready(self, client: Any, init: Any, tools: dict[str, UpstreamTool]) -> None:
         info = init.server_info
@@ -399,8 +404,9 @@ class UpstreamSession:
                                                    f"{timeout}s; it was cancelled", upstream=self.name,
                                                    tool=msg.tool, timeout_s=timeout))
         self.state.call_succeeded()
+        validator, fast = self._validator(tool)
         checked = results.check_result(self.name, msg.tool, wire, max_bytes=self.spec.max_result_bytes,
-                                       validator=self._validator(tool), redactor=self.redactor)
+                                       validator=validator, redactor=self.redactor, fast=fast)
         return CallReply(checked)
 
     async def _send(self, client: Any, msg: Call) -> dict[str, Any]:
@@ -474,14 +480,16 @@ class UpstreamSession:
             log.info("could not tell the upstream a call was cancelled",
                      extra={"upstream": self.name, "error": type(exc).__name__})
 
-    def _validator(self, tool: UpstreamTool | None) -> Any:
+    def _validator(self, tool: UpstreamTool | None) -> tuple[Any, Any]:
+        """(the reference validator, its fast check) of the tool's output schema; (None, None) without one."""
         if tool is None or tool.output_schema is None:
-            return None
+            return None, None
         if tool.pin not in self._validators:
             try:
-                self._validators[tool.pin] = results.output_validator(tool.output_schema)
+                reference = results.output_validator(tool.output_schema)
             except ValueError as exc:
                 raise results.upstream_error(self.name, f"{tool.name}: {exc}", self.redactor, tool=tool.name) from None
+            self._validators[tool.pin] = (reference, results.fast_check(tool.output_schema))
         return self._validators[tool.pin]
 
     def _mcp_error(self, client: Any, tool: str, exc: Any) -> NorthstarError:

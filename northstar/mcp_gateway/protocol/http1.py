@@ -22,6 +22,12 @@ and values stripped of surrounding whitespace, as h11 hands them to the ASGI sco
 Responses: :func:`response_head` frames a status line and headers (names and values checked:
 no CR, LF or NUL can reach the wire, so no response splitting), with ``Content-Length`` or
 chunked transfer coding, as h11 would write them.
+
+The client side, for the upstreams' lean lane (``northstar/upstreams/lean.py``), follows the same
+rule: :func:`header_lines` writes request headers (checked the same way), and
+:func:`read_response_head` takes only an ``HTTP/1.1`` response framed by exactly one
+``Content-Length`` (no ``Transfer-Encoding``, no informational or bodiless status) and declines
+anything else, which the caller then reads with h11.
 """
 
 from __future__ import annotations
@@ -106,6 +112,72 @@ def read_head(buf: bytes | bytearray, paths: frozenset[bytes]) -> Head | NeedMor
     if hosts != 1:
         return DECLINE
     return Head(line.group(1).decode("ascii"), headers, length or 0, close, end + 4)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    content_type: str
+    content_length: int
+    close: bool  # the server closes the connection after this response
+    end: int  # where the body starts in the buffer
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
+
+
+def read_response_head(buf: bytes | bytearray) -> ResponseHead | NeedMore | Decline:
+    """The response head at the start of ``buf``, if it is framed by one Content-Length alone."""
+    end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+    if end < 0:
+        if len(buf) > MAX_HEAD_BYTES or buf.count(b"\n") != buf.count(b"\r\n"):
+            return DECLINE
+        return NEED_MORE
+    lines = bytes(buf[:end]).split(b"\r\n")
+    line = _STATUS_LINE.fullmatch(lines[0])
+    if line is None or len(lines) > MAX_HEADERS + 1:
+        return DECLINE
+    status = int(line.group(1))
+    if bodiless(status):
+        return DECLINE
+    length: int | None = None
+    content_type = b""
+    close = False
+    for raw in lines[1:]:
+        field = _FIELD.fullmatch(raw)
+        if field is None:
+            return DECLINE
+        name, value = field.group(1).lower(), field.group(2)
+        if name == b"content-length":
+            if length is not None or _DIGITS.fullmatch(value) is None:
+                return DECLINE
+            length = int(value)
+        elif name == b"transfer-encoding":
+            return DECLINE
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip(b" \t")
+                if token == b"close":
+                    close = True
+                elif token != b"keep-alive":
+                    return DECLINE
+    if length is None:
+        return DECLINE  # delimited by the close: h11 reads that
+    return ResponseHead(status, content_type.decode("latin-1"), length, close, end + 4)
+
+
+def header_lines(headers: list[tuple[str, str]] | list[tuple[bytes, bytes]]) -> bytes:
+    """``name: value`` lines for a request; ``ValueError`` for a header that cannot be written safely."""
+    out = []
+    for name, value in headers:
+        raw_name = name.encode("ascii") if isinstance(name, str) else bytes(name)  # as h11 encodes text
+        raw_value = value.encode("ascii") if isinstance(value, str) else bytes(value)
+        if _NAME_OK.fullmatch(raw_name) is None or _VALUE_OK.fullmatch(raw_value) is None:
+            raise ValueError(f"a request header cannot be written: {raw_name[:64]!r}")
+        out.append(b"%s: %s\r\n" % (raw_name, raw_value.strip(b" \t")))
+    return b"".join(out)
 
 
 def _status_line(status: int) -> bytes:
