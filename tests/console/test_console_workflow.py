@@ -203,7 +203,11 @@ def test_the_audit_log_filters_shows_a_record_and_verifies(browser: Any, gateway
     page.select_option("#f-decision", "allow")
     page.click("#apply")
     expect(page.locator("#status")).to_contain_text("records")
-    tools = page.locator("#audit-table tbody tr td:nth-child(6)").all_inner_texts()
+    # The unfiltered first page also said "records": wait (bounded) for the filtered table.
+    cells = page.locator("#audit-table tbody tr td:nth-child(6)")
+    expect(cells.filter(has_text="echo.ping").nth(2)).to_be_visible()
+    expect(cells.filter(has_not_text="echo.ping")).to_have_count(0)
+    tools = cells.all_inner_texts()
     assert len(tools) >= 3 and set(tools) == {"echo.ping"}, tools  # the column shows the operation
     page.locator("#audit-table tbody tr button.link").first.click()
     expect(page.locator("#detail")).to_be_visible()

@@ -152,7 +152,7 @@ def test_every_head_the_lane_takes_h11_reads_the_same(data: bytes, body: bytes) 
     head = read_head(data + body, PATHS)
     if isinstance(head, Head):
         agrees_with_h11(data + body)
-        assert head.end == len(data)
+        assert head.end == data.find(b"\r\n\r\n") + 4  # a generated value may end the head early
     else:
         assert head is DECLINE or head is NEED_MORE
 
