@@ -26,7 +26,7 @@ from northstar.compat import mcp_sdk, sse_starlette
 from northstar.mcp_gateway.transports.console import ConsoleMount, build_console_app
 from northstar.mcp_gateway.transports.http.capacity import CapacityLimits
 from northstar.mcp_gateway.transports.http.connection import GatewayConnections, IdleReaper
-from northstar.mcp_gateway.transports.http.express import ExpressLane
+from northstar.mcp_gateway.transports.http.express import ExpressLane, ExpressMetrics
 from northstar.mcp_gateway.transports.http.fastpath import FastPath
 from northstar.mcp_gateway.transports.http.front_door import FrontDoor
 from northstar.mcp_gateway.transports.http.host_origin import HostOriginPolicy
@@ -164,10 +164,24 @@ async def serve_http(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run Hypercorn until ``shutdown`` is set; reports the bound addresses when listening."""
+    reaper = IdleReaper(face.services.settings.read_timeout_s)
     settings = face.services.settings
-    reaper = IdleReaper(settings.read_timeout_s)
     face.express = ExpressLane(face.app) if settings.http_express else None
     config = hypercorn_config(settings, bind, reaper, face.express)
+    registry = face.services.metrics.registry
+    counted = ExpressMetrics(face.express) if face.express is not None else None
+    if counted is not None:
+        registry.register(counted)
+    try:
+        await _serve_http(face, shutdown, config, reaper, task_status)
+    finally:
+        if counted is not None:
+            registry.unregister(counted)
+
+
+async def _serve_http(face: HttpFace, shutdown: trio.Event, config: compat_hypercorn.GatewayConfig,
+                      reaper: IdleReaper, task_status: trio.TaskStatus[list[str]]) -> None:
+    settings = face.services.settings
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reaper.run, shutdown)
         if settings.metrics_bind:

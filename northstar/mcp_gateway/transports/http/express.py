@@ -34,9 +34,12 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any, Final
 
 import trio
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from northstar.compat.hypercorn import ConnectionLink
 from northstar.mcp_gateway.protocol import http1
@@ -72,6 +75,22 @@ class ExpressLane:
         if second != self._date_second:
             self._date_second, self._date = second, link.response_headers()
         return self._date
+
+
+class ExpressMetrics(Collector):
+    """The lane's counters, read when scraped: requests it answered, connections it handed over."""
+
+    def __init__(self, lane: ExpressLane) -> None:
+        self.lane = lane
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield CounterMetricFamily("northstar_http_express_requests", "MCP POSTs read and framed by the express "
+                                  "lane (the rest of the HTTP traffic goes through Hypercorn).", value=self.lane.taken)
+        yield CounterMetricFamily("northstar_http_express_handovers", "Connections the express lane handed to "
+                                  "Hypercorn at their first request it does not take.", value=self.lane.handed_over)
 
 
 class _Connection:
