@@ -20,6 +20,8 @@ from typing import Any
 import httpx2
 
 FLOWS = ("session-2025", "stateless", "modern-2026")
+#: The paths of the federation section (``bench/upstream.py``), in the order of its tables.
+UPSTREAM_KINDS = ("direct", "northstar", "northstar-local", "contextforge")
 HANDSHAKE = "2025-11-25"
 MODERN = "2026-07-28"
 TOOL = "echo__ping"

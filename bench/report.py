@@ -12,7 +12,7 @@ from typing import Any
 
 from bench import targets
 from bench.flows import KINDS
-from bench.protocol import FLOWS
+from bench.protocol import FLOWS, UPSTREAM_KINDS
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
@@ -91,7 +91,6 @@ UPSTREAM_LABELS = (
 
 def upstreams_md(up: dict[str, Any]) -> str:
     """The federation table: the upstream's tool called directly and through each gateway."""
-    from bench.upstream import KINDS as UPSTREAM_KINDS
 
     medians, unavailable = up["summary"]["medians"], up.get("unavailable") or {}
     rows = []

@@ -45,7 +45,7 @@ from bench import procs, protocol, wrk
 from bench.flows import FlowOptions, cell_script
 from bench.protocol import CallRequest, CheckFailed, Prepared
 
-KINDS = ("direct", "northstar", "northstar-local", "contextforge")
+KINDS = protocol.UPSTREAM_KINDS
 CONCURRENCY = (1, 32)
 UPSTREAM = "up"
 TOOL = "echo"

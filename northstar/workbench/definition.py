@@ -47,7 +47,6 @@ and run a handler that enforces it (see :func:`narrowed_handler`).
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from northstar.mcp_gateway.tools.model import (
 from northstar.policy.firearms import FIREARM_NAME, SCOPE_NAME
 from northstar.upstreams.spec import NAME_PATTERN as UPSTREAM_NAME
 from northstar.workbench import upstream_ops
+from northstar.workbench.schema_checks import argument_problems
 
 SCHEMA_VERSION = 1
 SEMVER = r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$"
@@ -616,19 +616,6 @@ def effective_annotations(spec: AnnotationsSpec, wrapped: Annotations) -> Annota
     return Annotations(**values)
 
 
-def _argument_problems(validator: Any, args: dict[str, Any]) -> list[dict[str, Any]]:
-    errors = sorted(validator.iter_errors(args), key=lambda e: list(map(str, e.absolute_path)))
-    return [{"path": pointer(*e.absolute_path), "message": _message(e)} for e in errors]
-
-
-def _message(error: Any) -> str:
-    """A validation message that names the rule, never echoing the (possibly huge) value."""
-    if error.validator in ("additionalProperties", "required"):
-        return str(error.message)
-    rule = json.dumps(error.validator_value, ensure_ascii=False, default=str)
-    return f"does not satisfy {error.validator} {rule[:120]}"
-
-
 def caller_arguments(inputs: Any) -> dict[str, Any]:
     """The arguments the caller set, as JSON (``inputs``: a model instance or a dict)."""
     if isinstance(inputs, BaseModel):
@@ -663,7 +650,7 @@ def narrowed_handler(wrapped: Operation, schema: dict[str, Any], presets: dict[s
                   for k, v in preset_json.items() if k in args and args.pop(k) != v]
         for k in preset_json:
             args.pop(k, None)
-        return errors + _argument_problems(validator, args)
+        return errors + argument_problems(validator, args)
 
 
     async def handler(tctx: ToolContext, inputs: Any) -> BaseModel:

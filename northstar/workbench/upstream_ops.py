@@ -36,6 +36,7 @@ from northstar.mcp_gateway.tools.model import (
 from northstar.upstreams.draft import WRAPS_PREFIX, parse_wraps
 from northstar.upstreams.pins import make_tool, pin_of
 from northstar.upstreams.results import fast_check, output_validator
+from northstar.workbench.schema_checks import argument_problems
 
 Problem = dict[str, str]
 PREFIX = WRAPS_PREFIX
@@ -143,8 +144,6 @@ def preset_problems(presets: Mapping[str, Any], schema: Mapping[str, Any], at: t
 def argument_check(schema: dict[str, Any], presets: Mapping[str, Any]) -> Any:
     """The input gate's check of a caller's arguments: presets are fixed, the rest must satisfy
     the (narrowed) JSON Schema. Messages name the rule, never the value."""
-    from northstar.workbench.definition import _argument_problems
-
     validator = output_validator(schema)
     fast = fast_check(schema, regex=False)
     fixed = dict(presets)
@@ -155,7 +154,7 @@ def argument_check(schema: dict[str, Any], presets: Mapping[str, Any]) -> Any:
                   for k, v in fixed.items() if k in args and args.pop(k) != v]
         if fast is not None and fast(args):  # the common case; a "no" is judged by the reference
             return errors
-        return errors + _argument_problems(validator, args)
+        return errors + argument_problems(validator, args)
 
     return check
 
