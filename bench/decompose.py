@@ -56,13 +56,14 @@ def patch(variant: str) -> None:
     elif variant == "fixed_fast":
         result = CallResult(ok=True, output={"pong": True, "message": "hi", "data": None, "received_at": "x"})
 
-        async def fixed_call(self: Any, ctx: Any, params: Any) -> Any:
+        async def fixed_call(self: Any, ctx: Any, params: Any, *args: Any) -> Any:
             return result
 
         fastpath.FastPath.call = fixed_call  # type: ignore[method-assign]
     elif variant == "noaudit":
-        class Entry:
+        class Entry:  # what a caller reads of an AuditEntry
             seq = 0
+            tenant_seq = None
 
         async def no_append(self: Any, record: Any) -> Any:
             import trio
