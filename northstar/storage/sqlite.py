@@ -26,6 +26,15 @@ Checkpoints
     The writer keeps a far larger auto-checkpoint as a safety net should that task ever
     fall behind.
 
+    A background pass never leaves the WAL wholly copied under steady writes (the commits that
+    overlap it add frames), and SQLite starts a WAL over only when it is. So each pass is
+    followed by a catch-up on the writer's own thread (:meth:`SqliteDatabase._catch_up`): it
+    copies the few frames written meanwhile, between two writes, and the next write starts the
+    WAL at its first frame. Without it the WAL grew to the safety net's 80 MB under load, every
+    commit appended to it (an fsync that extends a file costs about twice one that does not,
+    on ext4 here), and the interval, computed from a WAL that never shrank, fell to
+    ``CHECKPOINT_MIN_WRITES``.
+
 Threads
     ONE writer connection, living on its own thread (:class:`~.serial_thread.SerialThread`):
     writes run one at a time in arrival order, handed over with a queue put (a ``to_thread``
@@ -111,6 +120,8 @@ class SqliteDatabase:
         self.checkpoint_every = CHECKPOINT_EVERY_WRITES  # adapted after each checkpoint
         self._checkpoint_due = trio.Event()
         self.checkpoints = 0
+        self.wal_restarts = 0  # catch-ups that left the WAL wholly copied (its next write starts it over)
+        self._wal_base = 0  # the WAL's frames after the last catch-up (0: it starts over)
         self.checkpointed = trio.Event()  # set (and replaced) after each background checkpoint
 
     async def open(self) -> None:
@@ -167,7 +178,9 @@ class SqliteDatabase:
                         )
                     writes, self._writes = self._writes, 0
                     _busy, frames, _done = await worker.run(ops.mapped, ops.checkpoint, conn)
-                    self.checkpoint_every = next_checkpoint_every(frames, writes, self.checkpoint_every)
+                    grown = frames - self._wal_base if frames >= self._wal_base else frames
+                    self.checkpoint_every = next_checkpoint_every(grown, writes, self.checkpoint_every)
+                    self._wal_base = await self._catch_up()
                     self.checkpoints += 1
                     self.checkpointed.set()
                     self.checkpointed = trio.Event()
@@ -180,6 +193,29 @@ class SqliteDatabase:
                         await worker.run(conn.close)
             finally:
                 worker.stop()
+
+    async def _catch_up(self) -> int:
+        """Copy what the writes made during the background pass, between two writes; the WAL's size.
+
+        Run on the writer's thread, so no write lands between it and the next one: the WAL is
+        then wholly in the database, and SQLite starts the next write at the WAL's first frame,
+        rewriting the file in place instead of appending to it. That keeps the WAL at about one
+        interval's frames, and an fsync that extends no file costs about half of one that
+        does (ext4 here: 110 against 250 us). Answers 0 when it left nothing behind, else the
+        WAL's frames (a reader still on an older snapshot keeps the WAL from starting over).
+        """
+        if self._closed or self._write_thread is None:
+            return 0
+        busy, frames, done = await self._write_thread.run(ops.mapped, self._checkpoint_writer)
+        if not busy and done == frames:  # (0, 0, 0) too: an empty WAL
+            self.wal_restarts += 1
+            return 0
+        return int(frames)
+
+    def _checkpoint_writer(self) -> tuple[int, int, int]:
+        if self._writer is None:  # closed meanwhile: nothing to copy from here
+            return 0, 0, 0
+        return ops.checkpoint(self._writer)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(reader, *args)`` in a thread on a free reader connection."""
