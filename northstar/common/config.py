@@ -105,6 +105,10 @@ class Settings(BaseModel):
     # mount), else an asset's bytes are readable only on the replica that wrote them.
     blobs_dir: Path | None = Field(default=None, description="default: <data_dir>/blobs")
     audit_anchor_interval_s: float = 5.0
+    # A lone governed call (no other in flight) commits its audit record in its own task, on
+    # the event loop's thread, instead of handing it to the flusher and the writer's thread
+    # (SQLite; northstar/storage/audit.py). False: every record goes through the group commit.
+    audit_commit_lone_inline: bool = True
     # OAuth 2.1 bearer tokens (JWT access tokens from an authorization server): on when the
     # issuer, the audience (this resource's identifier) and the JWKS URL are all set.
     oauth_issuer: str | None = None

@@ -32,6 +32,10 @@ class Admission:
     def in_flight(self, principal: str) -> int:
         return self.limits.in_flight.get(principal, 0)
 
+    def alone(self) -> bool:
+        """At most one governed call admitted and not yet finished, in this process."""
+        return self.limits.total_in_flight <= 1
+
     def rate_retry_after(self, principal: str, now: float) -> float | None:
         return self.limits.bucket(principal, now).retry_after(now)
 

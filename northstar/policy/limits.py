@@ -45,6 +45,7 @@ class PrincipalLimits:
         self.max_in_flight = max_in_flight
         self.max_principals = max_principals
         self.in_flight: dict[str, int] = {}
+        self.total_in_flight = 0  # every principal's, summed
         self.buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, principal: str, now: float) -> TokenBucket:
@@ -58,9 +59,12 @@ class PrincipalLimits:
     def acquire(self, principal: str, now: float) -> None:
         self.bucket(principal, now).take(now)
         self.in_flight[principal] = self.in_flight.get(principal, 0) + 1
+        self.total_in_flight += 1
 
     def release(self, principal: str) -> None:
         n = self.in_flight.get(principal, 0) - 1
+        if n >= 0:  # a release without its acquire changes nothing
+            self.total_in_flight -= 1
         if n <= 0:
             self.in_flight.pop(principal, None)
         else:

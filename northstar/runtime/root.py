@@ -118,6 +118,8 @@ def compose(settings: Settings, storage: Storage, root: Callable[[], actors.Supe
     if hasattr(storage.audit, "on_commit"):
         storage.audit.on_commit = telemetry.meters.audit_committed
         storage.audit.tracing = telemetry.tracing
+        if settings.audit_commit_lone_inline:
+            storage.audit.lone = admission.alone  # a lone call commits in its own task (storage/audit.py)
     gate_spec = subsystem(actors.actor_child(
         "gate_chain", lambda: GateChain(catalog, firearms, storage.audit, admission, runner), capacity=8192))
     metrics = Metrics(meters=telemetry.meters)

@@ -12,6 +12,15 @@ after a failed flush and True again after the next successful one, so the policy
 calls meanwhile. An appender cancelled (or timed out) after queuing may still see its record
 committed: ``AuditUnavailable`` means "not known to be committed", never "certainly absent".
 
+A lone call commits in its own task: when the composition root's ``lone`` hint says no other
+call is in flight, nothing is queued or being flushed, the backend can write on the calling
+thread (SQLite, its writer idle) and recent commits were quick (under ``HERE_BUDGET_S``), the
+appender writes its record itself, on the event loop's thread. A call alone has nobody to
+batch with, and the hand-offs it skips (to the flusher task, to the writer's thread and back)
+cost about as much as the commit's own statements. Anything else that arrives meanwhile waits
+for one commit; a slow disk turns it off (the budget), and the group commit is unchanged
+whenever a second call is in flight.
+
 Sealing (with an :class:`~.audit_seal.AuditSeal`): each commit also moves the head's MAC (same
 statement, no extra write), and :meth:`GroupCommitAuditLog.run_anchors`, a second task off the
 commit path, anchors the newest committed head every ``anchor_every`` records or
@@ -44,6 +53,9 @@ log = logging.getLogger("northstar.storage.audit")
 
 #: ``query`` returns at most this many entries per call; page on with ``after_seq``.
 MAX_QUERY_LIMIT = 100_000
+#: A lone caller commits on the event loop's thread only while commits take less than this
+#: (a moving average of every commit's time): a slow disk never stalls the loop for long.
+HERE_BUDGET_S = 0.002
 
 
 class AuditIO(Protocol):
@@ -54,6 +66,8 @@ class AuditIO(Protocol):
     async def write_batch(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow]: ...
 
     async def write_anchor(self, anchor: Anchor) -> None: ...
+
+    # Optional: ``write_batch_here(batch) -> rows | None`` writes on the calling thread (None: not now).
 
     async def query(self, filters: dict[str, Any], after_seq: int | None,
                     limit: int, by_tenant_seq: bool = False) -> builtins.list[AuditEntry]: ...
@@ -73,6 +87,7 @@ class AuditStats:
     largest_batch: int = 0
     anchors: int = 0         # anchors written (table and file)
     failed_anchors: int = 0
+    here: int = 0            # commits a lone caller made in its own task (among ``flushes``)
 
 
 @dataclass(slots=True, eq=False)
@@ -114,6 +129,12 @@ class GroupCommitAuditLog:
         # Called after each durable commit with (seconds the write took, records in it): metrics.
         self.on_commit: Callable[[float, int], None] | None = None
         self.tracing = Tracing()  # the runtime's (set by the composition root); off by default
+        # True when the appending call is the only one in flight (set by the composition root);
+        # None: every record goes through the flusher.
+        self.lone: Callable[[], bool] | None = None
+        self._write_here: Callable[[builtins.list[PreparedRecord]], builtins.list[AuditRow] | None] | None = (
+            getattr(io, "write_batch_here", None))
+        self._commit_s = 0.0  # moving average of the commits' time
 
     @property
     def healthy(self) -> bool:
@@ -143,6 +164,8 @@ class GroupCommitAuditLog:
     async def _append(self, pending: _Pending) -> AuditEntry:
         if self._closed or not self._running:
             raise AuditUnavailable("the audit flusher is not running", retry_after=1)
+        if self._may_commit_here() and self._commit_here(pending):
+            return self._answer(pending)
         try:
             self._send.send_nowait(pending)  # the common case: room in the queue, no timer needed
         except trio.WouldBlock:
@@ -153,10 +176,35 @@ class GroupCommitAuditLog:
             await pending.done.wait()
         if not pending.done.is_set():
             raise AuditUnavailable("the audit commit did not finish in time", retry_after=1)
+        return self._answer(pending)
+
+    @staticmethod
+    def _answer(pending: _Pending) -> AuditEntry:
         if pending.error is not None:
             raise pending.error
         assert pending.entry is not None
         return pending.entry
+
+    def _may_commit_here(self) -> bool:
+        return (self._write_here is not None and self.lone is not None and not self._inflight
+                and self._send.statistics().current_buffer_used == 0 and self._commit_s < HERE_BUDGET_S
+                and self.lone())
+
+    def _commit_here(self, pending: _Pending) -> bool:
+        """Commit ``pending`` on this thread now; False (nothing written) when the backend cannot."""
+        assert self._write_here is not None
+        batch = [pending]
+        started = time.perf_counter()
+        try:
+            rows = self._write_here([pending.item])
+        except Exception as exc:
+            self._failed(batch, exc)
+            return True
+        if rows is None:
+            return False
+        self.stats.here += 1
+        self._committed(batch, rows, time.perf_counter() - started)
+        return True
 
     async def _enqueue(self, pending: _Pending) -> None:
         with trio.move_on_after(self._queue_timeout) as scope:
@@ -210,19 +258,26 @@ class GroupCommitAuditLog:
             rows = await self._io.write_batch([p.item for p in batch])
         except Exception as exc:
             self._inflight = []
-            self._healthy = False
-            self.stats.failed_flushes += 1
-            log.error("audit flush of %d records failed: %s", len(batch), exc, exc_info=exc)
-            for p in batch:
-                p.settle(None, AuditUnavailable("the audit log could not commit", retry_after=1))
+            self._failed(batch, exc)
             return
         self._inflight = []
+        self._committed(batch, rows, time.perf_counter() - started)
+
+    def _failed(self, batch: builtins.list[_Pending], exc: Exception) -> None:
+        self._healthy = False
+        self.stats.failed_flushes += 1
+        log.error("audit flush of %d records failed: %s", len(batch), exc, exc_info=exc)
+        for p in batch:
+            p.settle(None, AuditUnavailable("the audit log could not commit", retry_after=1))
+
+    def _committed(self, batch: builtins.list[_Pending], rows: builtins.list[AuditRow], seconds: float) -> None:
         self._healthy = True
         self.stats.flushes += 1
         self.stats.appended += len(rows)
         self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        self._commit_s += 0.2 * (seconds - self._commit_s)
         if self.on_commit is not None:
-            self.on_commit(time.perf_counter() - started, len(rows))
+            self.on_commit(seconds, len(rows))
         for p, row in zip(batch, rows, strict=True):
             p.batch = len(rows)
             p.settle(row.to_entry())

@@ -8,6 +8,10 @@ was a third of the c=1 latency. Here a job is one ``SimpleQueue.put``; the threa
 runs it, and hands the outcome back with ``TrioToken.run_sync_soon``, which reschedules the
 waiting task directly.
 
+:meth:`SerialThread.run_here` runs a job on the caller's own thread instead, when the thread
+has nothing queued or running: no hand-off at all, for a caller that may block its event loop
+for the job's length (the audit log's lone commits; see :mod:`.audit`).
+
 A waiting caller cannot be cancelled out of the wait (as ``abandon_on_cancel=False``): the
 job it submitted runs to completion either way, so whatever it wrote is committed or rolled
 back whole, and its outcome is observable afterwards. Cancellation is seen before a job is
@@ -41,6 +45,10 @@ class SerialThread:
         """``nice`` > 0 lowers the thread's CPU priority (Linux: per thread) for background work."""
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._stopped = False
+        # Jobs submitted and not yet answered. Counted on the trio thread alone (up at the put,
+        # down when the answer reschedules the caller), so it needs no lock: at 0 the thread is
+        # idle in its queue's get and the connection it serves is free for ``run_here``.
+        self._unfinished = 0
         self._nice = nice
         self.niced = False  # True once the thread runs at the lower priority
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
@@ -56,8 +64,31 @@ class SerialThread:
         if self._stopped:
             raise ThreadStopped(self._thread.name)
         self._jobs.put((fn, args, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task()))
-        result: T = await trio.lowlevel.wait_task_rescheduled(_never_abort)
+        self._unfinished += 1
+        try:
+            result: T = await trio.lowlevel.wait_task_rescheduled(_never_abort)
+        finally:
+            self._unfinished -= 1
         return result
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or running (as seen from the trio thread that submits every job)."""
+        return self._unfinished == 0 and not self._stopped
+
+    def run_here(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` now, on the calling thread, in the place of a job (the thread is idle).
+
+        Call it from the trio thread that submits this thread's jobs, and only when :attr:`idle`:
+        no job can start meanwhile, since only that thread submits them and it is busy here.
+        """
+        if not self.idle:
+            raise RuntimeError("run_here needs an idle thread")
+        self._unfinished += 1  # a run() meanwhile (from a signal handler, say) would queue behind us
+        try:
+            return fn(*args)
+        finally:
+            self._unfinished -= 1
 
     def stop(self) -> None:
         """Run what is queued, then end the thread; later :meth:`run` calls raise ``ThreadStopped``."""

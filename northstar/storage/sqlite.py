@@ -43,6 +43,8 @@ Threads
     through ``trio.to_thread``. Writes are never abandoned on cancellation: a cancelled caller
     waits for its statement to finish, so each write is committed whole or rolled back, its
     outcome observable afterwards with a read, and the connection is clean for the next caller.
+    :meth:`SqliteDatabase.write_here` skips the hand-off when the writer's thread is idle, for a
+    caller content to hold the event loop for one commit (the audit log's lone calls).
 """
 
 from __future__ import annotations
@@ -151,6 +153,24 @@ class SqliteDatabase:
         assert self._write_thread is not None
         try:
             return await self._write_thread.run(ops.mapped, fn, self._writer, *args)
+        finally:
+            self._writes += 1
+            if self._writes >= self.checkpoint_every:
+                self._checkpoint_due.set()
+
+    def write_here(self, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+        """``fn(writer, *args)`` on the calling (trio) thread when the writer's thread is idle.
+
+        ``(True, result)``; ``(False, None)`` when a write is queued or running (then use
+        :meth:`write`). The event loop waits for the statement and its fsync meanwhile: for
+        callers that have nothing else to let run (the audit log's lone commits).
+        """
+        self._check_open()
+        assert self._write_thread is not None
+        if not self._write_thread.idle:
+            return False, None
+        try:
+            return True, self._write_thread.run_here(ops.mapped, fn, self._writer, *args)
         finally:
             self._writes += 1
             if self._writes >= self.checkpoint_every:
@@ -319,6 +339,11 @@ class SqliteAuditIO:
 
     async def write_batch(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow]:
         return await self.db.write(ops.audit_write, batch, self.seal, self._tenant_heads)
+
+    def write_batch_here(self, batch: builtins.list[PreparedRecord]) -> builtins.list[AuditRow] | None:
+        """:meth:`write_batch` on the calling thread, or None when the writer's thread is busy."""
+        done, rows = self.db.write_here(ops.audit_write, batch, self.seal, self._tenant_heads)
+        return rows if done else None
 
     async def write_anchor(self, anchor: Anchor) -> None:
         await self.db.write(ops.audit_write_anchor, anchor)

@@ -108,7 +108,7 @@ async def runtime_counts() -> dict[str, Any]:
     if audit is not None and hasattr(audit, "stats"):
         st = audit.stats
         counts["audit"] = {"appended": st.appended, "flushes": st.flushes, "failed_flushes": st.failed_flushes,
-                           "largest_batch": st.largest_batch, "pending": audit.pending,
+                           "largest_batch": st.largest_batch, "pending": audit.pending, "here": st.here,
                            "mean_batch": round(st.appended / st.flushes, 2) if st.flushes else None}
     if door_counts is not None:
         counts.update(door_counts())
