@@ -186,9 +186,9 @@ class GroupCommitAuditLog:
         return pending.entry
 
     def _may_commit_here(self) -> bool:
-        return (self._write_here is not None and self.lone is not None and not self._inflight
-                and self._send.statistics().current_buffer_used == 0 and self._commit_s < HERE_BUDGET_S
-                and self.lone())
+        # the hint first: under load it is False, and the rest is never looked at
+        return (self._write_here is not None and self.lone is not None and self.lone() and not self._inflight
+                and self._commit_s < HERE_BUDGET_S and self._send.statistics().current_buffer_used == 0)
 
     def _commit_here(self, pending: _Pending) -> bool:
         """Commit ``pending`` on this thread now; False (nothing written) when the backend cannot."""
