@@ -135,6 +135,7 @@ class GroupCommitAuditLog:
         self._write_here: Callable[[builtins.list[PreparedRecord]], builtins.list[AuditRow] | None] | None = (
             getattr(io, "write_batch_here", None))
         self._commit_s = 0.0  # moving average of the commits' time
+        self.here_budget_s = HERE_BUDGET_S
 
     @property
     def healthy(self) -> bool:
@@ -188,7 +189,7 @@ class GroupCommitAuditLog:
     def _may_commit_here(self) -> bool:
         # the hint first: under load it is False, and the rest is never looked at
         return (self._write_here is not None and self.lone is not None and self.lone() and not self._inflight
-                and self._commit_s < HERE_BUDGET_S and self._send.statistics().current_buffer_used == 0)
+                and self._commit_s < self.here_budget_s and self._send.statistics().current_buffer_used == 0)
 
     def _commit_here(self, pending: _Pending) -> bool:
         """Commit ``pending`` on this thread now; False (nothing written) when the backend cannot."""
