@@ -112,10 +112,33 @@ def upstreams_md(up: dict[str, Any]) -> str:
     out += ("\n\nComparisons, median of the per-round figures (each round's in brackets); each ratio's "
             "baseline is named in its row:\n\n")
     out += table(["comparison", "median (per round)"], ratio_rows)
+    out += phases_md(medians)
     bad = [c for c in up["cells"] if not c["valid"]]
     out += "".join(f"\n- round {c['round']} {c['server']} INVALID: {(c.get('error') or '?').splitlines()[0][:300]}"
                    for c in bad)
     return out
+
+
+PHASE_COLUMNS = ("front", "dispatch", "upstream", "result", "tool", "audit", "reply", "total")
+
+
+def phases_md(medians: dict[str, Any]) -> str:
+    """Where northstar's time went: each phase's p50 (``GET /v1/ops/phases``), median over rounds."""
+    rows = []
+    for kind in ("northstar", "northstar-local"):
+        for conc in ("c1", "c32"):
+            found = (medians.get(kind) or {}).get(f"{conc}_phases_p50_us")
+            if found:
+                cells = (num(found[col]) if col in found else "-" for col in PHASE_COLUMNS)
+                rows.append([kind, conc.replace("c", "c="), *cells])
+    if not rows:
+        return ""
+    return ("\n\nWhere northstar's time went, from its own `GET /v1/ops/phases` over each run's calls: "
+            "each phase's p50 in µs, median over rounds (`-`: the phase is not on that path). Phases: "
+            "`front` request read to the gate chain's answer; `dispatch` to the upstream request written; "
+            "`upstream` to its reply read; `result` the reply checked; `tool` a built-in tool's run; "
+            "`audit` the record committed; `reply` the answer written. Medians of phases do not add up "
+            "to the median total:\n\n" + table(["path", "conc.", *PHASE_COLUMNS], rows))
 
 
 def errors_md(flows: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ from bench.flows import FlowOptions, cell_script
 from bench.protocol import CallRequest, CheckFailed, Prepared
 
 KINDS = protocol.UPSTREAM_KINDS
+PHASES_KEPT = 4096  # northstar.common.phases.DEFAULT_KEEP: the recent calls the gateway keeps
 CONCURRENCY = (1, 32)
 UPSTREAM = "up"
 TOOL = "echo"
@@ -225,12 +226,15 @@ def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
         if slow and target.server is not None:
             settle(target.server)
         cpu = {k: s.cpu_s() for k, s in target.processes.items()}
+        calls = phase_calls(target)
         timed = wrk.run(target.url, target.script, connections=conns, duration_s=duration, timeout=timeout)
         cell[f"c{conns}"] = timed.to_dict()
         # CPU per call of each process on the path: robust to a busy machine, unlike wall time.
         cell[f"c{conns}"]["cpu_us_per_call"] = {
             k: round((s.cpu_s() - cpu[k]) / timed.requests * 1e6) if timed.requests else None
             for k, s in target.processes.items()}
+        if calls is not None:  # where the gateway's time went in this run's calls
+            cell[f"c{conns}"]["phases_p50_us"] = phase_p50s(target, calls)
         # A slow server's warm-up may complete nothing (it only has to fill the queue).
         problems = [f"warm-up: {p}" for p in warm.problems
                     if not (slow and p in ("no request completed", "no latency percentiles in wrk's output"))]
@@ -243,6 +247,40 @@ def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
     if target.server is not None and not target.server.alive():
         cell["valid"], cell["error"] = False, f"{target.kind} died:\n{target.server.log_tail()}"
     return cell
+
+
+#: The gateway paths whose calls ``GET /v1/ops/phases`` breaks down, and the kind they are there.
+PHASE_KINDS = {"northstar": "upstream", "northstar-local": "local"}
+
+
+def _phases(target: Target, recent: int | None = None) -> dict[str, Any] | None:
+    if target.kind not in PHASE_KINDS or not isinstance(target.server, procs.Gateway):
+        return None
+    gw = target.server
+    params = {"recent": str(recent)} if recent else {}
+    try:
+        resp = httpx2.get(f"{gw.url}/v1/ops/phases", params=params, headers=gw.admin_headers(), timeout=10)
+    except httpx2.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    found: dict[str, Any] | None = resp.json()["doors"].get("http", {}).get(PHASE_KINDS[target.kind])
+    return found if found is not None else {"calls": 0, "phases": {}}
+
+
+def phase_calls(target: Target) -> int | None:
+    """How many calls the gateway has broken down so far (None: not a gateway path)."""
+    found = _phases(target)
+    return None if found is None else int(found["calls"])
+
+
+def phase_p50s(target: Target, before: int) -> dict[str, float] | None:
+    """Each phase's p50 in µs over the calls since ``before`` (the most recent the gateway keeps)."""
+    now = phase_calls(target)
+    if now is None or now <= before:
+        return None
+    found = _phases(target, min(now - before, PHASES_KEPT))
+    return None if found is None else {label: v["p50_us"] for label, v in found["phases"].items()}
 
 
 def gateway_of(server: procs.Server) -> procs.Gateway:
@@ -357,14 +395,20 @@ def median(values: list[float]) -> float | None:
 def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
     rounds = sorted({c["round"] for c in cells})
     by = {(c["server"], c["round"]): c for c in cells}
-    medians = {kind: {name: median([v for r in rounds if (v := metric(by.get((kind, r)), name)) is not None])
-                      for name in METRICS} for kind in KINDS}
+    medians: dict[str, dict[str, Any]] = {
+        kind: {name: median([v for r in rounds if (v := metric(by.get((kind, r)), name)) is not None])
+               for name in METRICS} for kind in KINDS}
     for kind in KINDS:
         for conc in ("c1", "c32"):
             for proc in ("gateway", "upstream"):
                 values = [float(v) for r in rounds if (c := by.get((kind, r))) and c["valid"]
                           and (v := (c[conc].get("cpu_us_per_call") or {}).get(proc)) is not None]
                 medians[kind][f"{conc}_{proc}_cpu_us"] = median(values)
+            per_round = [c[conc]["phases_p50_us"] for r in rounds if (c := by.get((kind, r))) and c["valid"]
+                         and c[conc].get("phases_p50_us")]
+            labels = sorted({label for p in per_round for label in p})
+            medians[kind][f"{conc}_phases_p50_us"] = {
+                label: median([p[label] for p in per_round if label in p]) for label in labels} or None
     ratios: dict[str, Any] = {}
     for label, name, this, other, how in COMPARISONS:
         per_round = []

@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind
 
 import actors
 from northstar.common import errors as E
+from northstar.common import phases
 from northstar.common.telemetry import Meters, Tracing, recorded
 from northstar.mcp_gateway.tools.actor import Invoke
 from northstar.mcp_gateway.tools.model import ToolContext, UpstreamOp, UpstreamPort
@@ -159,6 +160,7 @@ class CallRunner:
         audit_error: E.NorthstarError | None = None
         try:
             result = await self.invoke(d)
+            phases.mark("ran")
             outcome = "ok" if result.ok else ("timeout" if isinstance(result.error, E.ToolTimeout) else "error")
             error_code = result.error.code if result.error else None  # type: ignore[assignment]
             if result.mcp is not None and result.mcp.get("isError"):  # the upstream tool said it failed
@@ -174,6 +176,7 @@ class CallRunner:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + AUDIT_SHIELD_S):
                 try:
                     seq = seen_seq(ctx, await self.audit.append(record))
+                    phases.mark("recorded")
                 except E.AuditUnavailable as err:
                     audit_error = err
         assert result is not None

@@ -36,6 +36,7 @@ import h11
 import orjson
 import trio
 
+from northstar.common import phases
 from northstar.mcp_gateway.protocol import http1
 
 READ_CHUNK = 65536
@@ -150,6 +151,7 @@ class LeanPool:
         keep = False
         try:
             answer = await self._exchange(conn, body, extra_headers)
+            phases.mark("answered")
             keep = self._checkin(conn)
             return answer
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
@@ -181,6 +183,7 @@ class LeanPool:
         """One request, one answer. A response framed by one Content-Length (what JSON answers
         are) is read here; any other framing is h11's to read (:meth:`_exchange_h11`)."""
         await conn.stream.send_all(self._request(body, extra_headers))
+        phases.mark("sent")
         while True:
             head = http1.read_response_head(conn.buf)
             if isinstance(head, http1.ResponseHead):

@@ -35,6 +35,7 @@ from typing import Any
 import anyio
 import trio
 
+from northstar.common import phases
 from northstar.common.errors import NorthstarError, UpstreamTimeout, UpstreamUnavailable
 from northstar.common.telemetry import current_traceparent, in_span
 from northstar.upstreams import results
@@ -423,7 +424,9 @@ class UpstreamSession:
         relay = ProgressRelay(msg.progress, self.redactor) if msg.progress is not None else None
         params = types.CallToolRequestParams(name=msg.tool, arguments=dict(msg.arguments))
         request = types.CallToolRequest(params=params)
+        phases.mark("sent")  # the SDK's client layers count as the upstream's time on this path
         result = await client.send_request(request, types.CallToolResult, progress_callback=relay)
+        phases.mark("answered")
         wire: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude_none=True)
         return wire
 

@@ -222,6 +222,39 @@ def test_rest_and_stateless_doors(fed: Fed) -> None:
     assert result["content"] == [{"type": "text", "text": "stateless"}] and not result.get("isError")
 
 
+def test_ops_phases_breaks_an_upstream_call_down_by_door(fed: Fed) -> None:
+    url = fed.url
+
+    def upstream_phases(door: str) -> dict[str, Any]:
+        doors = admin("GET", f"{url}/v1/ops/phases").json()["doors"]
+        return doors.get(door, {}).get("upstream") or {"calls": 0, "phases": {}}
+
+    before_http, before_other = upstream_phases("http")["calls"], upstream_phases("other")["calls"]
+    headers = {**user_headers("phases"), "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    for i in range(3):  # the fast path: the HTTP upstream through the lean lane
+        call = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "remote__add", "arguments": {"a": i, "b": 1}}}
+        resp = keep(httpx2.post(f"{url}/mcp/stateless", json=call, headers=headers, timeout=60))
+        assert resp.json()["result"]["structuredContent"] == {"sum": i + 1}, resp.text
+    rest = keep(httpx2.post(f"{url}/v1/tools/notes.echo/call", json={"arguments": {"text": "x"}},
+                            headers=user_headers("phases")))  # REST, a stdio upstream through the SDK path
+    assert rest.status_code == 200, rest.text
+    http, other = upstream_phases("http"), upstream_phases("other")
+    assert http["calls"] - before_http == 3 and other["calls"] - before_other >= 1
+    for found, last in ((http, "reply"), (other, "audit")):
+        phases = found["phases"]
+        assert {"front", "dispatch", "upstream", "result", "audit", "total"} <= set(phases) and "tool" not in phases
+        assert last in phases and all(v["p50_us"] >= 0 and v["n"] >= 1 for v in phases.values())
+        assert phases["total"]["p50_us"] >= phases["upstream"]["p50_us"] > 0
+    narrowed = admin("GET", f"{url}/v1/ops/phases", params={"recent": "2"}).json()["doors"]["http"]["upstream"]
+    assert narrowed["phases"]["upstream"]["n"] == 2
+    for bad in ("0", "-1", "abc", "100000"):
+        resp = admin("GET", f"{url}/v1/ops/phases", params={"recent": bad})
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "validation_error", resp.text
+    assert keep(httpx2.get(f"{url}/v1/ops/phases", headers=user_headers())).status_code == 403  # admins only
+
+
 def test_audit_records_name_the_upstream_and_the_chain_verifies(fed: Fed) -> None:
     entries = audit(fed.url, tenant=TENANT)
     calls = [e for e in entries if e.get("upstream") == "remote" and e.get("upstream_tool") == "add"]

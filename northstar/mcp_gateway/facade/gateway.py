@@ -18,6 +18,7 @@ import trio
 
 import actors
 from northstar.common import errors as E
+from northstar.common import phases as call_phases
 from northstar.common.identity import RequestContext, Transport
 from northstar.common.limits import check_timeout
 from northstar.common.telemetry import Tracing, call_attributes, in_span, recorded, result_attributes
@@ -49,6 +50,8 @@ class Gateway:
     on_result: Callable[[RequestContext, CallResult, float], None] | None = None
     approvals: ApprovalDesk | None = None
     tracing: Tracing = field(default_factory=Tracing)
+    # Where the calls' time goes (GET /v1/ops/phases): doors open a call's clock, layers mark it.
+    phases: call_phases.PhaseStats = field(default_factory=call_phases.PhaseStats)
 
     async def call_tool(
         self,
@@ -83,13 +86,22 @@ class Gateway:
                                            timeout_s=timeout_s, resolved=resolved, progress=progress,
                                            wait_approval=wait_approval, abandon=abandon)
         started = time.perf_counter()
-        msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress,
-                       wait_approval=wait_approval, abandon=abandon)
-        decision = await (self.decide(msg) if not self.tracing.enabled else self.decide_traced(msg))
-        if isinstance(decision, Held):
-            result = await self.held(decision)
-        else:
-            result = await self.runner.run(decision)
+        # A door that did not open the call's clock (an SDK session, stdio, REST): one opens here.
+        # The sandbox's calls (a mock policy, isolated services) are no one's traffic: none.
+        door = call_phases.current() is None and mock is None and services is None
+        clock = call_phases.start("other", started) if door else None
+        try:
+            msg = CallTool(ctx, name, arguments, mock, services, timeout_s, resolved, progress,
+                           wait_approval=wait_approval, abandon=abandon)
+            decision = await (self.decide(msg) if not self.tracing.enabled else self.decide_traced(msg))
+            call_phases.mark("decided")
+            if isinstance(decision, Held):
+                result = await self.held(decision)
+            else:
+                result = await self.runner.run(decision)
+        finally:
+            if clock is not None:
+                self.phases.finish(clock, replied=False)
         if self.on_result is not None:
             self.on_result(ctx, result, time.perf_counter() - started)
         return result

@@ -41,6 +41,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from northstar.common import phases
 from northstar.compat.hypercorn import ConnectionLink
 from northstar.mcp_gateway.protocol import http1
 from northstar.mcp_gateway.transports.http.asgi import ASGIApp
@@ -199,11 +200,12 @@ class _Request:
     """One request on the lane: its ASGI receive (body, then disconnect) and send (framing)."""
 
     __slots__ = ("arrived", "body", "chunked", "chunks", "complete", "conn", "done", "failed", "head",
-                 "head_sent", "headers", "must_close", "remaining", "status", "unread")
+                 "head_sent", "headers", "must_close", "received_at", "remaining", "status", "unread")
 
     def __init__(self, conn: _Connection, head: http1.Head, body: bytes) -> None:
         self.conn = conn
         self.head = head
+        self.received_at = time.perf_counter()  # its head (and the body so far) read: the call's phases start
         self.chunks: collections.deque[bytes] = collections.deque([body] if body else [])
         self.unread = len(body)
         self.remaining = head.content_length - len(body)  # still to come from the client
@@ -225,7 +227,7 @@ class _Request:
             "type": "http", "asgi": _ASGI, "http_version": "1.1", "method": "POST", "scheme": "http",
             "path": path, "raw_path": path.encode("ascii"), "query_string": b"", "root_path": "",
             "headers": self.head.headers, "client": conn.link.client, "server": conn.link.server,
-            "state": dict(conn.link.lifespan_state), "extensions": {},
+            "state": dict(conn.link.lifespan_state), "extensions": {}, phases.RECEIVED_AT_KEY: self.received_at,
         }
 
     # -- the body, as the application reads it ------------------------------------------

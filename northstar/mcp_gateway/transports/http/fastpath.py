@@ -44,6 +44,7 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundModernRoute, class
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from northstar.common import errors as E
+from northstar.common import phases
 from northstar.common.error_envelope import INVALID_PARAMS, envelope, error_headers, tool_error_result
 from northstar.common.identity import RequestContext
 from northstar.common.telemetry import call_attributes, recorded, result_attributes, traceparent_header
@@ -216,15 +217,20 @@ class FastPath:
             return False
         self.taken += 1
         ctx: RequestContext = scope["northstar.ctx"]
-        if self.gateway.tracing.enabled:
-            reply = await self.dispatch_traced(scope, receive, headers, msg, era)
-        else:
-            reply = await self.dispatch(scope, receive, headers, msg, era)
-        if reply is None:  # cancelled: the caller is gone or asked for it; nothing to answer
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return True
-        await self.respond(send, msg["id"], reply, era == "modern", ctx.request_id)
+        clock = phases.start("http", scope.get(phases.RECEIVED_AT_KEY))
+        try:
+            if self.gateway.tracing.enabled:
+                reply = await self.dispatch_traced(scope, receive, headers, msg, era)
+            else:
+                reply = await self.dispatch(scope, receive, headers, msg, era)
+            if reply is None:  # cancelled: the caller is gone or asked for it; nothing to answer
+                await send({"type": "http.response.start", "status": 204, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return True
+            await self.respond(send, msg["id"], reply, era == "modern", ctx.request_id)
+            self.gateway.phases.finish(clock)
+        finally:
+            phases.drop(clock)  # not finished (cancelled, failed): none of it is kept
         return True
 
     async def dispatch(self, scope: dict[str, Any], receive: Receive, headers: dict[bytes, bytes],

@@ -20,7 +20,8 @@ from northstar.common.identity import REQUEST_ID_HEADER, Transport
 from northstar.mcp_gateway.transports.rest import openapi
 from northstar.mcp_gateway.transports.rest.api import Api
 from northstar.mcp_gateway.transports.rest.api import Response as Answer
-from northstar.mcp_gateway.transports.rest.responses import RuntimeCounts
+from northstar.mcp_gateway.transports.rest.models import PhasesQuery
+from northstar.mcp_gateway.transports.rest.responses import CallPhases, RuntimeCounts
 from northstar.mcp_gateway.transports.services import Services
 from northstar.policy.console_sessions import COOKIE_NAME
 
@@ -113,6 +114,17 @@ async def runtime_counts() -> dict[str, Any]:
     if door_counts is not None:
         counts.update(door_counts())
     return counts
+
+
+@RUNTIME.route("GET", "/v1/ops/phases", summary="Where the calls' time goes, phase by phase", admin=True,
+               query=PhasesQuery, responses={200: Answer(CallPhases)})
+async def call_phases(query: PhasesQuery) -> dict[str, Any]:
+    """Each phase of the recent calls that ran (front door and gate chain, dispatch, upstream,
+    result, tool, audit, reply, total), as percentiles in µs per door and kind
+    (``northstar.common.phases``): for finding where a slow call spends its time."""
+    services: Services = current_app.config["NORTHSTAR_SERVICES"]
+    stats = services.gateway.phases
+    return {"keep": stats.keep, "doors": stats.summary(query.recent)}
 
 
 def count_tasks() -> int:

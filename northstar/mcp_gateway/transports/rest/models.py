@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
 
 from northstar.common import limits as L
+from northstar.common import phases
 from northstar.kpi.models import KPI_ID_PATTERN, TOOL_NAME_PATTERN, WINDOW_PATTERN, Comparison, Metric
 from northstar.mcp_gateway.transports.rest.api import DIGITS
 from northstar.policy.approval_core import APPROVAL_ID_PATTERN
@@ -244,6 +245,11 @@ ApprovalId = Annotated[str, Field(pattern=APPROVAL_ID_PATTERN, max_length=40,
 
 class ApprovalPath(_Params):
     approval_id: ApprovalId
+
+
+class PhasesQuery(_Params):
+    recent: int | None = Field(default=None, ge=1, le=phases.DEFAULT_KEEP,
+                               description="summarise only the most recent this many calls of each door and kind")
 
 
 class ApprovalsQuery(_Params):

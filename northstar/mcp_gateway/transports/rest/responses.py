@@ -59,6 +59,13 @@ class RuntimeCounts(_Out):
     sessions_opening: int | None = None
 
 
+class CallPhases(_Out):
+    keep: int = Field(ge=1, description="the most recent calls kept per door and kind")
+    doors: dict[str, Any] = Field(description="door (http: the fast path; other: every other door) -> kind "
+                                              "(local, upstream) -> calls (ever) and phases: interval -> "
+                                              "n, p50_us, p90_us, p99_us")
+
+
 class ToolInventory(_Out):
     tools: list[dict[str, Any]] = Field(description="tool_id, title, description, version, builtin, package_hash, "
                                                     "scopes[] with their firearm and operations")
