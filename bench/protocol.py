@@ -21,7 +21,8 @@ import httpx2
 
 FLOWS = ("session-2025", "stateless", "modern-2026")
 #: The paths of the federation section (``bench/upstream.py``), in the order of its tables.
-UPSTREAM_KINDS = ("direct", "northstar", "northstar-local", "contextforge")
+#: In the order each round measures them: ``direct-paced`` takes its pace from the round's ``northstar``.
+UPSTREAM_KINDS = ("direct", "relay", "northstar", "direct-paced", "northstar-local", "contextforge")
 HANDSHAKE = "2025-11-25"
 MODERN = "2026-07-28"
 TOOL = "echo__ping"

@@ -82,6 +82,11 @@ def flows_md(flows: dict[str, Any]) -> str:
 
 UPSTREAM_LABELS = (
     ("northstar_p50_c1_minus_direct_ms", "northstar c=1 p50 minus direct's", "ms"),
+    ("relay_p50_c1_minus_direct_ms", "relay (the floor) c=1 p50 minus direct's", "ms"),
+    ("northstar_p50_c1_minus_relay_ms", "northstar c=1 p50 minus the relay's", "ms"),
+    ("paced_p50_c1_minus_direct_ms", "direct-paced c=1 p50 minus direct's (the upstream idle between calls)", "ms"),
+    ("northstar_p50_c1_minus_paced_ms", "northstar c=1 p50 minus direct-paced's", "ms"),
+    ("relay_throughput_c32_vs_direct", "relay c=32 req/s vs direct", "x"),
     ("northstar_throughput_c32_vs_direct", "northstar c=32 req/s vs direct", "x"),
     ("northstar_throughput_c32_vs_contextforge", "northstar c=32 req/s vs ContextForge", "x"),
     ("northstar_throughput_c1_vs_contextforge", "northstar c=1 req/s vs ContextForge", "x"),
@@ -107,11 +112,16 @@ def upstreams_md(up: dict[str, Any]) -> str:
                      num(m.get("c1_upstream_cpu_us")), f"{sum(1 for c in cells if c['valid'])}/{len(cells)}"])
     out = table(["path", "c=1 req/s", "c=1 p50 ms", "c=1 p99 ms", "c=32 req/s", "c=32 p99 ms",
                  "gateway CPU us/call (c=1)", "upstream CPU us/call (c=1)", "valid rounds"], rows)
-    ratio_rows = [[label, ratio_cell(up["summary"]["ratios"][key], unit=unit)]
-                  for key, label, unit in UPSTREAM_LABELS if up["summary"]["ratios"][key]["median"] is not None]
+    ratios = up["summary"]["ratios"]
+    ratio_rows = [[label, ratio_cell(ratios[key], unit=unit)]
+                  for key, label, unit in UPSTREAM_LABELS if key in ratios and ratios[key]["median"] is not None]
+    pauses = [str(c["pause_ms"]) for c in up["cells"] if c["server"] == "direct-paced" and "pause_ms" in c]
     out += ("\n\nComparisons, median of the per-round figures (each round's in brackets); each ratio's "
             "baseline is named in its row:\n\n")
     out += table(["comparison", "median (per round)"], ratio_rows)
+    if pauses:
+        out += (f"\n\n`direct-paced` paused {' / '.join(pauses)} ms before each call (per round): the round's "
+                "northstar c=1 p50 minus direct's, in wrk's whole milliseconds.")
     out += phases_md(medians)
     bad = [c for c in up["cells"] if not c["valid"]]
     out += "".join(f"\n- round {c['round']} {c['server']} INVALID: {(c.get('error') or '?').splitlines()[0][:300]}"

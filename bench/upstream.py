@@ -10,6 +10,8 @@ front of it, each pinned to the server core:
 
 * ``direct``        no gateway: wrk calls the upstream's ``echo`` over a session it opened
                     (``initialize`` + ``notifications/initialized``), as a gateway's client does;
+* ``relay``         the floor: the same calls through a byte relay on trio
+                    (``bench/relay_server.py``): what any trio process on the path adds;
 * ``northstar``     the gateway in its default deployment (``api_key`` auth), the upstream
                     registered over REST, its draft generated and published; wrk calls the
                     governed ``up__echo`` (gate chain, limits, a durable audit record per call)
@@ -19,6 +21,10 @@ front of it, each pinned to the server core:
                     on (a JWT minted by its own ``create_jwt_token``), the upstream registered
                     with ``POST /gateways`` and put in a virtual server; wrk calls ``up-echo``
                     on ``/servers/<id>/mcp``. When it cannot run, the section says why.
+* ``direct-paced``  ``direct`` at c=1 with a pause before each call as long as the round's
+                    ``northstar`` call took over the direct one (whole ms, wrk's granularity):
+                    the upstream called at the pace it sees behind a gateway, idle between calls.
+                    How much slower the upstream itself answers then is no gateway's work.
 
 Each round measures every path in turn (warm-up, then c=1 and c=32), so all paths share the
 machine's minutes. Figures are medians over rounds; the comparisons are per-round ratios.
@@ -35,7 +41,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,7 @@ from bench.flows import FlowOptions, cell_script
 from bench.protocol import CallRequest, CheckFailed, Prepared
 
 KINDS = protocol.UPSTREAM_KINDS
+DIRECT_KINDS = ("direct", "direct-paced")  # wrk calls the upstream itself
 PHASES_KEPT = 4096  # northstar.common.phases.DEFAULT_KEEP: the recent calls the gateway keeps
 CONCURRENCY = (1, 32)
 UPSTREAM = "up"
@@ -86,6 +93,9 @@ class Target:
     unavailable: str | None = None
     server: procs.Server | None = None
     processes: dict[str, procs.Server] = field(default_factory=dict)  # whose CPU time a call costs
+    concurrency: tuple[int, ...] = CONCURRENCY
+    prepared: Prepared | None = None  # the request wrk sends (direct-paced writes its script per round)
+    pause_ms: int = 0  # direct-paced: this round's pause before each call
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -93,6 +103,13 @@ def upstream_server(work: Path, core: int | None = procs.LOAD_CORE) -> procs.Ser
     port = procs.free_port()
     cmd = [procs.PY, "-m", "bench.upstream_server", "--port", str(port)]
     return procs.Server("upstream", cmd, port=port, workdir=work, core=core)
+
+
+def relay_server(work: Path, upstream: procs.Server, core: int | None = procs.SERVER_CORE) -> procs.Server:
+    """The byte relay in front of ``upstream``, on the server core (where a gateway runs)."""
+    port = procs.free_port()
+    cmd = [procs.PY, "-m", "bench.relay_server", "--port", str(port), "--upstream-port", str(upstream.port)]
+    return procs.Server("relay", cmd, port=port, workdir=work, core=core)
 
 
 def contextforge_version() -> str | None:
@@ -215,12 +232,14 @@ def contextforge_target(client: httpx2.Client, cf: procs.Server, upstream: procs
 # -- measuring ------------------------------------------------------------------------------
 def measure(target: Target, opts: FlowOptions) -> dict[str, Any]:
     cell: dict[str, Any] = {"server": target.kind, "valid": True, "error": None}
+    if target.pause_ms:
+        cell["pause_ms"] = target.pause_ms
     slow = target.kind == "contextforge"  # 32 calls queued behind ~100 ms each: longer cells, later timeout
     duration, warmup = (max(opts.duration_s, SLOW_CELL_S), max(opts.warmup_s, SLOW_WARMUP_S)) if slow \
         else (opts.duration_s, opts.warmup_s)
     timeout = SLOW_TIMEOUT if slow else wrk.TIMEOUT
     cell["duration_s"] = duration
-    for conns in CONCURRENCY:
+    for conns in target.concurrency:
         assert target.script is not None
         warm = wrk.run(target.url, target.script, connections=conns, duration_s=warmup, timeout=timeout)
         if slow and target.server is not None:
@@ -312,32 +331,37 @@ def prepare_all(client: httpx2.Client, servers: dict[str, procs.Server | str], w
             continue
         try:
             prepared = {"direct": lambda: direct_target(client, upstream),
+                        "relay": lambda: direct_target(client, upstream),
+                        "direct-paced": lambda: direct_target(client, upstream),
                         "northstar-local": lambda: local_target(client, gateway_of(server), flow),  # noqa: B023
                         "northstar": lambda: northstar_target(client, gateway_of(server), upstream, flow),  # noqa: B023
                         "contextforge": lambda: contextforge_target(client, server, upstream)}[kind]()  # noqa: B023
-            protocol.precheck(client, server.url if kind != "direct" else upstream.url, prepared.request)
+            protocol.precheck(client, upstream.url if kind in DIRECT_KINDS else server.url, prepared.request)
         except (CheckFailed, httpx2.HTTPError, OSError, ValueError, KeyError) as exc:
             if kind != "contextforge":
                 raise
             targets[kind] = Target(kind, unavailable=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
             continue
-        base = upstream.url if kind == "direct" else server.url
+        base = upstream.url if kind in DIRECT_KINDS else server.url
         script = cell_script(prepared).write(work / f"upstream-{kind}.lua")
-        processes = {"upstream": upstream} if kind == "direct" else {"gateway": server, "upstream": upstream}
-        targets[kind] = Target(kind, f"{base}{prepared.request.path}", script, server=server, processes=processes)
+        # The relay's CPU is reported as the gateway's: it is the process in between.
+        processes = {"upstream": upstream} if kind in DIRECT_KINDS else {"gateway": server, "upstream": upstream}
+        targets[kind] = Target(kind, f"{base}{prepared.request.path}", script, server=server, processes=processes,
+                               concurrency=(1,) if kind == "direct-paced" else CONCURRENCY, prepared=prepared)
     return targets
 
 
 def run(work: Path, opts: FlowOptions, *, flow: str = "stateless", contextforge: bool = True,
         log: Any = print) -> dict[str, Any]:
     """Every round of every available path; returns cells, medians and the comparisons."""
-    servers: dict[str, procs.Server | str] = {"upstream": upstream_server(work)}
-    servers["direct"] = servers["upstream"]
+    upstream = upstream_server(work)
+    servers: dict[str, procs.Server | str] = {"upstream": upstream, "direct": upstream, "direct-paced": upstream,
+                                              "relay": relay_server(work, upstream)}
     servers["northstar"] = procs.gateway(work, name="northstar")
     servers["northstar-local"] = servers["northstar"]
     if contextforge:
         servers["contextforge"] = contextforge_server(work)
-    started = [s for k, s in servers.items() if isinstance(s, procs.Server) and k in ("upstream", "northstar",
+    started = [s for k, s in servers.items() if isinstance(s, procs.Server) and k in ("upstream", "relay", "northstar",
                                                                                     "contextforge")]
     cells: list[dict[str, Any]] = []
     with procs.running(*started), httpx2.Client(timeout=60) as client:
@@ -345,6 +369,8 @@ def run(work: Path, opts: FlowOptions, *, flow: str = "stateless", contextforge:
         for rnd in range(1, opts.rounds + 1):
             for target in targets.values():
                 if target.unavailable is not None:
+                    continue
+                if target.kind == "direct-paced" and not pace(target, cells, rnd, work):
                     continue
                 cell = {**measure(target, opts), "round": rnd}
                 cells.append(cell)
@@ -356,6 +382,19 @@ def run(work: Path, opts: FlowOptions, *, flow: str = "stateless", contextforge:
     return {"options": {"rounds": opts.rounds, "duration_s": opts.duration_s, "warmup_s": opts.warmup_s,
                         "northstar_flow": flow, "contextforge_version": version},
             "cells": cells, "unavailable": unavailable, "summary": summarize(cells)}
+
+
+def pace(target: Target, cells: list[dict[str, Any]], rnd: int, work: Path) -> bool:
+    """Write ``direct-paced``'s script for round ``rnd``: a pause of the round's northstar c=1 p50
+    minus direct's, in whole ms (at least 1). False when the round has no valid pair to pace by."""
+    by = {c["server"]: c for c in cells if c["round"] == rnd and c["valid"]}
+    if "northstar" not in by or "direct" not in by or target.prepared is None:
+        return False
+    gap = by["northstar"]["c1"]["p50_ms"] - by["direct"]["c1"]["p50_ms"]
+    script = replace(cell_script(target.prepared), delay_ms=max(1, round(gap)))
+    target.script = script.write(work / f"upstream-direct-paced-{rnd}.lua")
+    target.pause_ms = script.delay_ms
+    return True
 
 
 def cell_line(cell: dict[str, Any]) -> str:
@@ -373,6 +412,11 @@ METRICS = ("c1_rps", "c1_p50_ms", "c1_p99_ms", "c32_rps", "c32_p50_ms", "c32_p99
 #: (label, metric, this server, other server, how): ``ratio`` is this / other, ``minus`` this - other.
 COMPARISONS = (
     ("northstar_p50_c1_minus_direct_ms", "c1_p50_ms", "northstar", "direct", "minus"),
+    ("relay_p50_c1_minus_direct_ms", "c1_p50_ms", "relay", "direct", "minus"),
+    ("northstar_p50_c1_minus_relay_ms", "c1_p50_ms", "northstar", "relay", "minus"),
+    ("paced_p50_c1_minus_direct_ms", "c1_p50_ms", "direct-paced", "direct", "minus"),
+    ("northstar_p50_c1_minus_paced_ms", "c1_p50_ms", "northstar", "direct-paced", "minus"),
+    ("relay_throughput_c32_vs_direct", "c32_rps", "relay", "direct", "ratio"),
     ("northstar_throughput_c32_vs_direct", "c32_rps", "northstar", "direct", "ratio"),
     ("northstar_throughput_c32_vs_contextforge", "c32_rps", "northstar", "contextforge", "ratio"),
     ("northstar_throughput_c1_vs_contextforge", "c1_rps", "northstar", "contextforge", "ratio"),
@@ -384,6 +428,8 @@ def metric(cell: dict[str, Any] | None, name: str) -> float | None:
     if not cell or not cell["valid"]:
         return None
     conc, key = name.split("_", 1)
+    if conc not in cell:  # a cell measured at the other concurrency only (direct-paced: c=1)
+        return None
     value = cell[conc][key]
     return None if value is None else float(value)
 
@@ -402,10 +448,10 @@ def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
         for conc in ("c1", "c32"):
             for proc in ("gateway", "upstream"):
                 values = [float(v) for r in rounds if (c := by.get((kind, r))) and c["valid"]
-                          and (v := (c[conc].get("cpu_us_per_call") or {}).get(proc)) is not None]
+                          and (v := ((c.get(conc) or {}).get("cpu_us_per_call") or {}).get(proc)) is not None]
                 medians[kind][f"{conc}_{proc}_cpu_us"] = median(values)
             per_round = [c[conc]["phases_p50_us"] for r in rounds if (c := by.get((kind, r))) and c["valid"]
-                         and c[conc].get("phases_p50_us")]
+                         and (c.get(conc) or {}).get("phases_p50_us")]
             labels = sorted({label for p in per_round for label in p})
             medians[kind][f"{conc}_phases_p50_us"] = {
                 label: median([p[label] for p in per_round if label in p]) for label in labels} or None

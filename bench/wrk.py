@@ -45,6 +45,7 @@ function request()
   return wrk.format(nil, path, nil, body)
 end
 
+{delay}
 function response(status, headers, body)
   if ({status_test}) and body ~= nil and string.find(body, {pattern}) then
     good = good + 1
@@ -90,6 +91,7 @@ class Script:
     path_suffix: str = ""
     ok_status: tuple[int, ...] = (200,)
     body_pattern: str = PONG_PATTERN
+    delay_ms: int = 0  # wrk waits this long before each connection's next request (not timed)
 
     def render(self) -> str:
         headers = "\n".join(f"wrk.headers[ {lua_string(k)} ] = {lua_string(v)}" for k, v in self.headers.items())
@@ -101,6 +103,7 @@ class Script:
             unique_body="true" if self.unique_body else "false",
             status_test=" or ".join(f"status == {s}" for s in self.ok_status),
             pattern=lua_string(self.body_pattern),
+            delay=f"function delay()\n  return {int(self.delay_ms)}\nend\n" if self.delay_ms > 0 else "",
         )
 
     def write(self, path: Path) -> Path:

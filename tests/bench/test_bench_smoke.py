@@ -87,9 +87,13 @@ def test_flow_preparation_and_checks_against_real_servers(tmp_path: Path) -> Non
 def test_upstream_section_prepares_the_direct_and_the_governed_call(tmp_path: Path) -> None:
     upstream_server = upstream.upstream_server(tmp_path, core=None)
     gateway = procs.gateway(tmp_path, name="northstar", core=None)
-    with procs.running(upstream_server, gateway), httpx2.Client(timeout=60) as client:
+    relay = upstream.relay_server(tmp_path, upstream_server, core=None)
+    with procs.running(upstream_server, gateway, relay), httpx2.Client(timeout=60) as client:
         direct = upstream.direct_target(client, upstream_server)
         assert protocol.precheck(client, upstream_server.url, direct.request)["pong"] is True
+        assert protocol.precheck(client, relay.url, direct.request, request_id=3)["pong"] is True  # the floor
+        paced = upstream.replace(cell_script(direct), delay_ms=2).render()
+        assert "function delay()\n  return 2\nend" in paced and "function delay" not in cell_script(direct).render()
         governed = upstream.northstar_target(client, gateway, upstream_server, "stateless")
         assert governed.request.params["name"] == upstream.NORTHSTAR_TOOL
         assert protocol.precheck(client, gateway.url, governed.request, request_id=9)["message"] == "hi"
@@ -99,8 +103,13 @@ def test_upstream_section_prepares_the_direct_and_the_governed_call(tmp_path: Pa
               "c1": {"rps": 100.0, "p50_ms": p50, "p99_ms": 2.0, "cpu_us_per_call": {"gateway": 900}},
               "c32": {"rps": rps, "p50_ms": 5.0, "p99_ms": 9.0, "cpu_us_per_call": {"gateway": 800}}}
              for kind, p50, rps in (("direct", 0.7, 1500.0), ("northstar", 1.5, 1000.0))]
+    paced = {"server": "direct-paced", "round": 1, "valid": True, "error": None, "pause_ms": 1,
+             "c1": {"rps": 90.0, "p50_ms": 1.0, "p99_ms": 2.0, "cpu_us_per_call": {"upstream": 800}}}  # c=1 only
+    cells.append(paced)
     summary = upstream.summarize(cells)
     assert summary["ratios"]["northstar_p50_c1_minus_direct_ms"]["median"] == pytest.approx(0.8)
+    assert summary["ratios"]["northstar_p50_c1_minus_paced_ms"]["median"] == pytest.approx(0.5)
+    assert summary["medians"]["direct-paced"]["c32_rps"] is None
     assert summary["ratios"]["northstar_throughput_c32_vs_direct"]["median"] == pytest.approx(1000 / 1500)
     section = {"cells": cells, "summary": summary, "unavailable": {"contextforge": "not installed"}}
     text = report.upstreams_md(section)
