@@ -114,3 +114,17 @@ def test_upstream_section_prepares_the_direct_and_the_governed_call(tmp_path: Pa
     section = {"cells": cells, "summary": summary, "unavailable": {"contextforge": "not installed"}}
     text = report.upstreams_md(section)
     assert "unavailable: not installed" in text and "northstar c=32 req/s vs direct" in text
+
+
+def test_the_paced_direct_call_waits_as_long_as_the_gateway_added(tmp_path: Path) -> None:
+    prepared = protocol.Prepared(upstream.tool_request("/mcp", upstream.TOOL, {"Mcp-Session-Id": "s"}, "session-2025"),
+                                 "s")
+    target = upstream.Target("direct-paced", "http://127.0.0.1:9/mcp", None, concurrency=(1,), prepared=prepared)
+    cell = {"valid": True, "c1": {"p50_ms": 0.5}}
+    assert not upstream.pace(target, [{**cell, "server": "direct", "round": 1}], 1, tmp_path)  # no northstar
+    cells = [{**cell, "server": "direct", "round": 2},
+             {"server": "northstar", "round": 2, "valid": True, "c1": {"p50_ms": 3.1}}]
+    assert upstream.pace(target, cells, 2, tmp_path) and target.pause_ms == 3  # 2.6 ms, whole ms
+    assert target.script is not None and "return 3" in target.script.read_text()
+    cells[1]["c1"]["p50_ms"] = 0.6  # a gap under half a millisecond still pauses: 1 ms, wrk's least
+    assert upstream.pace(target, cells, 2, tmp_path) and target.pause_ms == 1
