@@ -22,7 +22,8 @@ A call without ``sent`` ran a built-in tool (kind ``local``), one with it reache
 (kind ``upstream``). The intervals are named for what happens in them (:data:`INTERVALS`), and
 ``total`` spans the first mark to the last. Calls that were refused or failed before running
 (no ``ran``) are not summarised: their time is the gate chain's, and it would blur the figures
-of the calls that ran.
+of the calls that ran. Nor are calls held for an approval (:func:`skip`): their wait is a
+person's.
 
 Costs: one context-variable read and one clock reading per mark, a handful per call. Marks
 made outside an open clock (a call from no door, e.g. the sandbox) are dropped.
@@ -61,6 +62,7 @@ class CallClock:
 
     door: str
     marks: list[tuple[str, float]] = field(default_factory=list)
+    kept: bool = True  # False: not summarised (a held call's time is a human's, not the gateway's)
 
     def mark(self, name: str, at: float | None = None) -> None:
         self.marks.append((name, time.perf_counter() if at is None else at))
@@ -76,6 +78,13 @@ def start(door: str, received_at: float | None = None) -> CallClock:
 
 def current() -> CallClock | None:
     return _CLOCK.get()
+
+
+def skip() -> None:
+    """Leave the current call out of the summary (it waits for something outside the gateway)."""
+    clock = _CLOCK.get()
+    if clock is not None:
+        clock.kept = False
 
 
 def drop(clock: CallClock) -> None:
@@ -126,6 +135,8 @@ class PhaseStats:
         """Close the call's clock (``replied`` marked now when the door wrote the answer) and keep
         its intervals. The context variable is cleared, so later marks on this task are dropped."""
         drop(clock)
+        if not clock.kept:
+            return
         if replied:
             clock.mark("replied")
         measured = intervals(clock)

@@ -85,3 +85,13 @@ def test_drop_forgets_a_clock_without_keeping_it() -> None:
     phases.mark("recorded")
     assert phases.current() is None and [m for m, _ in clock.marks] == ["received", "ran"]
     assert stats.summary() == {}
+
+
+def test_a_skipped_call_is_not_summarised() -> None:
+    stats = phases.PhaseStats()
+    clock = phases.start("http")
+    phases.mark("decided")
+    phases.skip()  # held for an approval: a person's wait
+    phases.mark("ran")
+    stats.finish(clock)
+    assert stats.summary() == {} and phases.current() is None

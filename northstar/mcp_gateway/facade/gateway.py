@@ -96,6 +96,7 @@ class Gateway:
             decision = await (self.decide(msg) if not self.tracing.enabled else self.decide_traced(msg))
             call_phases.mark("decided")
             if isinstance(decision, Held):
+                call_phases.skip()  # its time is the approver's
                 result = await self.held(decision)
             else:
                 result = await self.runner.run(decision)
