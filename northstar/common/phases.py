@@ -102,28 +102,44 @@ def mark(name: str) -> None:
 
 def intervals(clock: CallClock) -> tuple[str, dict[str, float]] | None:
     """The call's kind and its intervals in µs, or None when it did not run (no ``ran``)."""
-    names = [name for name, _ in clock.marks]
-    if "ran" not in names:
+    kind = kind_of(clock.marks)
+    return None if kind is None else (kind, _intervals(clock.marks))
+
+
+def kind_of(marks: list[tuple[str, float]]) -> str | None:
+    """``upstream`` (it reached an upstream), ``local``, or None (it never ran)."""
+    ran = sent = False
+    for name, _ in marks:
+        if name == "ran":
+            ran = True
+        elif name == "sent":
+            sent = True
+    if not ran:
         return None
+    return "upstream" if sent else "local"
+
+
+def _intervals(marks: list[tuple[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     previous: tuple[str, float] | None = None
-    for name, at in clock.marks:
+    for name, at in marks:
         if previous is not None:
-            label = INTERVALS.get((previous[0], name), f"{previous[0]}-{name}")
+            label = INTERVALS.get((previous[0], name)) or f"{previous[0]}-{name}"
             out[label] = out.get(label, 0.0) + (at - previous[1]) * 1e6
         previous = (name, at)
-    out["total"] = (clock.marks[-1][1] - clock.marks[0][1]) * 1e6
-    return ("upstream" if "sent" in names else "local"), out
+    out["total"] = (marks[-1][1] - marks[0][1]) * 1e6
+    return out
 
 
 @dataclass
 class _Series:
-    calls: int = 0  # every call ever recorded here (the rings keep the most recent)
-    rings: dict[str, deque[float]] = field(default_factory=dict)
+    calls: int = 0  # every call ever recorded here (the ring keeps the most recent)
+    ring: deque[list[tuple[str, float]]] = field(default_factory=deque)
 
 
 class PhaseStats:
-    """The most recent calls' intervals, per door and kind, in bounded rings."""
+    """The most recent calls' marks, per door and kind, in bounded rings; intervals are worked
+    out when a summary is asked for, so a call pays only for keeping its marks."""
 
     def __init__(self, keep: int = DEFAULT_KEEP) -> None:
         if keep < 1:
@@ -133,35 +149,45 @@ class PhaseStats:
 
     def finish(self, clock: CallClock, *, replied: bool = True) -> None:
         """Close the call's clock (``replied`` marked now when the door wrote the answer) and keep
-        its intervals. The context variable is cleared, so later marks on this task are dropped."""
+        its marks. The context variable is cleared, so later marks on this task are dropped."""
         drop(clock)
         if not clock.kept:
             return
+        marks = clock.marks
         if replied:
-            clock.mark("replied")
-        measured = intervals(clock)
-        if measured is None:
+            marks.append(("replied", time.perf_counter()))
+        kind = kind_of(marks)
+        if kind is None:
             return
-        kind, values = measured
-        series = self._series.setdefault((clock.door, kind), _Series())
+        series = self._series.get((clock.door, kind))
+        if series is None:
+            series = self._series[(clock.door, kind)] = _Series(ring=deque(maxlen=self.keep))
         series.calls += 1
-        for label, value in values.items():
-            ring = series.rings.get(label)
-            if ring is None:
-                ring = series.rings[label] = deque(maxlen=self.keep)
-            ring.append(value)
+        series.ring.append(marks)
+
+    def snapshot(self, recent: int | None = None) -> list[tuple[str, str, int, list[list[tuple[str, float]]]]]:
+        """What :func:`summarise` needs, copied now: cheap, so it is taken on the event loop and
+        the summary (milliseconds for a full ring) worked out elsewhere."""
+        return [(door, kind, series.calls, list(series.ring)[-recent:] if recent else list(series.ring))
+                for (door, kind), series in sorted(self._series.items())]
 
     def summary(self, recent: int | None = None) -> dict[str, Any]:
         """Per door and kind: calls recorded, and each interval's count and p50/p90/p99 in µs over
         the most recent ``recent`` calls (all kept when None)."""
-        out: dict[str, Any] = {}
-        for (door, kind), series in sorted(self._series.items()):
-            phases = {}
-            for label, ring in series.rings.items():
-                values = list(ring)[-recent:] if recent else list(ring)
-                phases[label] = _percentiles(values)
-            out.setdefault(door, {})[kind] = {"calls": series.calls, "phases": phases}
-        return out
+        return summarise(self.snapshot(recent))
+
+
+def summarise(snapshot: list[tuple[str, str, int, list[list[tuple[str, float]]]]]) -> dict[str, Any]:
+    """The summary of a :meth:`PhaseStats.snapshot` (pure: safe to run in a worker thread)."""
+    out: dict[str, Any] = {}
+    for door, kind, calls, recent in snapshot:
+        values: dict[str, list[float]] = {}
+        for marks in recent:
+            for label, value in _intervals(marks).items():
+                values.setdefault(label, []).append(value)
+        phases = {label: _percentiles(v) for label, v in values.items()}
+        out.setdefault(door, {})[kind] = {"calls": calls, "phases": phases}
+    return out
 
 
 def _percentiles(values: list[float]) -> dict[str, Any]:
