@@ -32,7 +32,7 @@ made outside an open clock (a call from no door, e.g. the sandbox) are dropped.
 from __future__ import annotations
 
 import time
-from collections import deque
+from array import array
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,15 +131,49 @@ def _intervals(marks: list[tuple[str, float]]) -> dict[str, float]:
     return out
 
 
-@dataclass
 class _Series:
-    calls: int = 0  # every call ever recorded here (the ring keeps the most recent)
-    ring: deque[list[tuple[str, float]]] = field(default_factory=deque)
+    """One door and kind: each interval's most recent values in a ring of doubles (``array``: no
+    object per call is kept, so the rings add nothing for the garbage collector to walk)."""
+
+    __slots__ = ("calls", "keep", "rings")
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.calls = 0  # every call ever recorded here (the rings keep the most recent)
+        self.rings: dict[str, array[float]] = {}
+
+    def add(self, values: dict[str, float]) -> None:
+        at = self.calls % self.keep
+        for label, value in values.items():
+            ring = self.rings.get(label)
+            if ring is None:  # a phase first seen now: NaN for the calls before it
+                ring = self.rings[label] = array("d", _NAN_BLOCK[:1] * self.keep)
+            ring[at] = value
+        if len(values) != len(self.rings):
+            for label, ring in self.rings.items():
+                if label not in values:
+                    ring[at] = _NAN
+        self.calls += 1
+
+    def recent(self, n: int | None) -> dict[str, array[float]]:
+        """Each interval's values over the most recent ``n`` calls kept (all when None; NaN where
+        the phase was not on that call's path): copies, for :func:`summarise`."""
+        held = min(self.calls, self.keep)
+        n = held if n is None else min(n, held)
+        end = self.calls % self.keep
+        out: dict[str, array[float]] = {}
+        for label, ring in self.rings.items():
+            window = ring[end - n:end] if held < self.keep else (ring[end:] + ring[:end])[held - n:]
+            out[label] = window
+        return out
+
+
+_NAN = float("nan")
+_NAN_BLOCK = array("d", [_NAN])
 
 
 class PhaseStats:
-    """The most recent calls' marks, per door and kind, in bounded rings; intervals are worked
-    out when a summary is asked for, so a call pays only for keeping its marks."""
+    """The most recent calls' intervals, per door and kind, in bounded rings."""
 
     def __init__(self, keep: int = DEFAULT_KEEP) -> None:
         if keep < 1:
@@ -149,7 +183,7 @@ class PhaseStats:
 
     def finish(self, clock: CallClock, *, replied: bool = True) -> None:
         """Close the call's clock (``replied`` marked now when the door wrote the answer) and keep
-        its marks. The context variable is cleared, so later marks on this task are dropped."""
+        its intervals. The context variable is cleared, so later marks on this task are dropped."""
         drop(clock)
         if not clock.kept:
             return
@@ -161,14 +195,13 @@ class PhaseStats:
             return
         series = self._series.get((clock.door, kind))
         if series is None:
-            series = self._series[(clock.door, kind)] = _Series(ring=deque(maxlen=self.keep))
-        series.calls += 1
-        series.ring.append(marks)
+            series = self._series[(clock.door, kind)] = _Series(self.keep)
+        series.add(_intervals(marks))
 
-    def snapshot(self, recent: int | None = None) -> list[tuple[str, str, int, list[list[tuple[str, float]]]]]:
-        """What :func:`summarise` needs, copied now: cheap, so it is taken on the event loop and
-        the summary (milliseconds for a full ring) worked out elsewhere."""
-        return [(door, kind, series.calls, list(series.ring)[-recent:] if recent else list(series.ring))
+    def snapshot(self, recent: int | None = None) -> list[tuple[str, str, int, dict[str, array[float]]]]:
+        """What :func:`summarise` needs, copied now (the rings' recent values): taken on the event
+        loop, and the percentiles worked out elsewhere."""
+        return [(door, kind, series.calls, series.recent(recent))
                 for (door, kind), series in sorted(self._series.items())]
 
     def summary(self, recent: int | None = None) -> dict[str, Any]:
@@ -177,15 +210,12 @@ class PhaseStats:
         return summarise(self.snapshot(recent))
 
 
-def summarise(snapshot: list[tuple[str, str, int, list[list[tuple[str, float]]]]]) -> dict[str, Any]:
+def summarise(snapshot: list[tuple[str, str, int, dict[str, array[float]]]]) -> dict[str, Any]:
     """The summary of a :meth:`PhaseStats.snapshot` (pure: safe to run in a worker thread)."""
     out: dict[str, Any] = {}
-    for door, kind, calls, recent in snapshot:
-        values: dict[str, list[float]] = {}
-        for marks in recent:
-            for label, value in _intervals(marks).items():
-                values.setdefault(label, []).append(value)
-        phases = {label: _percentiles(v) for label, v in values.items()}
+    for door, kind, calls, windows in snapshot:
+        values = {label: [v for v in window if v == v] for label, window in windows.items()}  # NaN: not reached
+        phases = {label: _percentiles(v) for label, v in values.items() if v}
         out.setdefault(door, {})[kind] = {"calls": calls, "phases": phases}
     return out
 

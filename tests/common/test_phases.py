@@ -95,3 +95,18 @@ def test_a_skipped_call_is_not_summarised() -> None:
     phases.mark("ran")
     stats.finish(clock)
     assert stats.summary() == {} and phases.current() is None
+
+
+def test_a_phase_only_some_calls_reach_counts_only_those_calls() -> None:
+    stats = phases.PhaseStats(keep=3)
+    plain = (("received", 0.0), ("decided", 0.0), ("ran", 1e-6), ("recorded", 2e-6))
+    held_up = (("received", 0.0), ("decided", 0.0), ("odd", 5e-6), ("ran", 6e-6), ("recorded", 7e-6))
+    for marks in (held_up, plain, plain, plain):  # the odd one is overwritten by the fourth call
+        stats.finish(clock_with("other", *marks), replied=False)
+    local = stats.summary()["other"]["local"]
+    assert local["calls"] == 4 and local["phases"]["audit"]["n"] == 3
+    assert "decided-odd" not in local["phases"]  # its only call left the ring
+    stats.finish(clock_with("other", *held_up), replied=False)
+    local = stats.summary()["other"]["local"]
+    assert local["phases"]["decided-odd"]["n"] == 1 and local["phases"]["tool"]["n"] == 2
+    assert stats.summary(recent=1)["other"]["local"]["phases"]["odd-ran"]["n"] == 1
