@@ -12,7 +12,11 @@ long-lived nursery runs up to ``N`` handler tasks, bounded by a semaphore.
 An actor may also answer some messages synchronously with :meth:`Actor.answer_now`:
 the serving loop calls it first and, unless it returns :data:`NOT_NOW`, replies with
 its result at once, with no task and no cancel scope (a decision made from the actor's
-own state, say). Everything else goes to ``handle``.
+own state, say). Everything else goes to ``handle``. While the instance is idle (waiting
+for a message, none queued or on its way), ``ActorRef.call`` runs ``answer_now`` in the
+caller's own task instead: the same order, without the two scheduler passes of the mailbox.
+It still runs in no other task's stead and never while a message waits ahead of it; a
+crash there crashes the instance as one in the loop does.
 
 An exception escaping ``handle`` (or ``answer_now``) crashes the instance: every in-flight request
 gets :class:`ActorCrashed`, queued messages stay in the mailbox, and the
@@ -83,10 +87,19 @@ class Actor(abc.ABC, Generic[MsgT, ReplyT]):
         """Bounded cleanup after an orderly stop, once queued messages are served."""
 
 
+class _Crash:
+    """The message an idle answer that raised leaves in the mailbox: the instance crashes on it."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
 class _Run:
     """One incarnation of an actor over a mailbox; remembers the first crash."""
 
-    __slots__ = ("actor", "box", "burst", "crash", "quick")
+    __slots__ = ("actor", "box", "burst", "crash", "idle_answer", "quick")
 
     def __init__(self, actor: Actor[Any, Any], box: _Mailbox) -> None:
         self.actor = actor
@@ -94,6 +107,30 @@ class _Run:
         self.burst = 0  # envelopes taken in a row without yielding
         self.crash: Exception | None = None
         self.quick = type(actor).answer_now is not Actor.answer_now
+        self.idle_answer = self._answer_idle if self.quick else None
+
+    def _answer_idle(self, msg: Any) -> tuple[bool, Any]:
+        """``answer_now`` in a caller's task while this instance waits with nothing queued.
+
+        A crash is this instance's, as in the loop: the caller gets :class:`ActorCrashed`, and
+        the exception is left in the mailbox for the instance to raise (the supervisor sees the
+        original exception; what arrives meanwhile queues, as behind any crash).
+        """
+        box = self.box
+        try:
+            reply = self.actor.answer_now(msg)
+        except Exception as exc:
+            self.crash = exc
+            box.idle_answer = None
+            try:
+                box.send.send_nowait(_Envelope(_Crash(exc), wants_reply=False))
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # closing anyway: the instance ends without serving more
+            raise self.failure() from None
+        if reply is NOT_NOW:
+            return False, None
+        box.processed += 1
+        return True, reply
 
     def failure(self) -> ActorError:
         """The error owed to a request this incarnation could not finish."""
@@ -126,6 +163,10 @@ def _answered_now(run: _Run, envelope: _Envelope[Any, Any]) -> bool:
     """Serve ``envelope`` with ``answer_now`` if the actor answers it now; False if not."""
     if envelope.abandoned:
         return True
+    if isinstance(envelope.msg, _Crash):  # an idle answer raised: crash as the loop would have
+        raise envelope.msg.exc
+    if envelope.declined:
+        return False
     try:
         reply = run.actor.answer_now(envelope.msg)
     except Exception as exc:
@@ -146,20 +187,26 @@ async def _next(receive: trio.MemoryReceiveChannel[_Envelope[Any, Any]], run: _R
     message is waiting); after ``BURST`` such envelopes in a row the loop yields anyway, so a
     busy actor never holds the event loop for long.
     """
+    idle = False
     if run.burst < BURST:
         try:
             envelope = receive.receive_nowait()
         except trio.WouldBlock:
-            pass
+            idle = run.crash is None  # nothing queued: callers may be answered in their own task
         except trio.EndOfChannel:
             return None
         else:
             run.burst += 1
             return envelope
+    box = run.box
+    if idle and not box.closed:
+        box.idle_answer = run.idle_answer
     try:
         envelope = await receive.receive()  # yields, with this envelope already taken
     except trio.EndOfChannel:
         return None
+    finally:
+        box.idle_answer = None
     run.burst = 1
     return envelope
 

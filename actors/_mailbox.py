@@ -16,6 +16,7 @@ per call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -30,11 +31,12 @@ ReplyT = TypeVar("ReplyT")
 class _Envelope(Generic[MsgT, ReplyT]):
     """One message in a mailbox, with the reply path back to its caller."""
 
-    __slots__ = ("_done", "_error", "_reply", "abandoned", "msg", "scope")
+    __slots__ = ("_done", "_error", "_reply", "abandoned", "declined", "msg", "scope")
 
-    def __init__(self, msg: MsgT, *, wants_reply: bool) -> None:
+    def __init__(self, msg: MsgT, *, wants_reply: bool, declined: bool = False) -> None:
         self.msg = msg
         self.abandoned = False
+        self.declined = declined  # answer_now already said NOT_NOW to it (in the caller's task)
         self.scope: trio.CancelScope | None = None
         self._done: trio.Event | None = trio.Event() if wants_reply else None
         self._reply: ReplyT | None = None
@@ -107,6 +109,10 @@ class _Mailbox:
         self.crashes = 0
         self.starts = 0
         self.serving = False
+        # Set while the instance waits for its next message with nothing queued or on its way:
+        # a caller may then have ``answer_now`` run in its own task (``ActorRef.call``), which is
+        # the order the loop would have served it in, without the two scheduler passes.
+        self.idle_answer: Callable[[Any], tuple[bool, Any]] | None = None
         self._open()
 
     def _open(self) -> None:
@@ -124,6 +130,7 @@ class _Mailbox:
     def close(self) -> None:
         """Refuse new messages; queued ones are still served, then the reader sees the end."""
         self.closed = True
+        self.idle_answer = None
         self.send.close()
 
     def release(self) -> None:
@@ -187,8 +194,20 @@ class ActorRef(Generic[MsgT, ReplyT]):
         (one scope fewer when the caller has its own deadline anyway).  If the
         caller times out or is cancelled, the actor's work on this request is
         cancelled (or skipped if it has not started).
+
+        When the actor is idle (waiting, nothing queued or on its way) and answers
+        ``msg`` with ``answer_now``, it is answered in the caller's task, at once:
+        the order the serving loop would have kept, without its two scheduler passes.
         """
-        envelope: _Envelope[MsgT, ReplyT] = _Envelope(msg, wants_reply=True)
+        answer = self._box.idle_answer
+        declined = False
+        if answer is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            answered, reply = answer(msg)  # ActorCrashed (the instance crashes) if answer_now raised
+            if answered:
+                return cast(ReplyT, reply)
+            declined = True  # for handle: answer_now is not asked twice
+        envelope: _Envelope[MsgT, ReplyT] = _Envelope(msg, wants_reply=True, declined=declined)
         return await self._request(envelope, timeout, wait_for_space=True)
 
     async def try_call(self, msg: MsgT, *, timeout: float | None = 5.0) -> ReplyT:
@@ -240,6 +259,7 @@ class ActorRef(Generic[MsgT, ReplyT]):
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self._box.send.send_nowait(envelope)
+            self._box.idle_answer = None  # one is on its way: the next caller queues behind it
             return
         except trio.WouldBlock:
             pass
@@ -249,10 +269,12 @@ class ActorRef(Generic[MsgT, ReplyT]):
             await self._box.send.send(envelope)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStopped(self.name) from None
+        self._box.idle_answer = None
 
     def _put_nowait(self, envelope: _Envelope[MsgT, ReplyT]) -> None:
         try:
             self._box.send.send_nowait(envelope)
+            self._box.idle_answer = None
         except trio.WouldBlock:
             raise Busy(self.name, self._box.capacity) from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import NOT_NOW, Actor, ActorCrashed, CallTimeout, NotNow, spawn
+from actors import NOT_NOW, Actor, ActorCrashed, CallTimeout, NotNow, Supervisor, actor_child, ref_of, spawn
 
 
 class Mixed(Actor[tuple[str, int], str]):
@@ -22,8 +22,10 @@ class Mixed(Actor[tuple[str, int], str]):
         self.inline: list[int] = []
         self.handled: list[int] = []
         self.handle_tasks: set[object] = set()
+        self.asked: list[tuple[tuple[str, int], object]] = []  # every answer_now, with the task it ran in
 
     def answer_now(self, msg: tuple[str, int]) -> str | NotNow:
+        self.asked.append((msg, trio.lowlevel.current_task()))
         kind, n = msg
         if kind == "boom":
             raise RuntimeError("bad decision")
@@ -159,3 +161,72 @@ async def test_a_call_without_its_own_timeout_is_bounded_by_the_callers_scope(
         await trio.testing.wait_all_tasks_blocked()
         assert actor.inline == [1]  # the abandoned one was never answered
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_an_idle_actor_answers_in_the_callers_own_task(concurrency: int) -> None:
+    actor = Mixed(concurrency)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 64)
+        await trio.testing.wait_all_tasks_blocked()  # the instance waits for its first message
+        assert await ref.call(("now", 1)) == "now 1"
+        assert actor.asked == [(("now", 1), trio.lowlevel.current_task())]
+        assert ref.stats().processed == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_message_on_its_way_keeps_its_place() -> None:
+    actor = Mixed(1)  # serial: what arrives after "wait 1" is served after it
+    replies: list[str] = []
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 64)
+        await trio.testing.wait_all_tasks_blocked()
+        ref.try_cast(("wait", 1))  # handed to the waiting instance, which has not run yet
+
+        async def second() -> None:
+            replies.append(await ref.call(("now", 2)))
+
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert replies == [] and actor.handled == []  # queued behind the cast, not answered past it
+        actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert actor.handled == [1] and replies == ["now 2"]
+        assert [task for msg, task in actor.asked if msg == ("now", 2)] != [trio.lowlevel.current_task()]
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_a_message_declined_in_the_callers_task_is_not_asked_again(concurrency: int) -> None:
+    actor = Mixed(concurrency)
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(spawn, lambda: actor, 64)
+        await trio.testing.wait_all_tasks_blocked()
+        actor.gate.set()
+        assert await ref.call(("wait", 7)) == "handled 7"
+        assert [msg for msg, _ in actor.asked] == [("wait", 7)]  # once, by the caller's task
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_crash_in_the_callers_task_restarts_the_instance_under_its_supervisor() -> None:
+    instances: list[Mixed] = []
+
+    def make() -> Mixed:
+        instances.append(Mixed(8))
+        return instances[-1]
+
+    spec = actor_child("mixed", make)
+    sup = Supervisor("sup", [spec])
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            ref = ref_of(spec)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ActorCrashed):
+                await ref.call(("boom", 0))  # raised in this task's answer_now
+            assert instances[0].asked[-1][1] is trio.lowlevel.current_task()
+            assert await ref.call(("now", 1)) == "now 1"  # queued, then served by the new instance
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(instances) == 2 and (ref.stats().crashes, ref.stats().restarts) == (1, 1)
+            assert instances[1].inline == [1]
+            await sup.stop()
