@@ -410,16 +410,18 @@ def test_e3_a_never_reading_sse_client_is_dropped(lgw: GatewayProcess, http: htt
     assert (rss_kb(pid) - baseline_rss) / 1024 < 128  # bounded even the first time
     # The allocator keeps what a round freed, so the rounds set a level: the largest buffer a
     # round piled up before its client was dropped (up to 2,000 answers, ~18 MB; how many
-    # depends on timing, so one round may pile up more than the one before it). Two rounds set
-    # the level; two more must reuse that memory, not add to it: a leak adds about a whole
-    # buffer per round, twice that over the two.
+    # depends on timing, so a later round may pile up more than the ones before it, and the
+    # allocator may not hand back the same pages: up to ~29 MB over two rounds was seen under a
+    # loaded CI). Two rounds set the level; four more must mostly reuse that memory: a leak adds
+    # about a whole buffer per round, ~72 MB over the four, where timing and fragmentation
+    # plateau.
     never_reading_client_round(lgw)
     assert wait_until(lambda: open_fds(pid) <= baseline_fds + 2, 15), (open_fds(pid), baseline_fds)
     level_rss = rss_kb(pid)
-    for _ in range(2):
+    for _ in range(4):
         never_reading_client_round(lgw)
         assert wait_until(lambda: open_fds(pid) <= baseline_fds + 2, 15), (open_fds(pid), baseline_fds)
-    assert (rss_kb(pid) - level_rss) / 1024 < 24
+    assert (rss_kb(pid) - level_rss) / 1024 < 40
     assert "client stopped reading" in lgw.stderr_text()
     assert healthy(lgw)
 
